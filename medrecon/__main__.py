@@ -1,0 +1,4 @@
+from medrecon.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Classical reconstructions used as references for every diffusion result."""

@@ -1,0 +1,301 @@
+r"""Classical MRI reconstructions: the references every diffusion result is compared with.
+
+Every function takes an MRI operator ``op`` (:class:`~medrecon.operators.mri.SingleCoilMRI` or the
+SENSE operator :class:`~medrecon.operators.mri.MultiCoilMRI`, ``A = M F S``) and measured k-space
+``y`` (complex, ``(B, 1, H, W)`` single-coil or ``(B, coils, H, W)`` multi-coil) and returns complex
+images ``(B, 1, H, W)`` on ``y``'s device and dtype. Data outside the sampling mask are ignored,
+exactly as ``op.adjoint`` ignores them.
+
+Methods and the objective each one minimises
+--------------------------------------------
+* :func:`zero_filled` -- ``A^H y`` (single-coil ``F^H M y``; SENSE: the coil combination
+  ``sum_c conj(S_c) F^H M y_c`` with the operator's maps). No optimisation.
+* :func:`cg_sense` -- CG-SENSE (Pruessmann et al. 2001): ``n_iter`` conjugate-gradient steps on the
+  normal equations ``(A^H A + lam I) x = A^H y`` of ``0.5 ||A x - y||^2 + 0.5 lam ||x||^2``, starting
+  from zero, with the project's one batched solver
+  :func:`medrecon.operators.cg.conjugate_gradient`. Batched over slices, on ``y``'s device,
+  differentiable with autograd.
+* :func:`l1_wavelet` -- compressed sensing (Lustig et al. 2007):
+  ``min_x 0.5 ||A x - y||^2 + lam ||W x||_1`` with an orthogonal wavelet ``W`` (``db4`` by default),
+  solved by sigpy's :class:`sigpy.mri.app.L1WaveletRecon` (FISTA, the accelerated proximal
+  gradient method) for ``n_iter`` iterations from zero.
+* :func:`total_variation` -- ``min_x 0.5 ||A x - y||^2 + lam ||G x||_1`` with ``G`` the 2-D forward
+  finite differences (periodic boundary) and the anisotropic l1 norm (``sum |d_h x| + |d_v x|`` of
+  complex moduli), solved by sigpy's :class:`sigpy.mri.app.TotalVariationRecon` (primal-dual hybrid
+  gradient, Chambolle-Pock) for ``n_iter`` iterations from zero.
+
+The sigpy methods run on the CPU, one slice at a time (sigpy has no batch axis): ``y`` is moved to
+numpy in its own precision, reconstructed, and moved back to its device and dtype. They are not
+differentiable. sigpy is handed the operator's own mask (as ``weights``: sigpy multiplies both the
+model and ``y`` by ``sqrt(weights)``, which for a 0/1 mask is the mask itself) and coil maps (an
+all-ones map for single-coil), so sigpy's model is exactly ``op``: its centred orthonormal FFT is
+our :func:`~medrecon.operators.mri.fft2c` (checked to machine precision in the tests).
+
+Weight convention (DESIGN.md, "noise weights are relative")
+-----------------------------------------------------------
+Regularisation weights are given relative to the operator's scale, ``||A||^2`` (the largest
+eigenvalue of ``A^H A``, ``op.norm_sq()``, computed once per operator and cached on it):
+
+* ``lam = l2_rel * op.norm_sq()`` for :func:`cg_sense`;
+* ``lam = lam_rel * op.norm_sq()`` for :func:`l1_wavelet` and :func:`total_variation`.
+
+The absolute ``lam`` also scales with the image intensity (the data term is quadratic in it, the
+l1 terms linear), so a ``lam_rel`` is meaningful for images normalised to [0, 1] (the
+normalisation of the priors' cards); for other intensity scales multiply it by the image scale.
+For single-coil operators and SENSE with normalised maps (``sum_c |S_c|^2 = 1``, as ESPIRiT and
+:func:`~medrecon.operators.coils.simulated_maps` give) ``||A||^2`` is 1 (to the power iteration's
+accuracy), so ``lam == lam_rel`` there. An operator with per-slice maps has one ``norm_sq()``, the
+largest over its batch (DESIGN.md), and every slice of the batch uses it.
+
+Step sizes of the sigpy solvers are set here, not left to sigpy's default power iteration (which
+draws its start vector from numpy's *global* random state, so results would change from run to run
+and library code would touch global RNG state): FISTA uses ``alpha = 1 / ||A||^2``; PDHG uses
+``sigma = 1`` and ``tau = 1 / (||A||^2 + 8)``, an upper bound of ``||[A; G]||^2`` because
+``||G||^2 <= 8`` for 2-D periodic finite differences, which guarantees convergence
+(``sigma tau ||K||^2 <= 1``).
+
+References
+----------
+* K. P. Pruessmann, M. Weiger, P. Boernert, P. Boesiger. Advances in sensitivity encoding with
+  arbitrary k-space trajectories. Magn. Reson. Med. 46(4):638-651, 2001 (CG-SENSE).
+* M. Lustig, D. Donoho, J. M. Pauly. Sparse MRI: the application of compressed sensing for rapid
+  MR imaging. Magn. Reson. Med. 58(6):1182-1195, 2007 (l1-wavelet and TV regularised recon).
+* K. T. Block, M. Uecker, J. Frahm. Undersampled radial MRI with multiple coils: iterative image
+  reconstruction using a total variation constraint. Magn. Reson. Med. 57(6):1086-1098, 2007.
+* A. Beck, M. Teboulle. A fast iterative shrinkage-thresholding algorithm. SIAM J. Imaging Sci.
+  2(1):183-202, 2009 (FISTA); A. Chambolle, T. Pock. J. Math. Imaging Vis. 40:120-145, 2011 (PDHG).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from medrecon.errors import InputError, ShapeError
+from medrecon.operators.base import COMPLEX_DTYPES
+from medrecon.operators.cg import conjugate_gradient
+from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI
+
+__all__ = ["zero_filled", "cg_sense", "l1_wavelet", "total_variation"]
+
+#: ``||G||^2`` bound of 2-D periodic forward finite differences (sum over the two axes of 4).
+_FINITE_DIFFERENCE_NORM_SQ_2D = 8.0
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_op(op, who: str) -> None:
+    if not isinstance(op, (SingleCoilMRI, MultiCoilMRI)):
+        raise InputError(
+            f"{who}: expected an MRI operator (medrecon.operators.mri.SingleCoilMRI or MultiCoilMRI), "
+            f"got {type(op).__name__}"
+        )
+
+
+def _check_y(op, y, who: str) -> None:
+    """The operator's k-space contract, stated from the baseline's point of view."""
+    if not isinstance(y, torch.Tensor):
+        raise ShapeError(f"{who}: y must be a torch.Tensor of k-space, got {type(y).__name__}")
+    if y.ndim != 4 or tuple(y.shape[1:]) != op.out_shape:
+        raise ShapeError(
+            f"{who}: {op.name} expects k-space y of shape (B, {', '.join(map(str, op.out_shape))}), "
+            f"got {tuple(y.shape)}"
+        )
+    if y.dtype not in COMPLEX_DTYPES:
+        raise ShapeError(f"{who}: y must be complex64 or complex128 k-space, got {y.dtype}")
+    if y.shape[0] == 0:
+        raise ShapeError(f"{who}: y holds an empty batch (shape {tuple(y.shape)})")
+    if op.batch_size is not None and y.shape[0] != op.batch_size:
+        raise ShapeError(
+            f"{who}: {op.name} holds coil maps for a batch of {op.batch_size}, got k-space for a "
+            f"batch of {y.shape[0]} (use op.batch_slice(...) for a chunk)"
+        )
+
+
+def _check_n_iter(n_iter, who: str) -> int:
+    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+        raise InputError(f"{who}: n_iter must be an integer >= 1, got {n_iter!r}")
+    return int(n_iter)
+
+
+def _check_weight(value, name: str, who: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{who}: {name} must be a real number >= 0, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"{who}: {name} must be finite and >= 0, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# torch methods
+
+
+def zero_filled(op: SingleCoilMRI | MultiCoilMRI, y: torch.Tensor) -> torch.Tensor:
+    """Zero-filled reconstruction ``A^H y``: complex ``(B, 1, H, W)``.
+
+    Single-coil: ``F^H (M y)``, which is also the minimum-norm least-squares solution (F unitary, M a
+    projector). SENSE: the coil-combined adjoint ``sum_c conj(S_c) F^H (M y_c)`` with the operator's
+    maps (with normalised maps, the matched-filter / Roemer combination of the aliased coil images).
+    """
+    _check_op(op, "zero_filled")
+    _check_y(op, y, "zero_filled")
+    return op.adjoint(y)
+
+
+def cg_sense(
+    op: SingleCoilMRI | MultiCoilMRI,
+    y: torch.Tensor,
+    *,
+    n_iter: int = 30,
+    l2_rel: float = 0.0,
+) -> torch.Tensor:
+    """CG-SENSE (Pruessmann et al. 2001): ``n_iter`` CG steps on ``(A^H A + lam I) x = A^H y``.
+
+    Minimises ``0.5 ||A x - y||^2 + 0.5 lam ||x||^2`` with ``lam = l2_rel * op.norm_sq()``
+    (``l2_rel = 0``: plain least squares; CG from zero then converges to the minimum-norm solution).
+    Every slice of the batch is its own system (the shared solver
+    :func:`~medrecon.operators.cg.conjugate_gradient`), on ``y``'s device and dtype.
+
+    Returns complex ``(B, 1, H, W)``.
+    """
+    who = "cg_sense"
+    _check_op(op, who)
+    n_iter = _check_n_iter(n_iter, who)
+    l2_rel = _check_weight(l2_rel, "l2_rel", who)
+    _check_y(op, y, who)
+    rhs = op.adjoint(y)
+    lam = l2_rel * op.norm_sq() if l2_rel > 0 else 0.0
+
+    if lam > 0:
+
+        def apply_matrix(x: torch.Tensor) -> torch.Tensor:
+            return op.normal(x) + lam * x
+
+    else:
+        apply_matrix = op.normal
+    return conjugate_gradient(apply_matrix, rhs, n_iter=n_iter)
+
+
+# --------------------------------------------------------------------------------------------------
+# sigpy methods
+
+
+def _sigpy_problem(op, y: torch.Tensor):
+    """numpy copies of what sigpy needs, in ``y``'s precision: k-space ``(B, C, H, W)``, maps
+    ``(B or 1, C, H, W)`` and the 0/1 mask ``(H, W)``."""
+    complex_np = np.complex64 if y.dtype == torch.complex64 else np.complex128
+    real_np = np.float32 if y.dtype == torch.complex64 else np.float64
+    ksp = y.detach().to("cpu").numpy().astype(complex_np, copy=False)
+    mask = op.mask.detach().to("cpu").numpy().astype(real_np)
+    if isinstance(op, MultiCoilMRI):
+        maps = op.coil_maps.detach().to("cpu").numpy().astype(complex_np)
+    else:
+        maps = np.ones((1, 1) + tuple(mask.shape), dtype=complex_np)
+    return ksp, maps, mask
+
+
+def _run_sigpy(op, y: torch.Tensor, build) -> torch.Tensor:
+    """Reconstruct each slice with ``build(ksp_i, maps_i, mask) -> sigpy App``; back to torch."""
+    ksp, maps, mask = _sigpy_problem(op, y)
+    out = []
+    for i in range(ksp.shape[0]):
+        maps_i = maps[i] if maps.shape[0] > 1 else maps[0]
+        app = build(ksp[i], maps_i, mask)
+        out.append(np.asarray(app.run()))
+    images = np.stack(out)[:, None]
+    return torch.from_numpy(images).to(device=y.device, dtype=y.dtype)
+
+
+def l1_wavelet(
+    op: SingleCoilMRI | MultiCoilMRI,
+    y: torch.Tensor,
+    *,
+    lam_rel: float,
+    n_iter: int = 100,
+    wavelet: str = "db4",
+) -> torch.Tensor:
+    """l1-wavelet compressed sensing (Lustig et al. 2007) through sigpy's ``L1WaveletRecon``.
+
+    Minimises ``0.5 ||A x - y||^2 + lam ||W x||_1``, ``lam = lam_rel * op.norm_sq()`` (meaningful
+    for images normalised to [0, 1]; see the module docstring), with ``n_iter`` FISTA iterations
+    from zero at step ``1 / op.norm_sq()``. ``wavelet`` is a PyWavelets name (``"db4"``, ``"haar"``,
+    ``"sym8"``, ...). Runs on the CPU one slice at a time; returns complex ``(B, 1, H, W)`` on
+    ``y``'s device and dtype (not differentiable).
+    """
+    who = "l1_wavelet"
+    _check_op(op, who)
+    lam_rel = _check_weight(lam_rel, "lam_rel", who)
+    n_iter = _check_n_iter(n_iter, who)
+    import pywt  # noqa: PLC0415 - sigpy's wavelet backend
+
+    if not isinstance(wavelet, str) or wavelet not in pywt.wavelist(kind="discrete"):
+        raise InputError(
+            f"{who}: wavelet must be the name of a discrete PyWavelets wavelet (e.g. 'db4', 'haar', "
+            f"'sym8'; see pywt.wavelist(kind='discrete')), got {wavelet!r}"
+        )
+    _check_y(op, y, who)
+    from sigpy.mri.app import L1WaveletRecon  # noqa: PLC0415 - sigpy loads only when used
+
+    norm_sq = op.norm_sq()
+    lam = lam_rel * norm_sq
+
+    def build(ksp, maps, mask):
+        return L1WaveletRecon(
+            ksp,
+            maps,
+            lam,
+            weights=mask,
+            wave_name=wavelet,
+            max_iter=n_iter,
+            alpha=1.0 / norm_sq,
+            show_pbar=False,
+        )
+
+    return _run_sigpy(op, y, build)
+
+
+def total_variation(
+    op: SingleCoilMRI | MultiCoilMRI,
+    y: torch.Tensor,
+    *,
+    lam_rel: float,
+    n_iter: int = 100,
+) -> torch.Tensor:
+    """Total-variation regularised reconstruction through sigpy's ``TotalVariationRecon``.
+
+    Minimises ``0.5 ||A x - y||^2 + lam ||G x||_1`` (anisotropic TV, periodic finite differences),
+    ``lam = lam_rel * op.norm_sq()`` (meaningful for images normalised to [0, 1]; see the module
+    docstring), with ``n_iter`` primal-dual (PDHG) iterations from zero, ``sigma = 1`` and
+    ``tau = 1 / (op.norm_sq() + 8)``. Runs on the CPU one slice at a time; returns complex
+    ``(B, 1, H, W)`` on ``y``'s device and dtype (not differentiable).
+    """
+    who = "total_variation"
+    _check_op(op, who)
+    lam_rel = _check_weight(lam_rel, "lam_rel", who)
+    n_iter = _check_n_iter(n_iter, who)
+    _check_y(op, y, who)
+    from sigpy.mri.app import TotalVariationRecon  # noqa: PLC0415 - sigpy loads only when used
+
+    norm_sq = op.norm_sq()
+    lam = lam_rel * norm_sq
+    tau = 1.0 / (norm_sq + _FINITE_DIFFERENCE_NORM_SQ_2D)
+
+    def build(ksp, maps, mask):
+        return TotalVariationRecon(
+            ksp,
+            maps,
+            lam,
+            weights=mask,
+            max_iter=n_iter,
+            sigma=1.0,
+            tau=tau,
+            show_pbar=False,
+        )
+
+    return _run_sigpy(op, y, build)

@@ -1,0 +1,1 @@
+"""Benchmark commands (`medrecon bench ...`): speed and quality tables for docs/benchmarks.md."""

@@ -1,0 +1,98 @@
+"""The ``medrecon`` command line.
+
+Subcommands register themselves in :data:`COMMANDS` with a function that adds their arguments and
+a function that runs them. Heavy modules (torch, astra, sigpy) are imported inside the run
+functions only, so ``medrecon --help`` is instant.
+
+Exit codes (../DESIGN.md): 0 success, 2 bad usage or bad input, 3 missing resource, 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Callable
+
+from medrecon import __version__
+from medrecon.errors import MedreconError
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--out", default="medrecon-demo", help="output folder (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise (default: %(default)s)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from medrecon.demo import run_demo  # noqa: PLC0415
+
+    run_demo(args.out, overwrite=args.overwrite, seed=args.seed)
+    return 0
+
+
+def _add_bench(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    ops = sub.add_parser("operators", help="time forward/adjoint/normal of the CT and MRI operators")
+    ops.add_argument("--quick", action="store_true", help="a small subset of the cases, few repeats")
+    ops.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default: 5, quick: 2)")
+    ops.add_argument(
+        "--write",
+        metavar="MARKDOWN",
+        default=None,
+        help="also write the table into this Markdown file (e.g. docs/benchmarks.md), replacing its "
+        "operators section",
+    )
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "operators":
+        from medrecon.benchmarks.operators import main as bench_operators  # noqa: PLC0415
+
+        return bench_operators(quick=args.quick, repeats=args.repeats, write=args.write)
+    raise MedreconError(f"unknown bench {args.bench_command!r}")  # argparse already refuses this
+
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "demo": (
+        "simulate sparse-view CT and undersampled multi-coil MRI of real sample scans and reconstruct "
+        "them with the classical baselines",
+        _add_demo,
+        _run_demo,
+    ),
+    "bench": ("benchmarks (operators)", _add_bench, _run_bench),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medrecon",
+        description="Medical image reconstruction from undersampled CT and MRI data with diffusion priors.",
+    )
+    parser.add_argument("--version", action="version", version=f"medrecon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with code 2 on bad usage
+    run = COMMANDS[args.command][2]
+    try:
+        return int(run(args) or 0)
+    except MedreconError as exc:
+        print(f"medrecon {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"medrecon {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # an internal error: show where, exit 1
+        traceback.print_exc()
+        print(f"medrecon {args.command}: internal error (a bug: please report it with the trace above)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Exceptions of medrecon and the command-line exit code each one maps to.
+
+Every error raised on purpose by medrecon derives from :class:`MedreconError`. Bad input
+(a wrong shape, dtype, geometry, file or flag) raises :class:`InputError` or one of its
+subclasses; a missing resource (a prior, a data file, an optional dependency) raises
+:class:`MissingResourceError`. The CLI turns these into exit codes 2 and 3; anything else is an
+internal error (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class MedreconError(Exception):
+    """Base class of every error medrecon raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(MedreconError, ValueError):
+    """The caller gave something medrecon cannot use: the message says what was expected."""
+
+    exit_code = 2
+
+
+class ShapeError(InputError):
+    """A tensor has the wrong shape, dtype or device for the operator or function it was given to."""
+
+
+class GeometryError(InputError):
+    """An acquisition geometry (angles, distances, detector, mask, coil maps) is impossible."""
+
+
+class MissingResourceError(MedreconError):
+    """A prior, data file or optional dependency that the request needs is not available."""
+
+    exit_code = 3
+
+
+class BackendUnavailableError(MissingResourceError):
+    """A compute backend (astra-toolbox, its CUDA projectors) cannot be used on this machine."""

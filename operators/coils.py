@@ -1,0 +1,92 @@
+"""Coil sensitivity maps: ESPIRiT estimation, simulated birdcage maps, root-sum-of-squares.
+
+Maps are complex ``(B, coils, H, W)`` tensors (``(coils, H, W)`` for one slice), the layout
+:class:`~medrecon.operators.mri.MultiCoilMRI` takes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medrecon.errors import GeometryError, ShapeError
+
+
+def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Root-sum-of-squares coil combination ``sqrt(sum_c |x_c|^2)`` along ``dim`` (kept as size 1)."""
+    return torch.sqrt(torch.sum(coil_images.abs() ** 2, dim=dim, keepdim=True))
+
+
+def simulated_maps(
+    n_coils: int,
+    shape: tuple[int, int],
+    *,
+    relative_radius: float = 1.5,
+    normalize: bool = True,
+    dtype: torch.dtype = torch.complex64,
+) -> torch.Tensor:
+    """Smooth birdcage-coil sensitivities ``(n_coils, H, W)`` (sigpy's ``birdcage_maps``).
+
+    ``relative_radius`` is the coil ring radius relative to the field of view. With
+    ``normalize`` the maps are scaled so that ``sum_c |S_c|^2 = 1`` at every pixel, as ESPIRiT
+    maps are inside the object; then the SENSE operator's ``||A||^2 <= 1``.
+    """
+    import sigpy.mri  # noqa: PLC0415 - sigpy (and numba) load only when maps are simulated
+
+    if isinstance(n_coils, bool) or not isinstance(n_coils, (int, np.integer)) or n_coils < 1:
+        raise GeometryError(f"n_coils must be a positive integer, got {n_coils!r}")
+    h, w = (int(s) for s in shape)
+    if h < 1 or w < 1:
+        raise GeometryError(f"shape must be two positive sizes, got {shape!r}")
+    maps = sigpy.mri.birdcage_maps((int(n_coils), h, w), r=relative_radius, dtype=np.complex128)
+    if normalize:
+        maps = maps / np.sqrt(np.sum(np.abs(maps) ** 2, axis=0, keepdims=True))
+    return torch.from_numpy(maps).to(dtype)
+
+
+def espirit_maps(
+    kspace: torch.Tensor,
+    *,
+    calib_width: int = 24,
+    threshold: float = 0.02,
+    kernel_width: int = 6,
+    crop: float = 0.95,
+    max_iter: int = 100,
+) -> torch.Tensor:
+    """ESPIRiT sensitivities (Uecker et al. 2014) from multi-coil k-space, through sigpy's ``EspiritCalib``.
+
+    Args:
+        kspace: complex ``(B, coils, H, W)`` centred k-space (our :func:`fft2c` convention, which is
+            sigpy's) with a fully sampled centre of at least ``calib_width`` lines.
+        calib_width, threshold, kernel_width, crop, max_iter: as in sigpy's ``EspiritCalib``;
+            ``crop`` zeroes the maps where the eigenvalue is below it (outside the object).
+
+    Returns:
+        complex ``(B, coils, H, W)`` maps on the input's device and dtype. sigpy calibrates one
+        slice at a time on the CPU.
+    """
+    from sigpy.mri.app import EspiritCalib  # noqa: PLC0415
+
+    if not isinstance(kspace, torch.Tensor) or kspace.ndim != 4 or not kspace.is_complex():
+        got = (tuple(kspace.shape), kspace.dtype) if isinstance(kspace, torch.Tensor) else type(kspace).__name__
+        raise ShapeError(f"espirit_maps: expected complex k-space (B, coils, H, W), got {got}")
+    h, w = kspace.shape[-2:]
+    if calib_width > min(h, w):
+        raise GeometryError(f"espirit_maps: calib_width {calib_width} exceeds the k-space size {(h, w)}")
+    host = kspace.detach().to("cpu", torch.complex128).numpy()
+    maps = [
+        EspiritCalib(
+            item,
+            calib_width=calib_width,
+            thresh=threshold,
+            kernel_width=kernel_width,
+            crop=crop,
+            max_iter=max_iter,
+            show_pbar=False,
+        ).run()
+        for item in host
+    ]
+    return torch.from_numpy(np.stack(maps)).to(device=kspace.device, dtype=kspace.dtype)
+
+
+__all__ = ["rss", "simulated_maps", "espirit_maps"]
