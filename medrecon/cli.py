@@ -45,7 +45,21 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     )
 
 
+    tune = sub.add_parser(
+        "tune-baselines",
+        help="choose the classical baselines' weights on slices of training patients (writes a Markdown table)",
+    )
+    tune.add_argument("--ct-volume", metavar="NRRD", help="a CT volume (HU) of a training patient")
+    tune.add_argument("--mr-volume", metavar="NRRD", help="an MR volume of a training patient")
+    tune.add_argument("--slices", type=int, default=3, help="slices per volume (default: %(default)s)")
+    tune.add_argument("--json", metavar="FILE", help="also write every grid point as JSON")
+
+
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "tune-baselines":
+        from medrecon.benchmarks.tune_baselines import main as tune  # noqa: PLC0415
+
+        return tune(args.ct_volume, args.mr_volume, args.slices, args.json)
     if args.bench_command == "operators":
         from medrecon.benchmarks.operators import main as bench_operators  # noqa: PLC0415
 
@@ -60,7 +74,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _add_demo,
         _run_demo,
     ),
-    "bench": ("benchmarks (operators)", _add_bench, _run_bench),
+    "bench": ("benchmarks (operators, tune-baselines)", _add_bench, _run_bench),
 }
 
 

@@ -14,6 +14,9 @@ from typing import Callable
 import torch
 
 
+_ROUNDOFF = 64  # residual norms below this many machine epsilons of ||rhs|| count as converged
+
+
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Real part of the per-item inner product ``<a, b> = sum(conj(a) b)``: shape ``(B,)``."""
     dims = tuple(range(1, a.ndim))
@@ -46,7 +49,8 @@ def conjugate_gradient(
             samplers need on a GPU.
 
     Returns:
-        ``x`` of the shape and dtype of ``rhs``. Items whose residual reaches zero stay fixed.
+        ``x`` of the shape and dtype of ``rhs``. An item whose residual falls to round-off
+        (``||r|| <= 64 eps ||rhs||``) stays fixed from then on, so extra iterations never hurt.
     """
     x = torch.zeros_like(rhs) if x0 is None else x0
     r = rhs - apply_matrix(x) if x0 is not None else rhs.clone()
@@ -54,16 +58,20 @@ def conjugate_gradient(
     rs = batch_dot(r, r)
     rhs_norm_sq = batch_dot(rhs, rhs)
     tiny = torch.finfo(rs.dtype).tiny
+    # An item whose residual has reached round-off is frozen: past that point the step
+    # rs / <p, M p> is a ratio of rounding errors and would throw the solution away.
+    floor = (_ROUNDOFF * torch.finfo(rs.dtype).eps) ** 2 * rhs_norm_sq + tiny
     for _ in range(n_iter):
         mp = apply_matrix(p)
         curvature = batch_dot(p, mp)
-        alpha = torch.where(curvature > tiny, rs / curvature.clamp_min(tiny), torch.zeros_like(rs))
+        active = (rs > floor) & (curvature > tiny)
+        alpha = torch.where(active, rs / curvature.clamp_min(tiny), torch.zeros_like(rs))
         x = x + _per_item(alpha, x) * p
         r = r - _per_item(alpha, r) * mp
         rs_new = batch_dot(r, r)
         if tol > 0 and bool(torch.all(rs_new <= (tol**2) * rhs_norm_sq)):
             break
-        beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
+        beta = torch.where(active, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
         p = r + _per_item(beta, p) * p
-        rs = rs_new
+        rs = torch.where(active, rs_new, rs)
     return x

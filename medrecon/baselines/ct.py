@@ -87,8 +87,8 @@ def tv_pdhg(
     op: LinearOperator,
     y: torch.Tensor,
     *,
-    lam_rel: float = 1e-4,
-    n_iter: int = 300,
+    lam_rel: float = 1e-3,
+    n_iter: int = 500,
     nonnegative: bool = True,
 ) -> torch.Tensor:
     """Isotropic total-variation reconstruction by PDHG (Chambolle & Pock 2011).

@@ -121,3 +121,12 @@ def test_write_refuses_broken_markers(tmp_path):
     assert page.read_text() == original
     with pytest.raises(InputError, match="does not exist"):
         bench.check_write_target(tmp_path / "missing" / "b.md")
+
+
+def test_report_warns_about_a_busy_machine(result):
+    info = dict(bench.machine_info(), usable_cores=2)
+    common = dict(command="c", info=info, date="d", repeats=1, batch=3)
+    busy = bench.format_report(result, load=((3.5, 3.0, 2.0), (1.0, 1.0, 1.0)), **common)
+    idle = bench.format_report(result, load=((0.1, 0.1, 0.1), (0.2, 0.1, 0.1)), **common)
+    assert "machine was busy" in busy and "machine was busy" not in idle
+    assert "3.50 / 3.00 / 2.00 -> 1.00 / 1.00 / 1.00" in busy

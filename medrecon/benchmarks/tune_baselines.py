@@ -1,0 +1,163 @@
+"""Choose the classical baselines' weights on training data (``medrecon bench tune-baselines``).
+
+The baselines are the references every diffusion result is compared with, so their weights are
+tuned fairly, on slices of the training patients only (../DATA.md: ct-lung2 and mr-brain1 here;
+never a validation patient), for each benchmark setting, and the result is written into
+docs/baselines.md. The defaults in :data:`medrecon.baselines.TUNED_WEIGHTS` are copied from that
+table.
+
+Settings: CT parallel beam, 256x256, 23 and 60 views, clean and with 1% sinogram noise;
+MR 256x256, 8 simulated coils, smooth phase, ``equispaced_fraction`` masks at 4x and 8x, clean
+and with complex noise 0.02. Images are in [0, 1] (CT: HU window [-1000, 1000]; MR: magnitude
+over the volume's 99.5th percentile, clipped), PSNR with data range 1 on images clipped to
+[0, 1] (MR: magnitudes), averaged over the slices.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medrecon.errors import InputError
+
+CT_WINDOW_HU = (-1000.0, 1000.0)
+MR_PERCENTILE = 99.5
+IMAGE_SIZE = 256
+
+CT_GRIDS = {
+    "tv_pdhg": ("lam_rel", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]),
+    "sirt": ("n_iter", [25, 50, 100, 200, 400, 800]),
+    "cgls": ("n_iter", [3, 5, 10, 20, 40, 80]),
+}
+MR_GRIDS = {
+    "l1_wavelet": ("lam_rel", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]),
+    "total_variation": ("lam_rel", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]),
+    "cg_sense": ("n_iter", [3, 5, 10, 20, 40, 80]),
+}
+CT_SETTINGS = [(views, noisy) for views in (23, 60) for noisy in (False, True)]
+MR_SETTINGS = [(accel, noisy) for accel in (4, 8) for noisy in (False, True)]
+
+
+def _resize(slices: np.ndarray, size: int) -> np.ndarray:
+    from skimage.transform import resize  # noqa: PLC0415
+
+    if slices.shape[-1] == size and slices.shape[-2] == size:
+        return slices
+    return np.stack([resize(s, (size, size), anti_aliasing=True, preserve_range=True) for s in slices])
+
+
+def _pick(volume: np.ndarray, n_slices: int) -> np.ndarray:
+    """``n_slices`` axial slices evenly spaced over the middle 60% of a (x, y, z) volume, as (y, x) images."""
+    depth = volume.shape[2]
+    index = np.unique(np.round(np.linspace(0.2, 0.8, n_slices) * (depth - 1)).astype(int))
+    return np.stack([volume[:, :, k].T for k in index]).astype(np.float64)
+
+
+def ct_training_slices(volume_hu: np.ndarray, n_slices: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+    lo, hi = CT_WINDOW_HU
+    slices = _resize(_pick(volume_hu, n_slices), size)
+    return torch.from_numpy(np.clip((slices - lo) / (hi - lo), 0, 1)).float()[:, None]
+
+
+def mr_training_slices(volume: np.ndarray, n_slices: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+    scale = np.percentile(volume, MR_PERCENTILE)
+    slices = _resize(_pick(volume, n_slices), size)
+    return torch.from_numpy(np.clip(slices / scale, 0, 1)).float()[:, None]
+
+
+def _generators(n: int, offset: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(offset + i) for i in range(n)]
+
+
+def _psnr(recon: torch.Tensor, truth: torch.Tensor) -> float:
+    from medrecon.metrics import psnr  # noqa: PLC0415
+
+    magnitude = recon.abs() if recon.is_complex() else recon
+    return float(psnr(magnitude.clamp(0, 1), truth, data_range=1.0).mean())
+
+
+def tune_ct(truth: torch.Tensor, log=print) -> list[dict]:
+    from medrecon.baselines import ct as ct_baselines  # noqa: PLC0415
+    from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
+    from medrecon.simulation import CT_NOISE_REL, simulate_sinogram  # noqa: PLC0415
+
+    rows = []
+    for views, noisy in CT_SETTINGS:
+        op = CTProjector(ParallelBeamGeometry.sparse_view(truth.shape[-1], views))
+        y = simulate_sinogram(op, truth, _generators(truth.shape[0], 100), noise_rel=CT_NOISE_REL if noisy else 0.0)
+        setting = f"ct-parallel-{views}v-{'noisy' if noisy else 'clean'}"
+        fbp_psnr = _psnr(ct_baselines.fbp(op, y), truth)
+        rows.append({"setting": setting, "method": "fbp", "param": None, "value": None, "psnr": fbp_psnr})
+        log(f"{setting} fbp {fbp_psnr:.2f}")
+        for method, (param, values) in CT_GRIDS.items():
+            for value in values:
+                start = time.perf_counter()
+                recon = getattr(ct_baselines, method)(op, y, **{param: value})
+                row = {"setting": setting, "method": method, "param": param, "value": value, "psnr": _psnr(recon, truth)}
+                rows.append(row)
+                log(f"{setting} {method} {param}={value} {row['psnr']:.2f} ({time.perf_counter() - start:.1f} s)")
+    return rows
+
+
+def tune_mr(truth: torch.Tensor, log=print) -> list[dict]:
+    from medrecon.baselines import mri as mri_baselines  # noqa: PLC0415
+    from medrecon.operators import MultiCoilMRI, simulated_maps  # noqa: PLC0415
+    from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
+    from medrecon.simulation import MR_NOISE_SIGMA, complex_image, simulate_kspace  # noqa: PLC0415
+
+    size = truth.shape[-1]
+    image = complex_image(truth, _generators(truth.shape[0], 200))
+    maps = simulated_maps(8, (size, size))[None]
+    rows = []
+    for accel, noisy in MR_SETTINGS:
+        mask = CartesianSampling("equispaced_fraction", accel, seed="mr-brain1").make((size, size))
+        op = MultiCoilMRI(maps, mask)
+        y = simulate_kspace(op, image, _generators(truth.shape[0], 300), noise_sigma=MR_NOISE_SIGMA if noisy else 0.0)
+        setting = f"mr-8coil-{accel}x-{'noisy' if noisy else 'clean'}"
+        zf = _psnr(mri_baselines.zero_filled(op, y), truth)
+        rows.append({"setting": setting, "method": "zero_filled", "param": None, "value": None, "psnr": zf})
+        log(f"{setting} zero_filled {zf:.2f}")
+        for method, (param, values) in MR_GRIDS.items():
+            for value in values:
+                start = time.perf_counter()
+                recon = getattr(mri_baselines, method)(op, y, **{param: value})
+                row = {"setting": setting, "method": method, "param": param, "value": value, "psnr": _psnr(recon, truth)}
+                rows.append(row)
+                log(f"{setting} {method} {param}={value} {row['psnr']:.2f} ({time.perf_counter() - start:.1f} s)")
+    return rows
+
+
+def to_markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| setting | method | chosen | PSNR (dB) | grid (value: PSNR) |", "|---|---|---|---|---|"]
+    grouped = {}
+    for row in rows:
+        grouped.setdefault((row["setting"], row["method"]), []).append(row)
+    for (setting, method), group in grouped.items():
+        top = max(group, key=lambda r: r["psnr"])
+        chosen = "-" if top["param"] is None else f"{top['param']}={top['value']:g}"
+        grid = ", ".join(f"{r['value']:g}: {r['psnr']:.2f}" for r in group if r["param"] is not None) or "-"
+        lines.append(f"| {setting} | {method} | {chosen} | {top['psnr']:.2f} | {grid} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(ct_volume: str | None, mr_volume: str | None, n_slices: int, out_json: str | None) -> int:
+    from medrecon.io.nrrd import read_nrrd  # noqa: PLC0415
+
+    if ct_volume is None and mr_volume is None:
+        raise InputError("give --ct-volume and/or --mr-volume (NRRD volumes of training patients)")
+    rows: list[dict] = []
+    torch.set_grad_enabled(False)
+    if ct_volume:
+        rows += tune_ct(ct_training_slices(read_nrrd(ct_volume).data, n_slices))
+    if mr_volume:
+        rows += tune_mr(mr_training_slices(read_nrrd(mr_volume).data, n_slices))
+    names = ", ".join(Path(p).name for p in (ct_volume, mr_volume) if p)
+    print(to_markdown(rows, f"Weights tuned on {n_slices} slices each of {names} (training patients)."))
+    if out_json:
+        Path(out_json).write_text(json.dumps(rows, indent=1))
+    return 0
+

@@ -1,0 +1,1 @@
+"""Readers and writers of medical image formats, one module per format."""

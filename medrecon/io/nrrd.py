@@ -1,0 +1,100 @@
+"""NRRD volumes (the format of the starter corpus sources) read with numpy alone.
+
+Supports what medical NRRD files use: ``raw`` and ``gzip`` encodings, scalar types from int8 to
+float64, either endianness, attached data, ``space directions``/``space origin`` in
+``left-posterior-superior`` or ``right-anterior-superior`` space. The affine is returned in RAS
+(nibabel's convention) and maps array indices ``(i, j, k)`` in the file's axis order to mm.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medrecon.errors import InputError
+
+_TYPES = {
+    "signed char": "i1", "int8": "i1", "int8_t": "i1",
+    "uchar": "u1", "unsigned char": "u1", "uint8": "u1", "uint8_t": "u1",
+    "short": "i2", "short int": "i2", "signed short": "i2", "signed short int": "i2", "int16": "i2", "int16_t": "i2",
+    "ushort": "u2", "unsigned short": "u2", "unsigned short int": "u2", "uint16": "u2", "uint16_t": "u2",
+    "int": "i4", "signed int": "i4", "int32": "i4", "int32_t": "i4",
+    "uint": "u4", "unsigned int": "u4", "uint32": "u4", "uint32_t": "u4",
+    "longlong": "i8", "long long": "i8", "int64": "i8", "int64_t": "i8",
+    "ulonglong": "u8", "unsigned long long": "u8", "uint64": "u8", "uint64_t": "u8",
+    "float": "f4", "double": "f8",
+}  # fmt: skip
+_SPACE_TO_RAS = {
+    "left-posterior-superior": np.diag([-1.0, -1.0, 1.0]),
+    "lps": np.diag([-1.0, -1.0, 1.0]),
+    "right-anterior-superior": np.eye(3),
+    "ras": np.eye(3),
+}
+
+
+@dataclass(frozen=True)
+class NrrdVolume:
+    """Voxels in the file's axis order (fastest axis first, as NRRD lists ``sizes``), the 4x4 RAS
+    affine (mm) and the header fields as read."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: dict
+
+
+def _vector(text: str) -> np.ndarray:
+    numbers = re.findall(r"\(([^)]*)\)", text)
+    return np.array([[float(v) for v in n.split(",")] for n in numbers])
+
+
+def read_nrrd(path: str | Path) -> NrrdVolume:
+    """Read a NRRD file (attached data). Raises :class:`InputError` naming what is unsupported."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read NRRD file {path}: {exc.strerror}") from None
+    if not raw.startswith(b"NRRD000"):
+        raise InputError(f"{path} is not a NRRD file (no NRRD magic line)")
+    end = raw.find(b"\n\n")
+    if end < 0:
+        raise InputError(f"{path}: NRRD header has no terminating blank line")
+    header: dict[str, str] = {}
+    for line in raw[:end].decode("latin-1").splitlines()[1:]:
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        header[key.strip().lower()] = value.lstrip("=").strip()
+    if "data file" in header or "datafile" in header:
+        raise InputError(f"{path}: detached NRRD data files are not supported; convert to attached data")
+    try:
+        kind = _TYPES[header["type"].lower()]
+        sizes = [int(s) for s in header["sizes"].split()]
+    except KeyError as exc:
+        raise InputError(f"{path}: missing or unsupported NRRD field {exc}") from None
+    endian = "<" if header.get("endian", "little") == "little" else ">"
+    payload = raw[end + 2 :]
+    encoding = header.get("encoding", "raw").lower()
+    if encoding in ("gzip", "gz"):
+        payload = gzip.decompress(payload)
+    elif encoding != "raw":
+        raise InputError(f"{path}: NRRD encoding {encoding!r} is not supported (raw and gzip are)")
+    dtype = np.dtype(endian + kind)
+    count = int(np.prod(sizes))
+    if len(payload) < count * dtype.itemsize:
+        raise InputError(f"{path}: NRRD data is truncated ({len(payload)} bytes for {count} voxels of {dtype})")
+    data = np.frombuffer(payload[: count * dtype.itemsize], dtype=dtype).reshape(sizes[::-1]).transpose()
+    affine = np.eye(4)
+    if "space directions" in header:
+        directions = _vector(header["space directions"])  # one row per axis
+        to_ras = _SPACE_TO_RAS.get(header.get("space", "").lower())
+        if to_ras is None:
+            raise InputError(f"{path}: NRRD space {header.get('space')!r} is not supported")
+        origin = _vector(header.get("space origin", "(0,0,0)"))[0]
+        affine[:3, :3] = to_ras @ directions.T
+        affine[:3, 3] = to_ras @ origin
+    return NrrdVolume(np.ascontiguousarray(data.astype(dtype.newbyteorder("="))), affine, header)
