@@ -33,6 +33,7 @@ from .ct_geometry import CTGeometry, FanBeamGeometry, ParallelBeamGeometry
 
 TORCH_PROJECTORS = {"parallel": "linear", "fan": "line_fanflat"}
 
+_INT32_LIMIT = torch.iinfo(torch.int32).max
 # Rays x pixel steps handled at once while building; bounds the builder's temporary memory.
 _BUILD_CHUNK = 4_000_000
 
@@ -111,35 +112,41 @@ def _entries_for_rays(ray_ids, dx, dy, rx, ry, geom: CTGeometry, kernel: str, ve
         length = p * norm / rx.abs()
         n_prim, n_sec = w, h
     steps = torch.arange(n_prim, dtype=torch.float64, device=dx.device)
+    pos = pos0[:, None] + steps[None, :] * delta[:, None]
+    ln = length[:, None].expand_as(pos)
+    slope = delta[:, None].abs().expand_as(pos)
+    prim = steps.long()[None, :].expand_as(pos)
+    rid = ray_ids[:, None].expand_as(pos)
     rows, cols, vals = [], [], []
-    chunk = max(1, _BUILD_CHUNK // n_prim)
-    for start in range(0, ray_ids.numel(), chunk):
-        sl = slice(start, start + chunk)
-        pos = pos0[sl, None] + steps[None, :] * delta[sl, None]
-        ln = length[sl, None].expand_as(pos)
-        slope = delta[sl, None].abs().expand_as(pos)
-        prim = steps.long()[None, :].expand_as(pos)
-        rid = ray_ids[sl, None].expand_as(pos)
-        for sec, wgt, valid in _kernel_entries(pos, ln, slope, n_sec, kernel):
-            pix = prim * w + sec if vertical else sec * w + prim
-            rows.append(rid[valid])
-            cols.append(pix[valid])
-            vals.append(wgt[valid])
+    for sec, wgt, valid in _kernel_entries(pos, ln, slope, n_sec, kernel):
+        pix = prim * w + sec if vertical else sec * w + prim
+        rows.append(rid[valid])
+        cols.append(pix[valid])
+        vals.append(wgt[valid])
     return rows, cols, vals
 
 
-def _to_csr(rows, cols, vals, shape, dtype, device) -> torch.Tensor:
-    if rows:
-        r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals)
-    else:
-        r = c = torch.zeros(0, dtype=torch.long, device=device)
-        v = torch.zeros(0, dtype=torch.float64, device=device)
-    with quiet_sparse():
-        coo = torch.sparse_coo_tensor(
-            torch.stack([r, c]), v.to(dtype), shape, device=device, check_invariants=False
-        ).coalesce()
-        csr = coo.to_sparse_csr()
-    return csr_matrix(csr.crow_indices(), csr.col_indices(), csr.values(), shape)
+def _assemble_csr(chunks, shape, dtype, device) -> torch.Tensor:
+    """A CSR matrix from COO pieces ``(rows, cols, values)`` given in increasing, disjoint row ranges.
+
+    Each piece is sorted on its own and only its CSR columns and values (cast to ``dtype``) are
+    kept, so the builder's peak memory is one piece plus the result, not all entries in float64.
+    """
+    n_rows, n_cols = shape
+    counts = torch.zeros(n_rows, dtype=torch.long, device=device)
+    cols_out, vals_out = [], []
+    for rows, cols, vals in chunks:
+        if rows.numel() == 0:
+            continue
+        order = torch.argsort(rows * n_cols + cols)
+        counts += torch.bincount(rows, minlength=n_rows)
+        cols_out.append(cols[order].to(torch.int32 if n_cols < _INT32_LIMIT else torch.int64))
+        vals_out.append(vals[order].to(dtype))
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=device)
+    crow[1:] = torch.cumsum(counts, 0)
+    cols = torch.cat(cols_out) if cols_out else torch.zeros(0, dtype=torch.long, device=device)
+    vals = torch.cat(vals_out) if vals_out else torch.zeros(0, dtype=dtype, device=device)
+    return csr_matrix(crow, cols, vals, shape)
 
 
 @contextlib.contextmanager
@@ -153,8 +160,8 @@ def quiet_sparse():
 def csr_matrix(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
     """A torch sparse CSR matrix, with int32 indices where they fit: half the index memory, and
     sparse-dense products measured about 30% faster on the CPU than with int64 indices."""
-    limit = torch.iinfo(torch.int32).max
-    index_dtype = torch.int32 if values.numel() < limit and max(shape) < limit else torch.int64
+    small = values.numel() < _INT32_LIMIT and max(shape) < _INT32_LIMIT
+    index_dtype = torch.int32 if small else torch.int64
     with quiet_sparse():
         return torch.sparse_csr_tensor(
             crow.to(index_dtype), col.to(index_dtype), values, size=tuple(shape), check_invariants=False
@@ -170,19 +177,24 @@ def projection_matrix(geom: CTGeometry, *, dtype=torch.float32, device="cpu") ->
     device = torch.device(device)
     kernel = "linear" if isinstance(geom, ParallelBeamGeometry) else "line"
     dx, dy, rx, ry = _rays(geom, device)
-    ray_ids = torch.arange(dx.numel(), device=device)
     vertical = rx.abs() < ry.abs()
-    rows, cols, vals = [], [], []
-    for is_vertical in (True, False):
-        sel = vertical if is_vertical else ~vertical
-        if bool(sel.any()):
-            out = _entries_for_rays(
-                ray_ids[sel], dx[sel], dy[sel], rx[sel], ry[sel], geom, kernel, is_vertical
-            )
-            for acc, part in zip((rows, cols, vals), out):
-                acc.extend(part)
-    n_rays = geom.n_angles * geom.detector_count
-    return _to_csr(rows, cols, vals, (n_rays, geom.image_shape[0] * geom.image_shape[1]), dtype, device)
+    n_rays = dx.numel()
+    h, w = geom.image_shape
+    chunk = max(1, _BUILD_CHUNK // max(h, w))
+
+    def pieces():
+        for start in range(0, n_rays, chunk):
+            ids = torch.arange(start, min(start + chunk, n_rays), device=device)
+            rows, cols, vals = [], [], []
+            for is_vertical in (True, False):
+                sel = ids[vertical[ids] == is_vertical]
+                if sel.numel():
+                    out = _entries_for_rays(sel, dx[sel], dy[sel], rx[sel], ry[sel], geom, kernel, is_vertical)
+                    for acc, part in zip((rows, cols, vals), out):
+                        acc.extend(part)
+            yield torch.cat(rows), torch.cat(cols), torch.cat(vals)
+
+    return _assemble_csr(pieces(), (n_rays, h * w), dtype, device)
 
 
 def fbp_backprojector(geom: CTGeometry, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
@@ -198,29 +210,33 @@ def fbp_backprojector(geom: CTGeometry, *, dtype=torch.float32, device="cpu") ->
     nd, d = geom.detector_count, geom.detector_spacing
     x = (ex + p * torch.arange(w, dtype=torch.float64, device=device))[None, :].expand(h, w).reshape(-1)
     y = (ey - p * torch.arange(h, dtype=torch.float64, device=device))[:, None].expand(h, w).reshape(-1)
-    pix = torch.arange(h * w, device=device)
     n_angles = geom.n_angles
-    angles = torch.tensor(geom.angles, dtype=torch.float64, device=device)
-    rows, cols, vals = [], [], []
-    chunk = max(1, _BUILD_CHUNK // (h * w))
-    for start in range(0, n_angles, chunk):
-        theta = angles[start : start + chunk, None]
-        cos, sin = torch.cos(theta), torch.sin(theta)
-        along = x[None, :] * cos + y[None, :] * sin
-        if isinstance(geom, FanBeamGeometry):
-            dist = geom.source_origin - (x[None, :] * sin - y[None, :] * cos)
-            u = along * (geom.source_origin + geom.origin_detector) / dist
-            weight = (2 * math.pi / n_angles) / (2 * (dist / geom.source_origin) ** 2)
-        else:
-            u = along
-            weight = torch.full_like(along, math.pi / n_angles)
-        t = u / d + 0.5 * nd - 0.5
-        base = torch.floor(t)
-        frac = t - base
-        view = (start + torch.arange(theta.shape[0], device=device))[:, None].expand_as(t)
-        for idx, wgt in ((base, (1 - frac) * weight), (base + 1, frac * weight)):
-            valid = (idx >= 0) & (idx < nd)
-            rows.append(pix[None, :].expand_as(t)[valid])
-            cols.append((view * nd + idx.long())[valid])
-            vals.append(wgt[valid])
-    return _to_csr(rows, cols, vals, (h * w, n_angles * nd), dtype, device)
+    angles = torch.tensor(geom.angles, dtype=torch.float64, device=device)[None, :]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    views = torch.arange(n_angles, device=device)[None, :]
+    chunk = max(1, _BUILD_CHUNK // n_angles)
+
+    def pieces():  # a chunk of pixels (matrix rows) at a time, every view
+        for start in range(0, h * w, chunk):
+            pix = torch.arange(start, min(start + chunk, h * w), device=device)[:, None]
+            px, py = x[pix], y[pix]
+            along = px * cos + py * sin
+            if isinstance(geom, FanBeamGeometry):
+                dist = geom.source_origin - (px * sin - py * cos)
+                u = along * (geom.source_origin + geom.origin_detector) / dist
+                weight = (2 * math.pi / n_angles) / (2 * (dist / geom.source_origin) ** 2)
+            else:
+                u = along
+                weight = torch.full_like(along, math.pi / n_angles)
+            t = u / d + 0.5 * nd - 0.5
+            base = torch.floor(t)
+            frac = t - base
+            rows, cols, vals = [], [], []
+            for idx, wgt in ((base, (1 - frac) * weight), (base + 1, frac * weight)):
+                valid = (idx >= 0) & (idx < nd)
+                rows.append(pix.expand_as(t)[valid])
+                cols.append((views * nd + idx.long()).expand_as(t)[valid])
+                vals.append(wgt[valid])
+            yield torch.cat(rows), torch.cat(cols), torch.cat(vals)
+
+    return _assemble_csr(pieces(), (h * w, n_angles * nd), dtype, device)

@@ -53,8 +53,8 @@ DEFAULT_BATCH = 16
 
 # Peak bytes per stored non-zero, measured on the CPU (512x512, 180 views, docs/benchmarks.md):
 # astra's matrix build ~28, the transpose (CSR -> CSC copy) ~48 plus the matrix held (8), the torch
-# builder ~120 (float64 COO entries, sorting, CSR conversion). Rounded up for the estimate.
-_BYTES_PER_NNZ = {"astra": 36, "torch": 130, "transpose": 64}
+# builder ~35-45 (one chunk of float64 entries at a time, int32 columns). Rounded up for the estimate.
+_BYTES_PER_NNZ = {"astra": 36, "torch": 48, "transpose": 64}
 # Fraction of the crude upper bound 2 * rays * max(H, W) that is actually non-zero (measured 0.64
 # for parallel beam and 0.43 for fan beam at 512 pixels); rounded up.
 _NNZ_FRACTION = 0.7
