@@ -98,3 +98,21 @@ def read_nrrd(path: str | Path) -> NrrdVolume:
         affine[:3, :3] = to_ras @ directions.T
         affine[:3, 3] = to_ras @ origin
     return NrrdVolume(np.ascontiguousarray(data.astype(dtype.newbyteorder("="))), affine, header)
+
+
+def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis: int | None = None):
+    """Read a 3-D NRRD volume as a :class:`~medrecon.study.Study` (axial slices by default)."""
+    import torch  # noqa: PLC0415
+
+    from medrecon.study import Study, axis_closest_to, to_study_layout  # noqa: PLC0415
+
+    if modality is None:
+        raise InputError(f"{path}: NRRD does not record the modality; say whether it is CT or MR")
+    volume = read_nrrd(path)
+    if volume.data.ndim != 3:
+        raise InputError(f"{path}: expected a 3-D NRRD volume, got shape {volume.data.shape}")
+    axis = axis_closest_to(volume.affine) if slice_axis is None else slice_axis
+    voxels, affine, order = to_study_layout(volume.data.astype(np.float32), volume.affine, axis)
+    source = {"format": "nrrd", "path": str(path), "axis_order": list(order), "file_affine": volume.affine.tolist()}
+    name = Path(path).name.removesuffix(".nrrd")
+    return Study(torch.from_numpy(voxels), affine, modality, source=source, name=name)
