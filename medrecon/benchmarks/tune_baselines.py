@@ -30,13 +30,13 @@ IMAGE_SIZE = 256
 
 CT_GRIDS = {
     "tv_pdhg": ("lam_rel", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]),
-    "sirt": ("n_iter", [25, 50, 100, 200, 400, 800]),
-    "cgls": ("n_iter", [3, 5, 10, 20, 40, 80]),
+    "sirt": ("n_iter", [25, 50, 100, 200, 400, 800, 1600]),
+    "cgls": ("n_iter", [3, 5, 10, 20, 40, 80, 160]),
 }
 MR_GRIDS = {
     "l1_wavelet": ("lam_rel", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]),
     "total_variation": ("lam_rel", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]),
-    "cg_sense": ("n_iter", [3, 5, 10, 20, 40, 80]),
+    "cg_sense": ("n_iter", [3, 5, 10, 20, 40, 80, 160, 320]),
 }
 CT_SETTINGS = [(views, noisy) for views in (23, 60) for noisy in (False, True)]
 MR_SETTINGS = [(accel, noisy) for accel in (4, 8) for noisy in (False, True)]

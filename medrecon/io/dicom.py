@@ -1,0 +1,814 @@
+"""DICOM series through pydicom: read one CT or MR series as a Study, write a reconstruction back as a
+new derived series with the source's geometry.
+
+Reading
+-------
+:func:`read_dicom_series` takes a folder (its files are read, *not* its sub-folders; hidden files
+whose names start with ``.`` are ignored), a single file, or a list of files. Every file must be
+readable DICOM; objects without pixel data (DICOMDIR, structured reports, presentation states, ...)
+are skipped when image files remain. Slices (single-frame files, or the frames of Enhanced
+multi-frame files) are ordered along the slice normal, never by file name or InstanceNumber.
+Voxels are ``stored * RescaleSlope + RescaleIntercept`` as float32 (HU for CT).
+
+Geometry (the affine maps ``(column w, row h, slice s)`` to RAS+ mm): DICOM patient coordinates are
+LPS, so x and y are negated. With ``r = ImageOrientationPatient[0:3]`` (the direction along a row,
+i.e. of increasing column index), ``c = ImageOrientationPatient[3:6]``, ``PixelSpacing = (row
+spacing, column spacing)``, the slice normal ``n = r x c`` and ``p_0 .. p_{S-1}`` the
+ImagePositionPatient of the slices sorted by ``p . n``::
+
+    world_LPS(w, h, s) = p_0 + w * PixelSpacing[1] * r + h * PixelSpacing[0] * c + s * (p_{S-1} - p_0) / (S - 1)
+    world_RAS = diag(-1, -1, 1) @ world_LPS
+
+(one slice: the slice step is ``n`` times SpacingBetweenSlices, else SliceThickness, else 1 mm).
+The slice step is the mean spacing; spacings deviating by more than 1 % from it raise an
+:class:`UnevenSliceSpacingWarning` with the minimum and maximum spacing.
+
+Writing
+-------
+:func:`write_dicom_series` writes one classic single-frame CT or MR Image Storage file per slice
+(explicit VR little endian, int16 with a series-wide rescale) into a new folder, atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medrecon.errors import InputError, MissingResourceError
+from medrecon.study import Study
+
+__all__ = [
+    "DicomDecoderMissingError",
+    "UnevenSliceSpacingWarning",
+    "read_dicom_series",
+    "write_dicom_series",
+]
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+_POSITION_TOLERANCE_MM = 1e-3  # two slices closer than this along the normal are duplicates
+_ORIENTATION_TOLERANCE = 1e-4  # per direction-cosine component
+_SPACING_TOLERANCE = 1e-4  # relative, pixel spacing
+_UNEVEN_TOLERANCE = 0.01  # relative to the mean slice spacing
+_STORAGE_CLASSES = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}
+
+# what to install for each compressed transfer syntax (PyPI names)
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg and pylibjpeg-libjpeg, or pillow, or python-gdcm",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg and pylibjpeg-libjpeg, or pillow, or python-gdcm",  # JPEG extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg and pylibjpeg-libjpeg, or python-gdcm",  # JPEG lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg and pylibjpeg-libjpeg, or python-gdcm",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": "pylibjpeg and pylibjpeg-libjpeg, or pyjpegls, or python-gdcm",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "pylibjpeg and pylibjpeg-libjpeg, or pyjpegls, or python-gdcm",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg and pylibjpeg-openjpeg, or pillow, or python-gdcm",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg and pylibjpeg-openjpeg, or pillow, or python-gdcm",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg and pylibjpeg-openjpeg",  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg and pylibjpeg-openjpeg",  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg and pylibjpeg-openjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg and pylibjpeg-rle",  # RLE (pydicom decodes it itself)
+}
+
+# attributes of a multi-frame object that do not belong in a single-frame header
+_MULTIFRAME_ONLY = (
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "NumberOfFrames", "FrameIncrementPointer",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "DimensionOrganizationSequence",
+    "DimensionIndexSequence", "DimensionOrganizationType", "ConcatenationUID", "InConcatenationNumber",
+    "InConcatenationTotalNumber", "ConcatenationFrameOffsetNumber", "RepresentativeFrameNumber",
+)  # fmt: skip
+
+# attributes of a source slice that would be wrong for the derived image (pixel values, overlays, icons)
+_DROP_ON_WRITE = (
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "LargestImagePixelValue", "SmallestImagePixelValue",
+    "LargestPixelValueInSeries", "SmallestPixelValueInSeries", "PixelPaddingValue", "PixelPaddingRangeLimit",
+    "ModalityLUTSequence", "IconImageSequence", "PlanarConfiguration", "DataSetTrailingPadding",
+    "NumberOfFrames", "FrameIncrementPointer", "PixelDataProviderURL", "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)  # fmt: skip
+
+
+class UnevenSliceSpacingWarning(UserWarning):
+    """The slices of a DICOM series are not evenly spaced; the Study's affine uses the mean spacing."""
+
+
+class DicomDecoderMissingError(MissingResourceError, InputError):
+    """Compressed DICOM pixel data that no installed decoder can read (the message names the package).
+
+    It is a :class:`~medrecon.errors.MissingResourceError` (a missing optional dependency, CLI exit
+    code 3) and an :class:`~medrecon.errors.InputError`, so either ``except`` catches it.
+    """
+
+
+@dataclass
+class _Slice:
+    """One image plane: a single-frame file or one frame of a multi-frame file."""
+
+    file: Path
+    frame: int | None  # 0-based frame index in a multi-frame file, None for single-frame files
+    position: np.ndarray  # ImagePositionPatient (LPS mm)
+    orientation: np.ndarray  # ImageOrientationPatient (6 direction cosines)
+    spacing: np.ndarray  # PixelSpacing (row spacing, column spacing) in mm
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    elements: dict  # keyword -> DataElement holding the source's geometry/rescale values, verbatim
+
+    @property
+    def label(self) -> str:
+        return str(self.file) if self.frame is None else f"{self.file} (frame {self.frame + 1})"
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_dicom_series(path: str | Path | list | tuple, *, series_uid: str | None = None) -> Study:
+    """Read one CT or MR DICOM series as a :class:`Study` (geometry: see the module docstring).
+
+    Args:
+        path: a folder (its files, not its sub-folders), one DICOM file, or a list of files that
+            hold one series. Single-frame and Enhanced multi-frame (per-frame or shared functional
+            groups) files are accepted.
+        series_uid: the SeriesInstanceUID to read when the files hold several series.
+
+    Returns a Study with float32 voxels ``(S, H, W)`` (``stored * slope + intercept``: HU for CT),
+    the RAS affine, the modality (CT or MR), and ``source = {"format": "dicom", "path", "series_uid",
+    "headers": one pydicom Dataset per sorted slice without its pixel data (multi-frame files give
+    one flattened classic header per frame), "files", "frames", "modality"}``, which
+    :func:`write_dicom_series` uses to write a result back with identical geometry. The name is the
+    SeriesDescription, else the folder (or file) name.
+
+    Raises :class:`InputError` naming the problem (several series, inconsistent orientation, pixel
+    spacing or image size, duplicate positions, no image slices, unreadable files, unsupported
+    modality, missing geometry tags), :class:`DicomDecoderMissingError` for compressed pixel data
+    without a decoder, and warns :class:`UnevenSliceSpacingWarning` on uneven slice spacing.
+    """
+    files, root = _input_files(path)
+    images, skipped, unreadable = [], [], []
+    for file in files:
+        try:
+            ds = _read(file, defer=True)
+        except InputError as exc:
+            unreadable.append(str(exc))
+            continue
+        if "PixelData" in ds:
+            images.append((file, ds))
+        elif "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise InputError(f"{file} holds floating-point pixel data ({_sop_name(ds)}); medrecon reads integer CT/MR images only")
+        else:
+            skipped.append(f"{file.name} ({_sop_name(ds)})")
+    if unreadable:
+        shown = "\n  ".join(unreadable[:5]) + (f"\n  ... and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+        raise InputError(
+            f"{len(unreadable)} of {len(files)} files in {root} cannot be read as DICOM:\n  {shown}\n"
+            "remove them, or pass the list of DICOM files to read"
+        )
+    if not images:
+        what = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        raise InputError(f"no image slices in {root}: {len(files)} DICOM object(s) without PixelData ({what})")
+
+    images = _choose_series(images, series_uid, root)
+    uid = str(images[0][1].get("SeriesInstanceUID", ""))
+    modality = _series_modality(images, root)
+
+    slices, planes, headers = [], [], []
+    for file, _ in images:
+        ds = _read(file, defer=False)
+        file_slices = _slices_of(ds, file)
+        pixels = _pixels(ds, file, len(file_slices))
+        for sl, plane in zip(file_slices, pixels, strict=True):
+            slices.append(sl)
+            planes.append(plane)
+            headers.append(_flat_header(ds, sl) if sl.frame is not None else None)
+        if file_slices[0].frame is None:
+            del ds.PixelData
+            headers[-1] = ds
+    _check_consistent(slices)
+    order, affine = _sort_and_affine(slices, root)
+
+    voxels = np.empty((len(slices), slices[0].rows, slices[0].columns), dtype=np.float32)
+    for s, k in enumerate(order):
+        sl = slices[k]
+        voxels[s] = planes[k].astype(np.float64) * sl.slope + sl.intercept
+    first = images[0][1]
+    description = str(first.get("SeriesDescription", "") or "").strip()
+    source = {
+        "format": "dicom",
+        "path": str(root),
+        "series_uid": uid,
+        "headers": [headers[k] for k in order],
+        "files": [str(slices[k].file) for k in order],
+        "frames": [slices[k].frame for k in order],
+        "modality": modality,
+    }
+    name = description or (root.name if root.is_dir() else root.stem) or "study"
+    return Study(torch.from_numpy(voxels), affine, modality, source=source, name=name)
+
+
+def _input_files(path) -> tuple[list[Path], Path]:
+    """The files to read and the folder or file to name in messages and the Study."""
+    if isinstance(path, (list, tuple)):
+        files = [Path(p) for p in path]
+        if not files:
+            raise InputError("an empty list of DICOM files was given")
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"no such DICOM file(s): {', '.join(missing[:5])}")
+        parents = {f.parent for f in files}
+        return files, (parents.pop() if len(parents) == 1 else files[0])
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise InputError(f"{root} holds no files (DICOM folders are read without their sub-folders)")
+        return files, root
+    if root.is_file():
+        return [root], root
+    raise InputError(f"no such DICOM file or folder: {root}")
+
+
+def _read(file: Path, *, defer: bool):
+    """Read one DICOM file; ``defer`` leaves large values (pixel data) on disk until used."""
+    import pydicom  # noqa: PLC0415
+    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+
+    options = {"defer_size": "64 KB"} if defer else {}
+    try:
+        return pydicom.dcmread(file, **options)
+    except InvalidDicomError:
+        pass  # no preamble/'DICM': perhaps a DICOM file without file meta; try once more below
+    except Exception as exc:  # pydicom raises many types for damaged files
+        raise InputError(f"{file}: unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+    try:
+        ds = pydicom.dcmread(file, force=True, **options)
+    except Exception as exc:
+        raise InputError(f"{file}: not a DICOM file ({type(exc).__name__}: {exc})") from None
+    if "SOPClassUID" not in ds and "PixelData" not in ds:
+        raise InputError(f"{file}: not a DICOM file (no DICM prefix, no SOP Class UID, no pixel data)")
+    return ds
+
+
+def _sop_name(ds) -> str:
+    uid = ds.get("SOPClassUID")
+    return getattr(uid, "name", None) or str(uid or "no SOP Class UID")
+
+
+def _choose_series(images: list, series_uid: str | None, root: Path) -> list:
+    series: dict[str, list] = {}
+    for file, ds in images:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((file, ds))
+
+    def listing() -> str:
+        lines = []
+        for uid, members in series.items():
+            ds = members[0][1]
+            count = sum(int(d.get("NumberOfFrames", 1) or 1) for _, d in members)
+            desc = str(ds.get("SeriesDescription", "") or "").strip() or "(no description)"
+            lines.append(f"  {uid or '(no SeriesInstanceUID)'}  {desc!r}  {ds.get('Modality', '?')}  {count} slice(s)")
+        return "\n".join(lines)
+
+    if series_uid is not None:
+        if series_uid not in series:
+            raise InputError(f"{root} holds no series with SeriesInstanceUID {series_uid}; it holds:\n{listing()}")
+        return series[series_uid]
+    if len(series) > 1:
+        raise InputError(
+            f"{root} holds {len(series)} image series; choose one with series_uid=UID:\n{listing()}"
+        )
+    return next(iter(series.values()))
+
+
+def _series_modality(images: list, root: Path) -> str:
+    found = {str(ds.get("Modality", "") or "") for _, ds in images}
+    if len(found) > 1:
+        raise InputError(f"series in {root} mixes modalities {sorted(found)}")
+    modality = found.pop()
+    if modality not in _STORAGE_CLASSES:
+        raise InputError(
+            f"{root}: Modality {modality or '(missing)'!r} ({_sop_name(images[0][1])}) is not supported; "
+            "medrecon reconstructs CT and MR series"
+        )
+    return modality
+
+
+def _group_item(ds, frame: int, sequence: str):
+    """The item of a functional group for one frame: per-frame first, then shared; None if absent."""
+    for container, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        groups = ds.get(container)
+        if groups is not None and len(groups) > index:
+            items = groups[index].get(sequence)
+            if items:
+                return items[0]
+    return None
+
+
+def _slices_of(ds, file: Path) -> list[_Slice]:
+    """The geometry and rescale of each image plane in one dataset."""
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    functional = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    if n_frames > 1 and not functional:
+        raise InputError(
+            f"{file} has {n_frames} frames but no functional groups (PerFrameFunctionalGroupsSequence) "
+            "giving each frame's position; medrecon cannot place them"
+        )
+    if not functional:
+        return [_slice(file, None, ds, {kw: ds for kw in _GEOMETRY_SOURCES})]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) != n_frames:
+        raise InputError(f"{file}: NumberOfFrames is {n_frames} but PerFrameFunctionalGroupsSequence has {len(per_frame)} items")
+    out = []
+    for f in range(n_frames):
+        holders = {}
+        for kw, sequence in _GEOMETRY_SOURCES.items():
+            item = _group_item(ds, f, sequence)
+            holders[kw] = item if item is not None and kw in item else ds
+        out.append(_slice(file, f, ds, holders))
+    return out
+
+
+# where each geometry/rescale attribute lives in a multi-frame object's functional groups
+_GEOMETRY_SOURCES = {
+    "ImagePositionPatient": "PlanePositionSequence",
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "PixelSpacing": "PixelMeasuresSequence",
+    "SliceThickness": "PixelMeasuresSequence",
+    "SpacingBetweenSlices": "PixelMeasuresSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+}
+
+
+def _slice(file: Path, frame: int | None, ds, holders: dict) -> _Slice:
+    label = str(file) if frame is None else f"{file} (frame {frame + 1})"
+    elements = {kw: holder[kw] for kw, holder in holders.items() if kw in holder and holder[kw].value not in (None, "")}
+
+    def numbers(keyword: str, count: int) -> np.ndarray:
+        if keyword not in elements:
+            raise InputError(f"{label} has no {keyword}; medrecon needs it to place the slice in space")
+        value = elements[keyword].value
+        values = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+        try:
+            out = np.array([float(v) for v in values], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{label}: {keyword} is not numeric: {value!r}") from None
+        if out.shape != (count,) or not np.all(np.isfinite(out)):
+            raise InputError(f"{label}: {keyword} must be {count} finite numbers, got {value!r}")
+        return out
+
+    position = numbers("ImagePositionPatient", 3)
+    orientation = numbers("ImageOrientationPatient", 6)
+    row, col = orientation[:3], orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise InputError(f"{label}: ImageOrientationPatient {list(orientation)} is not two orthogonal unit vectors")
+    spacing = numbers("PixelSpacing", 2)
+    if np.any(spacing <= 0):
+        raise InputError(f"{label}: PixelSpacing must be positive, got {list(spacing)}")
+    slope = float(numbers("RescaleSlope", 1)[0]) if "RescaleSlope" in elements else 1.0
+    intercept = float(numbers("RescaleIntercept", 1)[0]) if "RescaleIntercept" in elements else 0.0
+    if "ModalityLUTSequence" in ds:
+        raise InputError(f"{label} uses a Modality LUT Sequence instead of RescaleSlope/Intercept; this is not supported")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise InputError(f"{label} is a colour image (SamplesPerPixel={samples}); CT and MR images are greyscale")
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(f"{label} has no valid Rows/Columns") from None
+    return _Slice(file, frame, position, orientation, spacing, rows, columns, slope, intercept, elements)
+
+
+def _pixels(ds, file: Path, n_frames: int) -> np.ndarray:
+    """The stored values as an ``(n_frames, rows, columns)`` array; names the decoder to install."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None and ts.is_compressed:
+        try:
+            from pydicom.pixels import get_decoder  # noqa: PLC0415  (pydicom >= 3)
+
+            available = get_decoder(ts).is_available
+        except (ImportError, NotImplementedError, ValueError):
+            available = True  # unknown: let pixel_array try and report what it says
+        if not available:
+            raise DicomDecoderMissingError(_decoder_message(file, ts, None))
+    try:
+        array = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError/ValueError here
+        if ts is not None and ts.is_compressed and ("plugin" in str(exc).lower() or "decod" in str(exc).lower()):
+            raise DicomDecoderMissingError(_decoder_message(file, ts, exc)) from None
+        raise InputError(f"{file}: cannot read its pixel data ({type(exc).__name__}: {exc})") from None
+    if array.ndim == 2:
+        array = array[None]
+    if array.shape[0] != n_frames or array.ndim != 3:
+        raise InputError(f"{file}: pixel data has shape {array.shape}, expected {n_frames} frame(s) of {int(ds.Rows)}x{int(ds.Columns)}")
+    return array
+
+
+def _decoder_message(file: Path, ts, exc: Exception | None) -> str:
+    packages = _DECODER_PACKAGES.get(str(ts), "python-gdcm")
+    detail = f" (pydicom: {exc})" if exc is not None else ""
+    return (
+        f"{file}: pixel data compressed as {getattr(ts, 'name', ts)} ({ts}) and no decoder for it is installed; "
+        f"install {packages} (pip install ...){detail}"
+    )
+
+
+def _flat_header(ds, sl: _Slice):
+    """A classic single-frame header for one frame of a multi-frame object (no pixel data)."""
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+
+    flat = Dataset()
+    for element in ds:
+        if element.keyword not in _MULTIFRAME_ONLY:
+            flat.add(copy.deepcopy(element))
+    for element in sl.elements.values():
+        flat.add(copy.deepcopy(element))
+    if hasattr(ds, "file_meta"):
+        flat.file_meta = copy.deepcopy(ds.file_meta)
+    return flat
+
+
+def _check_consistent(slices: list[_Slice]) -> None:
+    first = slices[0]
+    for sl in slices[1:]:
+        if (sl.rows, sl.columns) != (first.rows, first.columns):
+            raise InputError(
+                f"image size differs between slices: {first.label} is {first.rows}x{first.columns}, "
+                f"{sl.label} is {sl.rows}x{sl.columns}"
+            )
+        if np.max(np.abs(sl.orientation - first.orientation)) > _ORIENTATION_TOLERANCE:
+            raise InputError(
+                f"ImageOrientationPatient differs between slices: {first.label} has {_fmt(first.orientation)}, "
+                f"{sl.label} has {_fmt(sl.orientation)}"
+            )
+        if np.max(np.abs(sl.spacing - first.spacing) / first.spacing) > _SPACING_TOLERANCE:
+            raise InputError(
+                f"PixelSpacing differs between slices: {first.label} has {_fmt(first.spacing)} mm, "
+                f"{sl.label} has {_fmt(sl.spacing)} mm"
+            )
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def _sort_and_affine(slices: list[_Slice], root) -> tuple[np.ndarray, np.ndarray]:
+    """The slice order along the normal and the RAS affine of ``(w, h, s)`` (module docstring)."""
+    first = slices[0]
+    row, col = first.orientation[:3], first.orientation[3:]
+    normal = np.cross(row, col)
+    positions = np.stack([sl.position for sl in slices])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    steps = np.diff(along[order])
+    if len(steps) and steps.min() < _POSITION_TOLERANCE_MM:
+        k = int(np.argmin(steps))
+        a, b = slices[order[k]], slices[order[k + 1]]
+        raise InputError(
+            f"duplicate slice position {_fmt(a.position)} (LPS mm): {a.label} and {b.label} lie "
+            f"{steps[k]:.3g} mm apart along the slice normal; a series with repeated positions "
+            "(several echoes, phases or time points) cannot be read as one volume"
+        )
+    lps = np.eye(4)
+    lps[:3, 0] = row * first.spacing[1]
+    lps[:3, 1] = col * first.spacing[0]
+    if len(slices) > 1:
+        lps[:3, 2] = (positions[order[-1]] - positions[order[0]]) / (len(slices) - 1)
+        mean = steps.mean()
+        if np.max(np.abs(steps - mean)) > _UNEVEN_TOLERANCE * mean:
+            off = np.abs(along[order] - (along[order[0]] + mean * np.arange(len(slices)))).max()
+            warnings.warn(
+                f"uneven slice spacing in {root}: min {steps.min():.4g} mm, max {steps.max():.4g} mm "
+                f"(mean {mean:.4g} mm, used by the affine; some slices lie up to {off:.3g} mm from where it puts them)",
+                UnevenSliceSpacingWarning,
+                stacklevel=3,
+            )
+    else:
+        thickness = 1.0
+        for kw in ("SpacingBetweenSlices", "SliceThickness"):
+            if kw in first.elements:
+                try:
+                    value = float(first.elements[kw].value)
+                except (TypeError, ValueError):
+                    continue
+                if value > 0:
+                    thickness = value
+                    break
+        lps[:3, 2] = normal * thickness
+    lps[:3, 3] = positions[order[0]]
+    affine = np.eye(4)
+    affine[:3, :] = _LPS_TO_RAS @ lps[:3, :]
+    return order, affine
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def write_dicom_series(
+    study: Study,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    description: str = "medrecon reconstruction",
+    like: Study | dict | str | Path | None = None,
+) -> Path:
+    """Write a study as a new derived DICOM series (one file per slice) in the folder ``path``.
+
+    Headers: if the study was read from DICOM (``study.source["headers"]``), or ``like`` is such a
+    Study, its ``source`` dict or a DICOM series path, each slice copies its source header: patient,
+    study, equipment and frame-of-reference tags are kept; private tags, overlays, icons and pixel
+    statistics are dropped; a new SeriesInstanceUID (one for the series) and a new SOPInstanceUID per
+    slice; ImageType ``DERIVED\\SECONDARY\\...``; SeriesNumber = source + 1000; SeriesDescription
+    naming medrecon and ``description`` (the full text also goes to DerivationDescription); a
+    SourceImageSequence referencing the source slice; the geometry tags (ImagePositionPatient,
+    ImageOrientationPatient, PixelSpacing, SliceThickness) identical to the source. Multi-frame
+    sources are written as classic single-frame images. The study must have the source's shape and
+    affine (a reconstruction made with :meth:`Study.with_voxels`).
+
+    Otherwise (a NIfTI or NRRD source) minimal valid CT/MR Image Storage datasets are built from the
+    study's affine (RAS -> LPS), with new Study, Series and Frame-of-Reference UIDs, PatientName
+    ``anonymous`` and PatientID the study name. Reading such a series back orders its slices along
+    ``row x column`` cosines, so a study whose slice axis points the other way reads back in reverse
+    slice order (same positions in space).
+
+    Pixels: int16 (explicit VR little endian, valid Part 10 files) with one RescaleSlope/Intercept
+    for the series. Integer-valued voxels within the int16 range (e.g. CT in whole HU) are written
+    exactly with slope 1, intercept 0; otherwise the value range ``[lo, hi]`` is mapped onto
+    ``[-32767, 32767]`` with slope ``(hi - lo) / 65534``, so each voxel reads back within half a
+    slope step, ``(hi - lo) / 131068``, of its value (plus float32 rounding).
+
+    Never overwrites: an existing non-empty ``path`` is refused unless ``overwrite``; the files are
+    written into a temporary sibling folder that is renamed into place when complete (with
+    ``overwrite`` the old folder is removed only after that). Complex voxels are refused (write
+    magnitudes). Returns ``path``.
+    """
+    import pydicom  # noqa: PLC0415
+    from pydicom.uid import generate_uid  # noqa: PLC0415
+
+    path = Path(path)
+    if torch.is_complex(study.voxels):
+        raise InputError("DICOM images are real: the study has complex voxels; write their magnitudes (study.voxels.abs())")
+    _check_target(path, overwrite)
+    voxels = study.voxels.detach().cpu().numpy().astype(np.float64)
+    if not np.all(np.isfinite(voxels)):
+        raise InputError("the study has NaN or infinite voxels; DICOM int16 pixels cannot hold them")
+    source = _like_source(study, like)
+    headers = source.get("headers") if source is not None else None
+    if headers is not None:
+        _check_headers_match(study, headers)
+    stored, slope, intercept = _quantise(voxels)
+
+    now = datetime.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    series_uid = generate_uid()
+    text = description.strip() or "medrecon reconstruction"
+    series_description = text if "medrecon" in text.lower() else f"medrecon {text}"
+    if headers is not None:
+        datasets = [
+            _derived_from(h, study.modality, series_uid, s, source.get("frames", [None] * len(headers))[s])
+            for s, h in enumerate(headers)
+        ]
+    else:
+        datasets = _minimal_series(study, series_uid, date, time)
+    for s, ds in enumerate(datasets):
+        ds.SeriesDescription = series_description[:64]
+        ds.DerivationDescription = f"medrecon reconstruction: {text}"[:1024]
+        for kw, value in (("SeriesDate", date), ("SeriesTime", time), ("ContentDate", date), ("ContentTime", time),
+                          ("InstanceCreationDate", date), ("InstanceCreationTime", time)):  # fmt: skip
+            setattr(ds, kw, value)
+        ds.InstanceNumber = s + 1
+        _set_pixels(ds, stored[s], slope, intercept)
+
+    tmp = _temporary_sibling(path, "tmp")
+    try:
+        for s, ds in enumerate(datasets):
+            _dcmwrite(pydicom, tmp / f"slice_{s + 1:04d}.dcm", ds)
+        _commit(tmp, path, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a folder; a DICOM series is written as a folder of files")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise InputError(f"{path} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+
+
+def _temporary_sibling(path: Path, kind: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{kind}-{uuid.uuid4().hex[:12]}"
+    os.mkdir(tmp)
+    return tmp
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the complete folder ``tmp`` to ``path``; an old ``path`` goes only after that succeeded."""
+    if not path.exists():
+        os.rename(tmp, path)
+        return
+    _check_target(path, overwrite)  # it may have appeared or filled up while we were writing
+    backup = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
+    os.rename(path, backup)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(backup, path)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _like_source(study: Study, like) -> dict | None:
+    if like is None:
+        return study.source if study.source.get("format") == "dicom" and study.source.get("headers") else None
+    if isinstance(like, Study):
+        source = like.source
+    elif isinstance(like, dict):
+        source = like
+    elif isinstance(like, (str, Path)):
+        source = read_dicom_series(like).source
+    else:
+        raise InputError(f"like= must be a Study, its source dict or a DICOM series path, got {type(like).__name__}")
+    if source.get("format") != "dicom" or not source.get("headers"):
+        raise InputError(f"like= must come from a DICOM series (its source format is {source.get('format')!r})")
+    return source
+
+
+def _check_headers_match(study: Study, headers: list) -> None:
+    s, h, w = study.shape
+    first = headers[0]
+    rows, columns = int(first.get("Rows", -1)), int(first.get("Columns", -1))
+    if len(headers) != s or (rows, columns) != (h, w):
+        raise InputError(
+            f"the study has {s} slices of {h}x{w} but its DICOM source has {len(headers)} slices of "
+            f"{rows}x{columns}; write it to NIfTI, or as a new DICOM series from a study without DICOM source"
+        )
+    slices = [_slice(Path("source header"), None, hd, {kw: hd for kw in _GEOMETRY_SOURCES}) for hd in headers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnevenSliceSpacingWarning)
+        order, affine = _sort_and_affine(slices, "the DICOM source")
+    if not np.array_equal(order, np.arange(s)) or not np.allclose(affine, study.affine, rtol=0, atol=1e-3):
+        raise InputError(
+            "the study's affine differs from the geometry of its DICOM source headers, so they cannot be "
+            "reused; write it to NIfTI, or as a new DICOM series from a study without DICOM source"
+        )
+
+
+def _quantise(voxels: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """int16 stored values and the (slope, intercept) DS strings that map them back (write docstring)."""
+    from pydicom.valuerep import DSfloat  # noqa: PLC0415
+
+    lo, hi = float(voxels.min()), float(voxels.max())
+    if np.array_equal(voxels, np.round(voxels)) and lo >= -32768 and hi <= 32767:
+        pass
+    if hi == lo:
+        slope_text, intercept_text = "1", str(DSfloat(lo, auto_format=True))
+    else:
+        slope_text = str(DSfloat((hi - lo) / 65534.0, auto_format=True))
+        intercept_text = str(DSfloat(lo + 32767.0 * (hi - lo) / 65534.0, auto_format=True))
+    slope, intercept = float(slope_text), float(intercept_text)  # what readers will use
+    stored = np.clip(np.round((voxels - intercept) / slope), -32768, 32767).astype(np.int16)
+    return stored, slope_text, intercept_text
+
+
+def _strip(ds) -> None:
+    ds.remove_private_tags()
+    for element in list(ds):
+        group = element.tag.group
+        if 0x6000 <= group <= 0x60FF or 0x5000 <= group <= 0x50FF:  # overlays, curves
+            del ds[element.tag]
+    for kw in _DROP_ON_WRITE:
+        if kw in ds:
+            delattr(ds, kw)
+
+
+def _derived_from(header, modality: str, series_uid: str, s: int, frame: int | None):
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pydicom.uid import generate_uid  # noqa: PLC0415
+
+    ds = copy.deepcopy(header)
+    _strip(ds)
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = header.get("SOPClassUID", _STORAGE_CLASSES[modality])
+    reference.ReferencedSOPInstanceUID = header.get("SOPInstanceUID", "")
+    if frame is not None:
+        reference.ReferencedFrameNumber = frame + 1
+    ds.SourceImageSequence = [reference]
+    ds.SOPClassUID = _STORAGE_CLASSES[modality]
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = modality
+    try:
+        number = int(header.get("SeriesNumber", 0) or 0)
+    except (TypeError, ValueError):
+        number = 0
+    ds.SeriesNumber = number + 1000
+    old = header.get("ImageType")
+    old_type = [] if not old else [old] if isinstance(old, str) else list(old)
+    ds.ImageType = ["DERIVED", "SECONDARY", *[str(v) for v in old_type[2:]]]
+    _required_modality_tags(ds, modality)
+    return ds
+
+
+def _required_modality_tags(ds, modality: str) -> None:
+    """Type 1/2 attributes of the CT/MR Image modules that a source (e.g. Enhanced) may lack."""
+    if modality == "CT":
+        defaults = {"KVP": "", "AcquisitionNumber": ""}
+        if len(ds.ImageType) < 3:
+            ds.ImageType = [*ds.ImageType, "AXIAL"]
+    else:
+        defaults = {"ScanningSequence": "RM", "SequenceVariant": "NONE", "ScanOptions": "", "MRAcquisitionType": "",
+                    "EchoTime": "", "EchoTrainLength": "", "RepetitionTime": ""}  # fmt: skip
+    for kw, value in defaults.items():
+        if kw not in ds:
+            setattr(ds, kw, value)
+
+
+def _minimal_series(study: Study, series_uid: str, date: str, time: str) -> list:
+    """Classic CT/MR Image Storage datasets built from the study's affine (non-DICOM sources)."""
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pydicom.uid import generate_uid  # noqa: PLC0415
+    from pydicom.valuerep import DSfloat  # noqa: PLC0415
+
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ study.affine
+    c0, c1, c2, origin = lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3]
+    dw, dh = np.linalg.norm(c0), np.linalg.norm(c1)
+    if abs(c0 @ c1) > 1e-6 * dw * dh:
+        raise InputError("the study's column and row axes are not perpendicular; DICOM cannot store sheared in-plane axes")
+    row, col = c0 / dw, c1 / dh
+    thickness = abs(c2 @ np.cross(row, col))
+
+    def ds_values(values) -> list:
+        return [DSfloat(float(v), auto_format=True) for v in values]
+
+    study_uid, frame_uid = generate_uid(), generate_uid()
+    patient_id = (study.name or "study").replace("\\", "_")[:64]
+    out = []
+    for s in range(study.shape[0]):
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.SOPClassUID = _STORAGE_CLASSES[study.modality]
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyDate, ds.StudyTime = date, time
+        ds.AccessionNumber = ""
+        ds.Modality = study.modality
+        ds.Manufacturer = "medrecon"
+        ds.ReferringPhysicianName = ""
+        ds.PatientName = "anonymous"
+        ds.PatientID = patient_id
+        ds.PatientBirthDate = ""
+        ds.PatientSex = ""
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = ""
+        ds.SeriesNumber = 1000
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PositionReferenceIndicator = ""
+        ds.ImagePositionPatient = ds_values(origin + s * c2)
+        ds.ImageOrientationPatient = ds_values([*row, *col])
+        ds.PixelSpacing = ds_values([dh, dw])
+        ds.SliceThickness = DSfloat(thickness, auto_format=True)
+        _required_modality_tags(ds, study.modality)
+        out.append(ds)
+    return out
+
+
+def _set_pixels(ds, stored: np.ndarray, slope: str, intercept: str) -> None:
+    from pydicom.dataset import FileMetaDataset  # noqa: PLC0415
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian  # noqa: PLC0415
+
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<i2").tobytes()
+    ds["PixelData"].VR = "OW"
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+
+
+def _dcmwrite(pydicom, file: Path, ds) -> None:
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        pydicom.dcmwrite(file, ds, enforce_file_format=True)
+    else:  # pydicom 2.x
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        pydicom.dcmwrite(file, ds, write_like_original=False)
