@@ -6,7 +6,8 @@
 - :mod:`medrecon.data.fetch`: ``medrecon data fetch`` (:func:`fetch`), the manifest, checksums.
 - :func:`load_starter`: a converted source as a :class:`~medrecon.study.Study`.
 
-Importing this package is cheap (no torch, no nibabel, no network).
+Importing this package is cheap (no torch, no nibabel, no network). ``medrecon.data.fetch`` is the
+function; the module of the same name is ``importlib.import_module("medrecon.data.fetch")``.
 """
 
 from __future__ import annotations
