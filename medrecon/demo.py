@@ -12,8 +12,6 @@ training patients (docs/baselines.md).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 
 from medrecon import __version__
 from medrecon.errors import InputError
+from medrecon.io.atomic import atomic_output
 
 CT_WINDOW_HU = (-1000.0, 1000.0)
 CT_VIEWS = 23
@@ -151,6 +150,7 @@ def _figure(rows: list[dict], path: Path, tile: int = 160) -> None:
     canvas.save(path)
 
 
+@torch.no_grad()
 def run_demo(out_dir: str | Path, *, overwrite: bool = False, seed: int = 0) -> dict:
     """Run both demos and write ``demo.json`` and ``demo.png`` into ``out_dir``.
 
@@ -160,7 +160,6 @@ def run_demo(out_dir: str | Path, *, overwrite: bool = False, seed: int = 0) -> 
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
-    torch.set_grad_enabled(False)
     started = time.perf_counter()
     rows = {"CT, parallel beam, 23 views, 1% noise": ct_demo(seed), "MR, 8 coils, 4x, noise 0.02": mr_demo(seed)}
     record = {
@@ -169,17 +168,9 @@ def run_demo(out_dir: str | Path, *, overwrite: bool = False, seed: int = 0) -> 
         "seconds": round(time.perf_counter() - started, 1),
         "demos": {name: {k: v for k, v in row.items() if k != "images"} for name, row in rows.items()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_output(out, overwrite=overwrite, folder=True) as staging:
         (staging / "demo.json").write_text(json.dumps(record, indent=2))
         _figure(list(rows.values()), staging / "demo.png")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for name, row in rows.items():
         print(f"\n{name}")
         for method, score in row["results"].items():

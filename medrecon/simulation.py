@@ -15,6 +15,7 @@ draw serves every acceleration.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -168,18 +169,12 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
     (``sinogram.h5`` with dataset ``sinogram`` ``(S, n_angles, n_det)``, or ``kspace.h5`` in the
     fastMRI layout with the reference as ``reconstruction_rss``) into a new folder, atomically."""
     import json  # noqa: PLC0415
-    import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     import h5py  # noqa: PLC0415
 
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+
+    with atomic_output(out_dir, overwrite=overwrite, folder=True) as staging:
         record = {"acquisition": acquisition.to_dict(), "study": _study_record(study)}
         (staging / ACQUISITION_FILE).write_text(json.dumps(record, indent=2))
         if acquisition.kind == "ct":
@@ -195,20 +190,13 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
                 target=None if reference is None else reference.cpu(),
                 attrs={"acquisition": "medrecon-simulated", "patient_id": study.name},
             )
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def load_measurements(folder):
     """``(acquisition, study record, measurements)`` from a folder written by :func:`save_measurements`:
     CT sinograms ``(S, 1, n_angles, n_det)``, MR k-space ``(S, coils, H, W)``."""
     import json  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     import h5py  # noqa: PLC0415
 
@@ -243,6 +231,7 @@ def _slice_range(text: str | None, n: int) -> slice:
     return sel
 
 
+@torch.no_grad()
 def run_simulate(args) -> None:
     """``medrecon simulate``: load a study, simulate its measurements, save them with the record."""
     import numpy as np  # noqa: PLC0415
@@ -253,7 +242,6 @@ def run_simulate(args) -> None:
 
     from .acquisition import CTAcquisition, MRAcquisition  # noqa: PLC0415
 
-    torch.set_grad_enabled(False)
     modality = args.modality.upper() if args.modality else None
     if study_format(args.input) == "dicom":
         study = load_study(args.input)

@@ -34,7 +34,6 @@ import resource
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Callable
 import numpy as np
 
 from medrecon.errors import BackendUnavailableError, InputError
+from medrecon.io.atomic import atomic_output
 
 START_MARKER = "<!-- bench:operators:start -->"
 END_MARKER = "<!-- bench:operators:end -->"
@@ -759,25 +759,8 @@ def write_section(path: str | os.PathLike, section: str) -> None:
     p = Path(path)
     old = p.read_text(encoding="utf-8") if p.exists() else None
     new = replace_section(old, section, p)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if old is not None:
-            os.chmod(tmp, p.stat().st_mode & 0o7777)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_output(p, overwrite=True) as tmp:
+        tmp.write_text(new, encoding="utf-8")
 
 
 # ============================================================================ entry point

@@ -144,13 +144,13 @@ def to_markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@torch.no_grad()
 def main(ct_volume: str | None, mr_volume: str | None, n_slices: int, out_json: str | None) -> int:
     from medrecon.io.nrrd import read_nrrd  # noqa: PLC0415
 
     if ct_volume is None and mr_volume is None:
         raise InputError("give --ct-volume and/or --mr-volume (NRRD volumes of training patients)")
     rows: list[dict] = []
-    torch.set_grad_enabled(False)
     if ct_volume:
         rows += tune_ct(ct_training_slices(read_nrrd(ct_volume).data, n_slices))
     if mr_volume:

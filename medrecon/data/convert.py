@@ -68,7 +68,9 @@ def read_inv3(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
             dtype = np.dtype(_INV3_DTYPES[str(matrix["dtype"])])
             filename = str(matrix["filename"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{path}: main.plist 'matrix' entry is incomplete or has an unsupported dtype: {exc}") from None
+            raise InputError(
+                f"{path}: main.plist 'matrix' entry is incomplete or has an unsupported dtype: {exc}"
+            ) from None
         if len(shape) != 3 or min(shape) < 1:
             raise InputError(f"{path}: expected a 3-D matrix shape (slices, rows, columns), got {shape}")
         orientation = plist.get("orientation", 1)
@@ -85,9 +87,7 @@ def read_inv3(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
         raw = archive.extractfile(members[filename]).read()
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise InputError(
-            f"{path}: {filename} has {len(raw)} bytes; a {shape} {dtype.name} matrix needs {expected}"
-        )
+        raise InputError(f"{path}: {filename} has {len(raw)} bytes; a {shape} {dtype.name} matrix needs {expected}")
     volume = np.frombuffer(raw, dtype=dtype).reshape(shape)[:, ::-1, :]  # (slice, row, column), rows as in DICOM
     data = np.ascontiguousarray(volume.transpose(2, 1, 0).astype(dtype.newbyteorder("=")))  # (column, row, slice)
     dx, dy, dz = (float(v) for v in spacing)
@@ -185,4 +185,3 @@ def axis_codes(affine: np.ndarray) -> str:
     import nibabel as nib  # noqa: PLC0415
 
     return "".join(nib.aff2axcodes(affine))
-

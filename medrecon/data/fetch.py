@@ -40,9 +40,9 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
 from urllib.parse import unquote
 
 import numpy as np
@@ -51,6 +51,7 @@ from medrecon import __version__
 from medrecon.data.convert import axis_codes, intensity_summary, read_source, stored_array
 from medrecon.data.sources import DEFAULT_IDS, SOURCES, SPLIT, Source, get_source
 from medrecon.errors import InputError, MedreconError, MissingResourceError
+from medrecon.io.atomic import atomic_output
 
 ENV_VAR = "MEDRECON_DATA"
 MANIFEST_NAME = "manifest.json"
@@ -121,29 +122,14 @@ def read_manifest(dest: str | Path | None = None, *, missing_ok: bool = False) -
     return manifest
 
 
-def _make_readable(path: Path) -> None:
-    """Give a file written through a temporary file (mode 0600) the usual mode (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _write_manifest(dest: Path, manifest: dict) -> Path:
     """Write the manifest atomically (temporary file + rename), sources in table order."""
     order = {s.id: n for n, s in enumerate(SOURCES)}
     manifest["sources"] = dict(sorted(manifest["sources"].items(), key=lambda kv: order.get(kv[0], len(order))))
     manifest["medrecon_version"] = __version__
     path = dest / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=dest)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        _make_readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
 
 
@@ -216,9 +202,12 @@ def _pip_available() -> bool:
     return importlib.util.find_spec("pip") is not None
 
 
-def _tail(text: str, lines: int = 4) -> str:
-    kept = [line for line in text.strip().splitlines() if line.strip() and not line.startswith("WARNING: Location")]
-    return " | ".join(kept[-lines:]) or "(no output)"
+def _tail(text: str, lines: int = 3) -> str:
+    """The client's error lines (pip's ``ERROR:``, apt's ``E:``), else its last lines."""
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in kept if line.startswith(("ERROR:", "E:", "error:", "dpkg-deb: error", "dpkg: error"))]
+    chosen = errors or [line for line in kept if not line.startswith(("WARNING:", "W:"))] or kept
+    return " | ".join(chosen[-lines:]) or "(no output)"
 
 
 def _local_hint(source: Source) -> str:
@@ -349,12 +338,12 @@ class _Packages:
         if source.package_kind == "wheel":
             requirement = f"{source.package}=={source.version}"
             args = [*pip, "--only-binary", ":all:", requirement]
-        elif source.url:
+        elif source.url:  # a direct file address: pip takes that very file (and checks its sha256)
             requirement = f"{source.package} @ {source.url}#sha256={source.package_sha256}"
-            args = [*pip, "--no-binary", ":all:", requirement]
-        else:
+            args = [*pip, requirement]
+        else:  # --no-binary for this package only: ":all:" would also build the sdist's build tools from source
             requirement = f"{source.package}=={source.version}"
-            args = [*pip, "--no-binary", ":all:", requirement]
+            args = [*pip, "--no-binary", source.package, requirement]
         self.log(f"  pip download {requirement}")
         result = _run_client(args, env=env)
         found = sorted(p for pattern in _archive_patterns(source) for p in dl.glob(pattern))
@@ -365,7 +354,8 @@ class _Packages:
         if source.package_kind == "sdist":
             return self._pip_unpacked_sdist(source, first_error=result.stderr)
         raise MissingResourceError(
-            f"{source.id}: pip could not download {requirement} from PyPI: {_tail(result.stderr)}. " + _local_hint(source)
+            f"{source.id}: pip could not download {requirement} from PyPI: {_tail(result.stderr)}. "
+            + _local_hint(source)
         )
 
     def _pip_unpacked_sdist(self, source: Source, *, first_error: str) -> Package:
@@ -560,7 +550,6 @@ def _convert_and_write(source: Source, image: Path, package: Package, dest: Path
     stored, hu = stored_array(source, data)
     out = dest / source.filename
     write_nifti_array(stored, affine, out, overwrite=True, hu=hu)
-    _make_readable(out)
     spacing = [round(float(np.linalg.norm(affine[:3, i])), 6) for i in range(3)]
     version = package.version
     if version is None and source_sha == source.source_sha256:
@@ -639,6 +628,7 @@ def fetch(
     if not todo:
         log(f"all {len(verified)} sources verified against {dest / MANIFEST_NAME}; nothing downloaded")
         return FetchResult(dest, manifest, [], verified)
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     fetched: list[str] = []
     failures: list[tuple[Source, MedreconError]] = []
@@ -652,7 +642,7 @@ def fetch(
                 entry = _convert_and_write(source, image, package, dest, log)
             except MedreconError as exc:
                 failures.append((source, exc))
-                log(f"{source.id}: failed: {exc}")
+                log(f"  failed: {exc}")
                 continue
             manifest["sources"][source.id] = entry
             _write_manifest(dest, manifest)
@@ -660,12 +650,15 @@ def fetch(
             shape = "x".join(str(n) for n in entry["shape"])
             log(f"{source.id}: wrote {entry['nifti']} ({shape}, {entry['dtype']})")
     if failures:
+        if created and not any(dest.iterdir()):
+            dest.rmdir()  # leave no empty folder behind
         if len(failures) == 1:
             raise failures[0][1]
         kinds = {type(exc) for _, exc in failures}
         cls = kinds.pop() if len(kinds) == 1 else MissingResourceError
-        lines = "\n".join(f"  - {s.id}: {exc}" for s, exc in failures)
-        raise cls(f"{len(failures)} of {len(selected)} sources failed (the others are in {dest}):\n{lines}")
+        lines = "\n".join(f"  - {exc}" for _, exc in failures)  # each message starts with the source id
+        done = f" (the others are in {dest})" if fetched or verified else ""
+        raise cls(f"{len(failures)} of {len(selected)} sources failed{done}:\n{lines}")
     return FetchResult(dest, manifest, fetched, verified)
 
 
@@ -690,7 +683,7 @@ def format_summary(result: FetchResult) -> str:
             )
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(f"manifest: {result.dest / MANIFEST_NAME}")
     if not result.fetched:
         lines.append("nothing downloaded: every file matches its manifest checksum")

@@ -272,7 +272,9 @@ def get_source(source_id: str) -> Source:
         raise InputError(f"unknown starter source {source_id!r}; known: {', '.join(_BY_ID)}") from None
 
 
-def sources(split: str | None = None, modality: str | None = None, *, include_optional: bool = False) -> tuple[Source, ...]:
+def sources(
+    split: str | None = None, modality: str | None = None, *, include_optional: bool = False
+) -> tuple[Source, ...]:
     """Sources of one split (or all) and one modality (or both), in table order."""
     if split is not None and split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")

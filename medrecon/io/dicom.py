@@ -33,9 +33,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +42,7 @@ import numpy as np
 import torch
 
 from medrecon.errors import InputError, MissingResourceError
+from medrecon.io.atomic import atomic_output
 from medrecon.study import Study
 
 __all__ = [
@@ -587,14 +585,11 @@ def write_dicom_series(
         ds.InstanceNumber = s + 1
         _set_pixels(ds, stored[s], slope, intercept)
 
-    tmp = _temporary_sibling(path, "tmp")
-    try:
+    _check_target(path, overwrite)
+    empty_folder = path.is_dir() and not any(path.iterdir())
+    with atomic_output(path, overwrite=overwrite or empty_folder, folder=True) as tmp:
         for s, ds in enumerate(datasets):
             _dcmwrite(pydicom, tmp / f"slice_{s + 1:04d}.dcm", ds)
-        _commit(tmp, path, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -603,29 +598,6 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise InputError(f"{path} exists and is not a folder; a DICOM series is written as a folder of files")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise InputError(f"{path} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-
-
-def _temporary_sibling(path: Path, kind: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{kind}-{uuid.uuid4().hex[:12]}"
-    os.mkdir(tmp)
-    return tmp
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Move the complete folder ``tmp`` to ``path``; an old ``path`` goes only after that succeeded."""
-    if not path.exists():
-        os.rename(tmp, path)
-        return
-    _check_target(path, overwrite)  # it may have appeared or filled up while we were writing
-    backup = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
-    os.rename(path, backup)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(backup, path)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def _like_source(study: Study, like) -> dict | None:

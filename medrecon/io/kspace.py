@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +54,7 @@ import numpy as np
 import torch
 
 from medrecon.errors import InputError, ShapeError
+from medrecon.io.atomic import atomic_output
 from medrecon.operators.mri import ifft2c
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -579,21 +579,15 @@ def write_fastmri_h5(
         root_attrs[key] = value
     root_attrs = {key: _attr_value(key, value) for key, value in root_attrs.items()}
 
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with h5py.File(tmp, "x") as hf:
-            hf.create_dataset("ismrmrd_header", data=np.bytes_(ismrmrd_header_xml(enc, rec, center, maximum)))
-            hf.create_dataset("kspace", data=np.ascontiguousarray(k, dtype=np.complex64))
-            if tgt is not None:
-                hf.create_dataset(TARGET_KEYS[target_kind], data=tgt)
-            if col is not None:
-                hf.create_dataset("mask", data=col)
-            for key, value in root_attrs.items():
-                hf.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=overwrite) as tmp, h5py.File(tmp, "x") as hf:
+        hf.create_dataset("ismrmrd_header", data=np.bytes_(ismrmrd_header_xml(enc, rec, center, maximum)))
+        hf.create_dataset("kspace", data=np.ascontiguousarray(k, dtype=np.complex64))
+        if tgt is not None:
+            hf.create_dataset(TARGET_KEYS[target_kind], data=tgt)
+        if col is not None:
+            hf.create_dataset("mask", data=col)
+        for key, value in root_attrs.items():
+            hf.attrs[key] = value
     return path
 
 

