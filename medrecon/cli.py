@@ -45,6 +45,14 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     )
 
 
+    prior = sub.add_parser("prior", help="denoising PSNR of a prior on validation slices next to wavelet denoising; sample grid")
+    prior.add_argument("prior", help="a shipped prior name or a prior folder")
+    prior.add_argument("--starter", metavar="DIR", help="the starter corpus folder (default: medrecon data fetch's)")
+    prior.add_argument("--slices", type=int, default=8, help="validation slices (default: %(default)s)")
+    prior.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5], help="noise levels (data range 1)")
+    prior.add_argument("--grid", metavar="PNG", help="write real slices and DDIM samples side by side")
+    prior.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's section for the prior")
+    prior.add_argument("--seed", type=int, default=0)
     tune = sub.add_parser(
         "tune-baselines",
         help="choose the classical baselines' weights on slices of training patients (writes a Markdown table)",
@@ -56,6 +64,13 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "prior":
+        from medrecon.benchmarks.prior import main as bench_prior  # noqa: PLC0415
+
+        return bench_prior(
+            args.prior, starter=args.starter, n_slices=args.slices, sigmas=args.sigmas, grid=args.grid,
+            write=args.write, seed=args.seed,
+        )
     if args.bench_command == "tune-baselines":
         from medrecon.benchmarks.tune_baselines import main as tune  # noqa: PLC0415
 
@@ -144,6 +159,83 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--modality", choices=["ct", "mr"], required=True, help="the prior's modality")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoint.pt, ema.safetensors, train_record.json)")
+    parser.add_argument("--steps", type=int, default=1000, help="total optimisation steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per step and process (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=128, help="slices are resampled to SIZE x SIZE (default: %(default)s)")
+    parser.add_argument("--crop", type=int, default=None, metavar="N", help="random N x N crops of the slices (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (default: %(default)s)")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
+    parser.add_argument(
+        "--starter",
+        metavar="DIR",
+        default=None,
+        help="starter folder whose training split is used (default: $MEDRECON_DATA, else ~/.cache/medrecon/starter)",
+    )
+    parser.add_argument("--files", nargs="+", metavar="FILE", default=None, help="train on these studies instead (training patients only)")
+    parser.add_argument(
+        "--unet-config", metavar="JSON", default=None, help="UNetConfig as a JSON file or string (default: UNetConfig())"
+    )
+    parser.add_argument("--no-resume", action="store_true", help="do not continue from DIR/checkpoint.pt")
+    parser.add_argument("--overwrite", action="store_true", help="with --no-resume: start again over an existing checkpoint")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from medrecon.errors import InputError  # noqa: PLC0415
+    from medrecon.priors.networks import UNetConfig  # noqa: PLC0415
+    from medrecon.priors.train import TrainConfig, train  # noqa: PLC0415
+    from medrecon.priors.training_data import TrainingSlices  # noqa: PLC0415
+
+    if args.unet_config is None:
+        unet = UNetConfig(sample_size=args.crop or args.size)
+    else:
+        text = args.unet_config
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text()
+        try:
+            unet = UNetConfig.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--unet-config is not valid JSON: {exc}") from None
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        crop_size=args.crop,
+        checkpoint_every=args.checkpoint_every,
+    )
+    if args.files:
+        data = TrainingSlices.from_files(args.files, modality=args.modality, size=args.size)
+    else:
+        data = TrainingSlices.from_starter(args.modality, dest=args.starter, size=args.size)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    record = train(
+        config,
+        unet,
+        data,
+        args.out,
+        resume=not args.no_resume,
+        overwrite=args.overwrite,
+        device="cpu" if args.cpu else None,
+        log=log,
+    )
+    print(
+        f"trained {record['steps']} steps on {', '.join(map(str, record['training_sources']))}: "
+        f"final loss {record['final_loss']}, {record['images_per_s']} img/s -> {args.out}"
+    )
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": (
         "simulate sparse-view CT and undersampled multi-coil MRI of real sample scans and reconstruct "
@@ -157,8 +249,14 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _add_simulate,
         _run_simulate,
     ),
-    "bench": ("benchmarks (operators, tune-baselines)", _add_bench, _run_bench),
+    "bench": ("benchmarks (operators, prior, tune-baselines)", _add_bench, _run_bench),
     "data": ("the starter corpus of real CT/MR scans (fetch)", _add_data, _run_data),
+    "train": (
+        "train a diffusion prior (EDM denoising score matching) on the training split of the starter "
+        "corpus or on given training studies",
+        _add_train,
+        _run_train,
+    ),
 }
 
 

@@ -43,10 +43,10 @@ from typing import Callable
 import numpy as np
 
 from medrecon.errors import BackendUnavailableError, InputError
-from medrecon.io.atomic import atomic_output
+from medrecon.benchmarks import report
 
-START_MARKER = "<!-- bench:operators:start -->"
-END_MARKER = "<!-- bench:operators:end -->"
+SECTION = "operators"
+START_MARKER, END_MARKER = report.markers(SECTION)
 DEFAULT_REPEATS = 5
 QUICK_REPEATS = 2
 DEFAULT_BATCH = 16
@@ -704,63 +704,17 @@ def peak_rss_bytes() -> int:
 
 
 # ============================================================================ writing the Markdown file
-def _check_markers(text: str, path: Path) -> tuple[int, int] | None:
-    """Positions of the start and end marker lines, None when neither is there."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == START_MARKER]
-    ends = [i for i, line in enumerate(lines) if line.strip() == END_MARKER]
-    if not starts and not ends:
-        return None
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise InputError(
-            f"{path}: expected one line {START_MARKER!r} followed by one line {END_MARKER!r}, found "
-            f"{len(starts)} start and {len(ends)} end marker(s)"
-            + (" in the wrong order" if starts and ends and ends[0] < starts[0] else "")
-            + "; fix the file by hand"
-        )
-    return starts[0], ends[0]
-
-
 def check_write_target(path: str | os.PathLike) -> None:
-    """Fail early (before a long run) if ``path`` cannot take the section."""
-    p = Path(path)
-    if p.exists():
-        if not p.is_file():
-            raise InputError(f"--write {p}: not a regular file")
-        _check_markers(p.read_text(encoding="utf-8"), p)
-    elif not p.parent.is_dir():
-        raise InputError(f"--write {p}: the folder {p.parent} does not exist")
-    if not os.access(p.parent, os.W_OK):
-        raise InputError(f"--write {p}: the folder {p.parent} is not writable")
+    """Fail early (before a long run) if ``path`` cannot take the operators section."""
+    report.check_write_target(path, SECTION)
 
 
 def replace_section(text: str | None, section: str, path: Path | str = "<text>") -> str:
-    """``text`` with the part between the markers replaced by ``section`` (markers kept); the marked
-    section appended when the markers are missing; a new page when ``text`` is None."""
-    block = f"{START_MARKER}\n{section.rstrip(chr(10))}\n{END_MARKER}\n"
-    if text is None:
-        return (
-            "# Benchmarks\n\n"
-            "Speed and memory measurements of medrecon. Each section is written by the command named in "
-            "it; rerun that command to refresh it.\n\n" + block
-        )
-    pos = _check_markers(text, Path(path))
-    if pos is None:
-        sep = "" if text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-        return text + sep + block
-    lines = text.splitlines(keepends=True)
-    start, end = pos
-    return "".join(lines[:start]) + block + "".join(lines[end + 1 :])
+    return report.replace_section(text, section, SECTION, path)
 
 
 def write_section(path: str | os.PathLike, section: str) -> None:
-    """Put ``section`` between the markers of the Markdown file ``path`` (atomically: temporary
-    file in the same folder, then rename)."""
-    p = Path(path)
-    old = p.read_text(encoding="utf-8") if p.exists() else None
-    new = replace_section(old, section, p)
-    with atomic_output(p, overwrite=True) as tmp:
-        tmp.write_text(new, encoding="utf-8")
+    report.write_section(path, section, SECTION)
 
 
 # ============================================================================ entry point

@@ -1,0 +1,382 @@
+"""Training a pixel prior: denoising score matching with EDM preconditioning (Karras et al. 2022).
+
+The network is ``build_unet(unet_config)`` wrapped by :class:`~medrecon.priors.denoiser.EDMDenoiser`;
+each step draws ``ln sigma ~ N(P_mean, P_std^2)`` per image, noise ``n ~ N(0, I)`` and minimises
+``lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2`` (mean over pixels and batch) with
+``lambda = (sigma^2 + sd^2) / (sigma sd)^2``; AdamW, an EMA of the weights.
+
+Randomness and resuming: every random draw of step ``t`` comes from CPU ``torch.Generator`` s seeded
+from ``(config.seed, stream, t, rank)`` (a sha256 of them), and the data order of epoch ``e`` from
+a generator seeded from ``(config.seed, "order", e)``. The random state at step ``t`` is therefore a
+function of ``t``: a checkpoint (model, EMA, optimizer state, step, and the seeding scheme) resumes
+exactly, and a run is the same whatever device it runs on (the draws are made on the CPU).
+
+Several processes (``torchrun``; ``RANK``/``WORLD_SIZE`` set): ``DistributedDataParallel``, each
+rank takes a disjoint ``batch_size`` share of the step's ``batch_size * world_size`` indices of the
+global data order, and only rank 0 writes files.
+
+Outputs in ``out_dir``: ``checkpoint.pt`` (every ``checkpoint_every`` steps and at the end, atomic,
+loadable with ``torch.load(..., weights_only=True)``), ``ema.safetensors`` (the EMA weights of the
+UNet, float16, diffusers key names) and ``train_record.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from medrecon.errors import InputError
+from medrecon.io.atomic import atomic_output
+from medrecon.priors.denoiser import EDMDenoiser
+from medrecon.priors.networks import UNetConfig, build_unet, parameter_count
+
+CHECKPOINT_NAME = "checkpoint.pt"
+EMA_NAME = "ema.safetensors"
+RECORD_NAME = "train_record.json"
+CHECKPOINT_FORMAT = 1
+RNG_SCHEME = "sha256(seed:stream:step:rank) per step; order: sha256(seed:order:epoch) permutation"
+# Fields that may differ between a run and the run that resumes it.
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (EDM recipe of ../shared/GPU.md). ``batch_size`` is per process."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + t) / (10 + t)): short runs are not stuck at init
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+    grad_clip: float | None = None
+    seed: int = 0
+    crop_size: int | None = None  # random crops of the dataset's slices; None = whole slices
+    checkpoint_every: int = 500
+    log_every: int = 10
+    mixed_precision: bool = True  # bf16 autocast, on CUDA only
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if int(self.steps) < 0 or int(self.batch_size) < 1:
+            raise InputError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+        if not self.lr > 0 or not 0 <= self.ema_decay < 1 or len(self.betas) != 2:
+            raise InputError(f"need lr > 0, 0 <= ema_decay < 1 and two betas, got {self.lr}, {self.ema_decay}, {self.betas}")
+        if not self.p_std > 0 or not self.sigma_data > 0:
+            raise InputError(f"need p_std > 0 and sigma_data > 0, got {self.p_std}, {self.sigma_data}")
+        if int(self.checkpoint_every) < 1 or int(self.log_every) < 1:
+            raise InputError("checkpoint_every and log_every must be >= 1")
+        if self.crop_size is not None and int(self.crop_size) < 1:
+            raise InputError(f"crop_size must be >= 1, got {self.crop_size}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"bad train config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def _seed(*parts) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _generator(*parts) -> torch.Generator:
+    return torch.Generator().manual_seed(_seed(*parts))
+
+
+class _DataOrder:
+    """The global index stream: epoch permutations, each from its own seeded generator."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            if len(self._cache) > 4:
+                self._cache.clear()
+            self._cache[epoch] = torch.randperm(self.n, generator=_generator(self.seed, "order", epoch))
+        return self._cache[epoch]
+
+    def indices(self, start: int, count: int) -> torch.Tensor:
+        pos = torch.arange(start, start + count)
+        epochs = (pos // self.n).tolist()
+        within = (pos % self.n).tolist()
+        return torch.tensor([int(self._perm(e)[i]) for e, i in zip(epochs, within)], dtype=torch.long)
+
+
+def edm_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, sigma_data: float):
+    """``mean_b lambda(sigma_b) mean_pix (D(x0 + sigma n, sigma) - x0)^2``."""
+    s = sigma.reshape(-1, 1, 1, 1)
+    denoised = denoiser(x0 + s * noise, sigma)
+    weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+    per_item = ((denoised.float() - x0) ** 2).mean(dim=(1, 2, 3))
+    return (weight * per_item).mean()
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, world, local
+
+
+def _atomic_save(obj, path: Path) -> None:
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(obj, tmp)
+
+
+def _default_log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint written by :func:`train` (``weights_only=True``)."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def train(
+    config: TrainConfig,
+    unet_config: UNetConfig,
+    dataset,
+    out_dir,
+    *,
+    resume: bool = True,
+    overwrite: bool = False,
+    device=None,
+    log: Callable[[str], None] | None = _default_log,
+) -> dict:
+    """Train (or resume training) and write ``out_dir``'s checkpoint, EMA weights and record.
+
+    ``dataset`` is a :class:`~medrecon.priors.training_data.TrainingSlices` (anything with
+    ``len``, ``batch(indices, generator)`` and ``describe()``). ``resume``: continue from
+    ``out_dir/checkpoint.pt`` when there is one (its configs must match, apart from ``steps``,
+    ``checkpoint_every`` and ``log_every``); without ``resume`` an existing checkpoint is an
+    :class:`InputError` unless ``overwrite``. Returns the record written to ``train_record.json``
+    (plus ``"losses"``: the loss of every step run now, on rank 0).
+    """
+    if not isinstance(config, TrainConfig) or not isinstance(unet_config, UNetConfig):
+        raise InputError("train needs a TrainConfig and a UNetConfig")
+    log = log or (lambda line: None)
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    n = len(dataset)
+    if n < 1:
+        raise InputError("the training dataset is empty")
+    crop = int(config.crop_size) if config.crop_size is not None else dataset.crop_size
+    if crop is not None and crop > dataset.size:
+        raise InputError(f"crop_size {crop} is larger than the slices ({dataset.size})")
+    image_size = crop or dataset.size
+    if image_size % (2 ** (len(unet_config.block_out_channels) - 1)):
+        raise InputError(f"image size {image_size} must be divisible by 2^(levels - 1) of the UNet")
+
+    rank, world, local_rank = _distributed()
+    own_group = False
+    if world > 1:
+        import torch.distributed as dist  # noqa: PLC0415
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and device is None else "gloo"
+            dist.init_process_group(backend=backend)
+            own_group = True
+        rank, world = dist.get_rank(), dist.get_world_size()
+    if device is None:
+        device = torch.device(f"cuda:{local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    try:
+        return _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world)
+    finally:
+        if own_group:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            dist.destroy_process_group()
+
+
+def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world):
+    # diffusers initialises from the global RNG: fork it, so the caller's state is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(config.seed, "init"))
+        net = build_unet(unet_config)
+        ema_net = build_unet(unet_config)
+    model = EDMDenoiser(net, sigma_data=config.sigma_data).to(device)
+    ema = EDMDenoiser(ema_net, sigma_data=config.sigma_data).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+    data_sha = dataset.fingerprint()
+    if device.type != "cpu" and hasattr(dataset, "to"):
+        dataset = copy.copy(dataset).to(device)  # augment on the device; the caller's dataset stays put
+    start = 0
+    if ckpt_path.exists():
+        if not resume and not overwrite:
+            raise InputError(f"{ckpt_path} exists; resume it, or pass overwrite=True (--overwrite) to start again")
+        if resume:
+            ckpt = load_checkpoint(ckpt_path)
+            _check_resumable(ckpt, config, unet_config, len(dataset), data_sha, world)
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            start = int(ckpt["step"])
+            log(f"resuming from {ckpt_path} at step {start}")
+
+    ddp = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    order = _DataOrder(len(dataset), config.seed)
+    autocast = config.mixed_precision and device.type == "cuda"
+    model_params = [p for p in model.parameters()]
+    ema_params = [p for p in ema.parameters()]
+    global_batch = config.batch_size * world
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    window_t, window_n, window_loss = t0, 0, []
+    model.train()
+
+    def checkpoint(step: int) -> None:
+        if rank == 0:
+            _atomic_save(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "train_config": config.to_dict(),
+                    "unet_config": unet_config.to_dict(),
+                    "rng": {"scheme": RNG_SCHEME, "seed": config.seed, "next_step": step},
+                    "dataset_slices": len(dataset),
+                    "dataset_sha256": data_sha,
+                    "world_size": world,
+                },
+                ckpt_path,
+            )
+
+    for step in range(start, config.steps):
+        idx = order.indices(step * global_batch + rank * config.batch_size, config.batch_size)
+        g = _generator(config.seed, "step", step, rank)
+        x0 = dataset.batch(idx, g, crop_size=crop)
+        sigma = torch.exp(torch.randn(x0.shape[0], generator=g) * config.p_std + config.p_mean)
+        noise = torch.randn(x0.shape, generator=g)
+        x0, sigma, noise = x0.to(device), sigma.to(device), noise.to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = edm_loss(ddp, x0, sigma, noise, config.sigma_data)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model_params, config.grad_clip)
+        optimizer.step()
+        decay = config.ema_decay
+        if config.ema_warmup:
+            decay = min(decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, [p.detach() for p in model_params], 1.0 - decay)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at step {step + 1}")
+        losses.append(value)
+        window_loss.append(value)
+        window_n += global_batch
+        done = step + 1
+        if rank == 0 and (done % config.log_every == 0 or done == config.steps):
+            now = time.perf_counter()
+            ips = window_n / max(now - window_t, 1e-9)
+            log(f"step {done}/{config.steps}  loss {sum(window_loss) / len(window_loss):.4f}  {ips:.1f} img/s")
+            window_t, window_n, window_loss = now, 0, []
+        if done % config.checkpoint_every == 0 and done < config.steps:
+            checkpoint(done)
+    seconds = time.perf_counter() - t0
+    steps_run = config.steps - start if config.steps > start else 0
+    if steps_run or not ckpt_path.exists():
+        checkpoint(max(config.steps, start))
+
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "train_config": config.to_dict(),
+        "unet_config": unet_config.to_dict(),
+        "parameterisation": "edm",
+        "sigma_data": config.sigma_data,
+        "parameters": parameter_count(net),
+        "steps": max(config.steps, start),
+        "steps_this_run": steps_run,
+        "resumed_from_step": start,
+        "seconds_this_run": round(seconds, 3),
+        "images_per_s": round(steps_run * global_batch / seconds, 3) if steps_run and seconds > 0 else None,
+        "world_size": world,
+        "device": _device_name(device),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "torch": torch.__version__,
+        "final_loss": (sum(losses[-config.log_every :]) / len(losses[-config.log_every :])) if losses else None,
+        "data": dict(dataset.describe(), crop_size=crop, sha256=data_sha),
+        "training_sources": [s.get("id") for s in dataset.describe().get("sources", [])],
+        "split": "train",
+        "rng": RNG_SCHEME,
+    }
+    if rank == 0:
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        weights = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in ema.net.state_dict().items()}
+        with atomic_output(out_dir / EMA_NAME, overwrite=True, suffix=".safetensors") as tmp:
+            save_file(weights, str(tmp), metadata={"format": "pt", "dtype": "float16", "source": "medrecon.priors.train EMA"})
+        with atomic_output(out_dir / RECORD_NAME, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+    record = dict(record, losses=losses)
+    record["ema_state"] = ema.net.state_dict()
+    return record
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _check_resumable(ckpt: dict, config: TrainConfig, unet_config: UNetConfig, n: int, data_sha: str, world: int) -> None:
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
+    if ckpt["unet_config"] != unet_config.to_dict():
+        raise InputError(f"checkpoint UNet config {ckpt['unet_config']} differs from {unet_config.to_dict()}")
+    old = {k: v for k, v in ckpt["train_config"].items() if k not in _RESUMABLE_CHANGES}
+    new = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    if old != new:
+        diff = sorted(k for k in new if old.get(k) != new[k])
+        raise InputError(f"checkpoint was trained with another config (differs in {diff}); use --no-resume --overwrite")
+    if ckpt.get("dataset_sha256") != data_sha:
+        raise InputError("checkpoint was trained on other slices (dataset sha256 differs); use --no-resume --overwrite")
+    if ckpt.get("dataset_slices") != n or ckpt.get("world_size") != world:
+        raise InputError(
+            f"checkpoint was trained on {ckpt.get('dataset_slices')} slices with {ckpt.get('world_size')} processes, "
+            f"now {n} slices and {world}: its data order would not continue"
+        )
+
+
+__all__ = ["TrainConfig", "train", "edm_loss", "load_checkpoint", "CHECKPOINT_NAME", "EMA_NAME", "RECORD_NAME"]

@@ -1,0 +1,315 @@
+"""Training slices for a prior: axial slices of TRAINING studies, resampled, normalised, augmented.
+
+- Only the training split of :mod:`medrecon.data.sources` is used: a validation source id (given
+  directly, recorded in a study's ``source["starter"]``, or as the start of a file name such as
+  ``ct-lung1-sample.nii.gz``) raises :class:`~medrecon.errors.InputError`.
+- Each slice is scaled so that its shorter side is ``size`` (area-average / bilinear with
+  antialiasing, ``torch.nn.functional.interpolate``) and centre-cropped to ``size x size``.
+- Normalisation to ``[0, 1]`` (:class:`Normalisation`, stated on the prior's card): CT
+  ``clip((HU + 1000) / 3000, 0, 1)``; MR ``clip(magnitude / p99.5(volume), 0, 1)`` with the
+  percentile taken over the whole volume.
+- Augmentation (:meth:`TrainingSlices.batch`) draws everything from an explicit
+  ``torch.Generator``: a random left-right flip, a small rotation (uniform in
+  ``+-rotate_degrees``, ``affine_grid``/``grid_sample``, zero padding = air / background) and an
+  optional random ``crop_size`` crop. No global RNG state is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from medrecon.errors import InputError
+
+CT_WINDOW = (-1000.0, 2000.0)
+MR_PERCENTILE = 99.5
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How native units map to the prior's ``[0, 1]``.
+
+    ``kind == "hu-window"``: ``clip((v - low) / (high - low), 0, 1)`` (CT, HU).
+    ``kind == "volume-percentile"``: ``clip(|v| / percentile_q(|volume|), 0, 1)`` (MR magnitude).
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    percentile: float | None = None
+
+    def __post_init__(self):
+        if self.kind == "hu-window":
+            if self.low is None or self.high is None or not self.high > self.low:
+                raise InputError(f"hu-window normalisation needs low < high, got {self.low}, {self.high}")
+        elif self.kind == "volume-percentile":
+            if self.percentile is None or not 0 < self.percentile <= 100:
+                raise InputError(f"volume-percentile normalisation needs 0 < percentile <= 100, got {self.percentile}")
+        else:
+            raise InputError(f"normalisation kind must be 'hu-window' or 'volume-percentile', got {self.kind!r}")
+
+    @classmethod
+    def for_modality(cls, modality: str) -> "Normalisation":
+        m = str(modality).upper()
+        if m == "CT":
+            return cls("hu-window", low=CT_WINDOW[0], high=CT_WINDOW[1])
+        if m == "MR":
+            return cls("volume-percentile", percentile=MR_PERCENTILE)
+        raise InputError(f"modality must be 'CT' or 'MR', got {modality!r}")
+
+    def apply(self, voxels: torch.Tensor) -> torch.Tensor:
+        """Normalise a volume ``(S, H, W)`` (or any tensor) of native units to ``[0, 1]`` float32."""
+        v = voxels.abs() if voxels.is_complex() else voxels
+        v = v.to(torch.float32)
+        if self.kind == "hu-window":
+            return ((v - self.low) / (self.high - self.low)).clamp(0, 1)
+        mag = v.abs()
+        scale = float(np.percentile(mag.detach().cpu().numpy(), self.percentile))
+        if not math.isfinite(scale) or scale <= 0:
+            raise InputError(f"MR volume has p{self.percentile} = {scale}; cannot normalise (empty volume?)")
+        return (mag / scale).clamp(0, 1)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalisation":
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise InputError(f"bad normalisation: {exc}") from None
+
+
+def resample_slices(slices: torch.Tensor, size: int) -> torch.Tensor:
+    """``(S, H, W)`` -> ``(S, 1, size, size)``: shorter side scaled to ``size`` (antialiased bilinear),
+    the longer one centre-cropped."""
+    if slices.ndim != 3:
+        raise InputError(f"expected slices (S, H, W), got {tuple(slices.shape)}")
+    size = int(size)
+    if size < 8:
+        raise InputError(f"size must be at least 8, got {size}")
+    s, h, w = slices.shape
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = slices[:, None].to(torch.float32)
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[:, :, top : top + size, left : left + size].contiguous()
+
+
+def _validation_ids() -> tuple[str, ...]:
+    from medrecon.data.sources import validation_sources  # noqa: PLC0415
+
+    return tuple(s.id for s in validation_sources())
+
+
+def _matching_source_id(name: str) -> str | None:
+    """The starter source id a file or study name starts with (longest match), if any."""
+    from medrecon.data.sources import SOURCES  # noqa: PLC0415
+
+    hits = [s.id for s in SOURCES if name == s.id or name.startswith(s.id + "-") or name.startswith(s.id + ".")]
+    return max(hits, key=len) if hits else None
+
+
+def _check_training_source(source_id: str, modality: str) -> dict:
+    from medrecon.data.sources import get_source  # noqa: PLC0415
+
+    src = get_source(source_id)
+    if src.split != "train":
+        raise InputError(
+            f"{source_id} is in the {src.split!r} split; priors are trained on the training split only "
+            f"(medrecon.data.training_sources)"
+        )
+    if src.modality != modality:
+        raise InputError(f"{source_id} is {src.modality}, the prior is {modality}")
+    return {"id": src.id, "split": src.split, "patient": src.patient}
+
+
+class TrainingSlices(Dataset):
+    """Normalised training slices ``(N, 1, size, size)`` in ``[0, 1]`` plus their provenance.
+
+    ``dataset[i]`` is slice ``i`` without augmentation; :meth:`batch` gathers and augments a batch
+    with an explicit generator (what :func:`medrecon.priors.train.train` uses).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        *,
+        modality: str,
+        normalisation: Normalisation,
+        sources: Sequence[dict] = (),
+        crop_size: int | None = None,
+        flip: bool = True,
+        rotate_degrees: float = 10.0,
+    ) -> None:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1 or images.shape[0] < 1:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise InputError(f"training images must be (N >= 1, 1, H, W), got {got}")
+        self.images = images.to(torch.float32).contiguous()
+        self.modality = str(modality).upper()
+        self.normalisation = normalisation
+        self.sources = [dict(s) for s in sources]
+        size = min(self.images.shape[-2:])
+        if crop_size is not None and not 1 <= int(crop_size) <= size:
+            raise InputError(f"crop_size must lie in 1..{size}, got {crop_size}")
+        self.crop_size = None if crop_size is None else int(crop_size)
+        self.flip = bool(flip)
+        self.rotate_degrees = float(rotate_degrees)
+
+    # ---------------------------------------------------------------------------------------- build
+    @classmethod
+    def from_studies(cls, studies: Iterable, *, size: int = 128, modality: str | None = None, **options) -> "TrainingSlices":
+        """From :class:`~medrecon.study.Study` objects of training patients (validation ones refused)."""
+        studies = list(studies)
+        if not studies:
+            raise InputError("no training studies given")
+        modality = str(modality or studies[0].modality).upper()
+        norm = Normalisation.for_modality(modality)
+        val_ids = _validation_ids()
+        images, records = [], []
+        for study in studies:
+            if study.modality != modality:
+                raise InputError(f"study {study.name} is {study.modality}, the prior is {modality}")
+            starter = (study.source or {}).get("starter") or {}
+            sid = starter.get("id") or _matching_source_id(Path(str(study.name)).name)
+            if starter.get("split") not in (None, "train") or sid in val_ids:
+                raise InputError(
+                    f"study {study.name} belongs to the validation split ({sid}); "
+                    "priors are trained on the training split only"
+                )
+            record = _check_training_source(sid, modality) if sid else {"id": study.name, "split": "user"}
+            path = (study.source or {}).get("path")
+            if path:
+                record["path"] = str(path)
+            x = resample_slices(norm.apply(study.voxels), size)
+            record["slices"] = int(x.shape[0])
+            images.append(x)
+            records.append(record)
+        return cls(torch.cat(images), modality=modality, normalisation=norm, sources=records, **options)
+
+    @classmethod
+    def from_files(cls, paths: Iterable, *, modality: str, size: int = 128, **options) -> "TrainingSlices":
+        """From NIfTI/NRRD/DICOM files (``medrecon.study.load_study``). A file whose name starts with
+        a validation source id (e.g. ``ct-lung1-sample.nii.gz``) is refused."""
+        from medrecon.study import load_study  # noqa: PLC0415
+
+        modality = str(modality).upper()
+        val_ids = _validation_ids()
+        studies = []
+        for p in paths:
+            name = Path(p).name
+            sid = _matching_source_id(name)
+            if sid in val_ids:
+                raise InputError(f"{p} is from the validation source {sid}; priors are trained on the training split only")
+            study = load_study(p, modality=modality)
+            if sid:
+                study.name = sid
+            studies.append(study)
+        return cls.from_studies(studies, size=size, modality=modality, **options)
+
+    @classmethod
+    def from_starter(
+        cls,
+        modality: str,
+        *,
+        ids: Sequence[str] | None = None,
+        dest=None,
+        size: int = 128,
+        **options,
+    ) -> "TrainingSlices":
+        """From the starter corpus's training split (``medrecon.data.training_sources(modality)``) or
+        the given ``ids`` (validation ids refused)."""
+        from medrecon.data import load_starter, training_sources  # noqa: PLC0415
+
+        modality = str(modality).upper()
+        if ids is None:
+            ids = [s.id for s in training_sources(modality)]
+        for sid in ids:
+            _check_training_source(sid, modality)
+        studies = [load_starter(sid, dest) for sid in ids]
+        return cls.from_studies(studies, size=size, modality=modality, **options)
+
+    # ------------------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def output_size(self) -> int:
+        return self.crop_size or self.size
+
+    def describe(self) -> dict:
+        return {
+            "modality": self.modality,
+            "slices": len(self),
+            "size": self.size,
+            "crop_size": self.crop_size,
+            "normalisation": self.normalisation.to_dict(),
+            "augmentation": {"flip": self.flip, "rotate_degrees": self.rotate_degrees},
+            "sources": self.sources,
+        }
+
+    def to(self, device) -> "TrainingSlices":
+        """Keep the slices on ``device`` (augmentation then runs there; the draws stay on the CPU)."""
+        self.images = self.images.to(device)
+        return self
+
+    def fingerprint(self) -> str:
+        """sha256 of the slices (a checkpoint resumes only on the same data)."""
+        import hashlib  # noqa: PLC0415
+
+        return hashlib.sha256(self.images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+    def batch(self, indices, generator: torch.Generator | None = None, *, crop_size: int | None | str = "dataset") -> torch.Tensor:
+        """Slices ``indices`` as ``(B, 1, c, c)``, augmented with draws from ``generator`` (a CPU
+        generator; ``None`` gives the plain, centre-cropped slices). ``crop_size`` overrides the
+        dataset's. Every draw is made on the CPU, whatever device the slices are on, so a batch
+        depends only on the generator."""
+        c = self.crop_size if crop_size == "dataset" else (None if crop_size is None else int(crop_size))
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = self.images[idx.to(self.images.device)]
+        b, _, h, w = x.shape
+        if c is not None and not 1 <= c <= min(h, w):
+            raise InputError(f"crop_size must lie in 1..{min(h, w)}, got {c}")
+        dev = x.device
+        if generator is not None:
+            flips = torch.rand(b, generator=generator) < 0.5
+            angles = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(self.rotate_degrees)
+            if self.flip:
+                x = torch.where(flips.to(dev)[:, None, None, None], x.flip(-1), x)
+            if self.rotate_degrees > 0:
+                cos, sin = torch.cos(angles), torch.sin(angles)
+                zero = torch.zeros_like(cos)
+                theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+                grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
+                x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if c is None or (c == h and c == w):
+            return x.contiguous()
+        if generator is None:
+            top = torch.full((b,), (h - c) // 2, dtype=torch.long)
+            left = torch.full((b,), (w - c) // 2, dtype=torch.long)
+        else:
+            top = torch.randint(0, h - c + 1, (b,), generator=generator)
+            left = torch.randint(0, w - c + 1, (b,), generator=generator)
+        ar = torch.arange(c)
+        rows = (top[:, None] + ar)[:, :, None].to(dev)
+        cols = (left[:, None] + ar)[:, None, :].to(dev)
+        return x[torch.arange(b, device=dev)[:, None, None], 0, rows, cols][:, None].contiguous()
+
+
+__all__ = ["Normalisation", "TrainingSlices", "resample_slices", "CT_WINDOW", "MR_PERCENTILE"]

@@ -1,0 +1,221 @@
+"""medrecon.priors.train / training_data: EDM denoising score matching on the shipped training slices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from medrecon.errors import InputError
+from medrecon.priors.networks import UNetConfig
+from medrecon.priors.train import TrainConfig, _DataOrder, edm_loss, load_checkpoint, train
+from medrecon.priors.training_data import Normalisation, TrainingSlices
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_FILES = sorted((ROOT / "data" / "train").glob("*.nii.gz"))
+CT_FILE = ROOT / "data" / "train" / "ct-lung2-train64.nii.gz"
+TINY = UNetConfig(sample_size=32, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1)
+
+
+@pytest.fixture(scope="module")
+def ct_slices():
+    return TrainingSlices.from_files([CT_FILE], modality="ct", size=32)
+
+
+def _cfg(**kw):
+    base = dict(steps=6, batch_size=4, seed=3, checkpoint_every=100, log_every=100)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _equal_states(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------- data
+def test_training_slices_normalised_and_provenance(ct_slices):
+    assert ct_slices.images.shape == (16, 1, 32, 32)
+    assert 0 <= float(ct_slices.images.min()) and float(ct_slices.images.max()) <= 1
+    assert [s["id"] for s in ct_slices.sources] == ["ct-lung2"] and ct_slices.sources[0]["split"] == "train"
+    norm = Normalisation.for_modality("CT")
+    assert Normalisation.from_dict(norm.to_dict()) == norm
+    hu = torch.tensor([-2000.0, -1000.0, 500.0, 2000.0, 3000.0])
+    assert torch.allclose(norm.apply(hu), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    mr = TrainingSlices.from_files([ROOT / "data/train/mr-brain1-train64.nii.gz"], modality="mr", size=32)
+    assert mr.normalisation.to_dict() == {"kind": "volume-percentile", "percentile": 99.5}
+    # normalised at native resolution (the percentile of the volume), then resampled
+    assert 0.8 < float(mr.images.max()) <= 1.0 and 0 < float(mr.images.mean()) < 0.6
+
+
+def test_validation_data_refused():
+    with pytest.raises(InputError, match="validation"):
+        TrainingSlices.from_files([ROOT / "data/ct-lung1-sample.nii.gz"], modality="ct", size=32)
+    with pytest.raises(InputError, match="validation"):
+        TrainingSlices.from_starter("ct", ids=["ct-lung1"])
+    with pytest.raises(InputError, match="validation"):
+        TrainingSlices.from_starter("mr", ids=["mr-brain2"])
+
+
+def test_augmentation_uses_only_the_generator(ct_slices):
+    ds = TrainingSlices(ct_slices.images, modality="CT", normalisation=ct_slices.normalisation, crop_size=16)
+    state = torch.get_rng_state()
+    a = ds.batch([0, 1, 2, 3], torch.Generator().manual_seed(1))
+    b = ds.batch([0, 1, 2, 3], torch.Generator().manual_seed(1))
+    c = ds.batch([0, 1, 2, 3], torch.Generator().manual_seed(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.shape == (4, 1, 16, 16) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(ds.batch([5], None), ct_slices.images[5:6, :, 8:24, 8:24])
+
+
+def test_data_order_disjoint_shards():
+    order = _DataOrder(10, seed=0)
+    world, batch = 2, 3
+    for step in range(5):
+        shards = [order.indices(step * world * batch + r * batch, batch) for r in range(world)]
+        assert torch.equal(torch.cat(shards), order.indices(step * world * batch, world * batch))
+    epoch0 = order.indices(0, 10)
+    assert sorted(epoch0.tolist()) == list(range(10))
+
+
+# ---------------------------------------------------------------------------------------- training
+def test_training_lowers_the_loss_and_writes_outputs(ct_slices, tmp_path):
+    init = train(_cfg(steps=0), TINY, ct_slices, tmp_path / "init", log=None)
+    assert init["steps"] == 0
+    lines = []
+    rec = train(_cfg(steps=40, lr=1e-3, log_every=10), TINY, ct_slices, tmp_path / "run", log=lines.append)
+    assert len(rec["losses"]) == 40 and all(torch.isfinite(torch.tensor(rec["losses"])))
+    assert any("img/s" in line and "loss" in line for line in lines)
+
+    # The same fixed batch, sigmas and noise, before and after training (model weights).
+    from medrecon.priors.denoiser import EDMDenoiser
+    from medrecon.priors.networks import build_unet
+
+    g = torch.Generator().manual_seed(123)
+    x0 = ct_slices.images
+    sigma = torch.exp(torch.randn(x0.shape[0], generator=g) * 1.2 - 1.2)
+    noise = torch.randn(x0.shape, generator=g)
+
+    def fixed_loss(folder):
+        model = EDMDenoiser(build_unet(TINY), sigma_data=0.5)
+        model.load_state_dict(load_checkpoint(tmp_path / folder / "checkpoint.pt")["model"])
+        with torch.no_grad():
+            return float(edm_loss(model, x0, sigma, noise, 0.5))
+
+    before, after = fixed_loss("init"), fixed_loss("run")
+    assert after < 0.8 * before, (before, after)
+
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "ema.safetensors", "train_record.json"}
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["steps"] == 40 and record["training_sources"] == ["ct-lung2"] and record["split"] == "train"
+    assert record["torch"] == torch.__version__ and record["images_per_s"] > 0
+    assert TrainConfig.from_dict(record["train_config"]) == _cfg(steps=40, lr=1e-3, log_every=10)
+    from safetensors.torch import load_file
+
+    ema = load_file(out / "ema.safetensors")
+    assert all(v.dtype == torch.float16 for v in ema.values())
+    assert ema.keys() == build_unet(TINY).state_dict().keys()
+
+
+def test_checkpoint_loads_weights_only(ct_slices, tmp_path):
+    train(_cfg(steps=2), TINY, ct_slices, tmp_path, log=None)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2 and {"model", "ema", "optimizer", "rng"} <= set(ckpt)
+    assert not any(p.name.endswith(".partial") or ".partial" in p.name for p in tmp_path.iterdir())
+
+
+def test_deterministic_with_seed(ct_slices, tmp_path):
+    a = train(_cfg(steps=3), TINY, ct_slices, tmp_path / "a", log=None)
+    b = train(_cfg(steps=3), TINY, ct_slices, tmp_path / "b", log=None)
+    c = train(_cfg(steps=3, seed=4), TINY, ct_slices, tmp_path / "c", log=None)
+    assert _equal_states(a["ema_state"], b["ema_state"]) and a["losses"] == b["losses"]
+    assert not _equal_states(a["ema_state"], c["ema_state"])
+
+
+def test_resume_is_exact(ct_slices, tmp_path):
+    ds = TrainingSlices(ct_slices.images, modality="CT", normalisation=ct_slices.normalisation, sources=ct_slices.sources)
+    whole = train(_cfg(steps=6, crop_size=16), TINY, ds, tmp_path / "whole", log=None)
+    first = train(_cfg(steps=3, crop_size=16), TINY, ds, tmp_path / "parts", log=None)
+    assert load_checkpoint(tmp_path / "parts" / "checkpoint.pt")["step"] == 3
+    second = train(_cfg(steps=6, crop_size=16), TINY, ds, tmp_path / "parts", log=None)
+    assert second["resumed_from_step"] == 3 and first["losses"] + second["losses"] == whole["losses"]
+    assert _equal_states(whole["ema_state"], second["ema_state"])
+    w = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    p = load_checkpoint(tmp_path / "parts" / "checkpoint.pt")
+    assert _equal_states(w["model"], p["model"]) and _equal_states(w["ema"], p["ema"])
+
+
+def test_refuses_mismatched_resume_and_silent_overwrite(ct_slices, tmp_path):
+    train(_cfg(steps=1), TINY, ct_slices, tmp_path, log=None)
+    with pytest.raises(InputError, match="config"):
+        train(_cfg(steps=2, lr=1e-3), TINY, ct_slices, tmp_path, log=None)
+    mr = TrainingSlices.from_files([ROOT / "data/train/mr-brain1-train64.nii.gz"], modality="mr", size=32)
+    assert len(mr) == len(ct_slices)
+    with pytest.raises(InputError, match="other slices"):
+        train(_cfg(steps=2), TINY, mr, tmp_path, log=None)
+    with pytest.raises(InputError, match="exists"):
+        train(_cfg(steps=2), TINY, ct_slices, tmp_path, resume=False, log=None)
+    rec = train(_cfg(steps=1), TINY, ct_slices, tmp_path, resume=False, overwrite=True, log=None)
+    assert rec["resumed_from_step"] == 0
+
+
+def test_cli_train_from_files(tmp_path):
+    from medrecon.cli import main
+
+    out = tmp_path / "prior"
+    tiny = json.dumps(TINY.to_dict())
+
+    def argv(steps):
+        return ["train", "--modality", "ct", "--out", str(out), "--files", str(CT_FILE), "--steps", str(steps),
+                "--batch-size", "2", "--size", "32", "--crop", "16", "--unet-config", tiny]
+
+    assert main(argv(2)) == 0
+    assert json.loads((out / "train_record.json").read_text())["steps"] == 2
+    assert main(argv(4)) == 0
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["resumed_from_step"] == 2 and record["steps"] == 4
+    assert main(argv(4) + ["--no-resume"]) == 2  # would silently restart over the checkpoint
+    bad = ["train", "--modality", "ct", "--out", str(tmp_path / "x"), "--files", str(ROOT / "data/ct-lung1-sample.nii.gz")]
+    assert main(bad) == 2
+
+
+# -------------------------------------------------------------------------------------------- DDP
+_DDP_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, torch
+    from medrecon.priors.networks import UNetConfig
+    from medrecon.priors.train import TrainConfig, train
+    from medrecon.priors.training_data import TrainingSlices
+    out = sys.argv[1]
+    ds = TrainingSlices.from_files([sys.argv[2]], modality="ct", size=32)
+    tiny = UNetConfig(sample_size=32, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1)
+    rec = train(TrainConfig(steps=3, batch_size=2, seed=5, checkpoint_every=2), tiny, ds, out + "/prior", log=None)
+    torch.save(rec["ema_state"], out + f"/ema-rank{os.environ['RANK']}.pt")
+    """
+)
+
+
+def test_ddp_two_gloo_processes_agree(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path), str(CT_FILE)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r0 = torch.load(tmp_path / "ema-rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "ema-rank1.pt", weights_only=True)
+    assert _equal_states(r0, r1)
+    record = json.loads((tmp_path / "prior" / "train_record.json").read_text())
+    assert record["world_size"] == 2 and record["steps"] == 3
+    assert load_checkpoint(tmp_path / "prior" / "checkpoint.pt")["world_size"] == 2
+    # Not the same as one process on one rank's share: the gradients were averaged over both ranks.
+    single = train(TrainConfig(steps=3, batch_size=2, seed=5, checkpoint_every=2), TINY,
+                   TrainingSlices.from_files([CT_FILE], modality="ct", size=32), tmp_path / "single", log=None)
+    assert not _equal_states(single["ema_state"], r0)
