@@ -44,6 +44,7 @@ from medrecon.priors.networks import UNetConfig, build_unet, parameter_count
 CHECKPOINT_NAME = "checkpoint.pt"
 EMA_NAME = "ema.safetensors"
 RECORD_NAME = "train_record.json"
+PRIOR_DIR = "prior"  # the exported prior folder inside the training folder
 CHECKPOINT_FORMAT = 1
 RNG_SCHEME = "sha256(seed:stream:step:rank) per step; order: sha256(seed:order:epoch) permutation"
 # Fields that may differ between a run and the run that resumes it.
@@ -349,9 +350,33 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
             save_file(weights, str(tmp), metadata={"format": "pt", "dtype": "float16", "source": "medrecon.priors.train EMA"})
         with atomic_output(out_dir / RECORD_NAME, overwrite=True) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
+        export_prior(ema.net, unet_config, config, dataset, record, out_dir / PRIOR_DIR)
     record = dict(record, losses=losses)
     record["ema_state"] = ema.net.state_dict()
     return record
+
+
+def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, record: dict, folder: Path) -> Path:
+    """Write the EMA network as a prior folder (``load_prior`` loads it): EDM parameterisation, the
+    data's normalisation, and the training record's summary on the card. Replaced at each export."""
+    from medrecon.priors.hub import PriorCard, save_prior  # noqa: PLC0415
+
+    described = dataset.describe()
+    summary = (
+        f"{record['steps']} steps of batch {config.batch_size * record['world_size']} on {record['device']}, "
+        f"{record['seconds_this_run']} s this run, sources {record['training_sources']} (training split)"
+    )
+    card = PriorCard(
+        name=folder.parent.name,
+        modality=str(described["modality"]).upper(),
+        image_size=unet_config.sample_size,
+        channels=unet_config.in_channels,
+        parameterisation="edm",
+        normalisation=described["normalisation"],
+        sigma_data=config.sigma_data,
+        training={"summary": summary, "record": {k: v for k, v in record.items() if k != "data"}, "data": described},
+    )
+    return save_prior(folder, unet, card, overwrite=True)
 
 
 def _device_name(device: torch.device) -> str:

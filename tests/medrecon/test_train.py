@@ -111,7 +111,7 @@ def test_training_lowers_the_loss_and_writes_outputs(ct_slices, tmp_path):
     assert after < 0.8 * before, (before, after)
 
     out = tmp_path / "run"
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "ema.safetensors", "train_record.json"}
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "ema.safetensors", "train_record.json", "prior"}
     record = json.loads((out / "train_record.json").read_text())
     assert record["steps"] == 40 and record["training_sources"] == ["ct-lung2"] and record["split"] == "train"
     assert record["torch"] == torch.__version__ and record["images_per_s"] > 0
@@ -219,3 +219,21 @@ def test_ddp_two_gloo_processes_agree(tmp_path):
     single = train(TrainConfig(steps=3, batch_size=2, seed=5, checkpoint_every=2), TINY,
                    TrainingSlices.from_files([CT_FILE], modality="ct", size=32), tmp_path / "single", log=None)
     assert not _equal_states(single["ema_state"], r0)
+
+
+def test_training_exports_a_loadable_prior(ct_slices, tmp_path):
+    from medrecon.priors.denoiser import EDMDenoiser
+    from medrecon.priors.hub import load_prior
+    from medrecon.priors.networks import build_unet
+
+    out = tmp_path / "ct-tiny"
+    rec = train(_cfg(steps=3), TINY, ct_slices, out, log=None)
+    prior = load_prior(out / "prior")
+    assert prior.card.modality == "CT" and prior.card.parameterisation == "edm" and prior.card.image_size == 32
+    assert prior.card.normalisation == {"kind": "hu-window", "low": -1000.0, "high": 2000.0}
+    assert "training split" in prior.card.training["summary"]
+    net = build_unet(TINY)
+    net.load_state_dict({k: v.half().float() for k, v in rec["ema_state"].items()})  # weights ship in float16
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(prior.denoiser(x, 0.3), EDMDenoiser(net.eval())(x, 0.3), rtol=1e-4, atol=1e-4)
