@@ -80,6 +80,20 @@ def _psnr(recon: torch.Tensor, truth: torch.Tensor) -> float:
     return float(psnr(magnitude.clamp(0, 1), truth, data_range=1.0).mean())
 
 
+def _search(setting: str, module, reference: str, grids: dict, op, y, truth, log) -> list[dict]:
+    """The weight-free reference method, then every method of ``grids`` at every grid value."""
+    rows = [{"setting": setting, "method": reference, "param": None, "value": None,
+             "psnr": _psnr(getattr(module, reference)(op, y), truth)}]
+    log(f"{setting} {reference} {rows[0]['psnr']:.2f}")
+    for method, (param, values) in grids.items():
+        for value in values:
+            start = time.perf_counter()
+            recon = getattr(module, method)(op, y, **{param: value})
+            rows.append({"setting": setting, "method": method, "param": param, "value": value, "psnr": _psnr(recon, truth)})
+            log(f"{setting} {method} {param}={value} {rows[-1]['psnr']:.2f} ({time.perf_counter() - start:.1f} s)")
+    return rows
+
+
 def tune_ct(truth: torch.Tensor, log=print) -> list[dict]:
     from medrecon.baselines import ct as ct_baselines  # noqa: PLC0415
     from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
@@ -90,16 +104,7 @@ def tune_ct(truth: torch.Tensor, log=print) -> list[dict]:
         op = CTProjector(ParallelBeamGeometry.sparse_view(truth.shape[-1], views))
         y = simulate_sinogram(op, truth, _generators(truth.shape[0], 100), noise_rel=CT_NOISE_REL if noisy else 0.0)
         setting = f"ct-parallel-{views}v-{'noisy' if noisy else 'clean'}"
-        fbp_psnr = _psnr(ct_baselines.fbp(op, y), truth)
-        rows.append({"setting": setting, "method": "fbp", "param": None, "value": None, "psnr": fbp_psnr})
-        log(f"{setting} fbp {fbp_psnr:.2f}")
-        for method, (param, values) in CT_GRIDS.items():
-            for value in values:
-                start = time.perf_counter()
-                recon = getattr(ct_baselines, method)(op, y, **{param: value})
-                row = {"setting": setting, "method": method, "param": param, "value": value, "psnr": _psnr(recon, truth)}
-                rows.append(row)
-                log(f"{setting} {method} {param}={value} {row['psnr']:.2f} ({time.perf_counter() - start:.1f} s)")
+        rows += _search(setting, ct_baselines, "fbp", CT_GRIDS, op, y, truth, log)
     return rows
 
 
@@ -118,16 +123,7 @@ def tune_mr(truth: torch.Tensor, log=print) -> list[dict]:
         op = MultiCoilMRI(maps, mask)
         y = simulate_kspace(op, image, _generators(truth.shape[0], 300), noise_sigma=MR_NOISE_SIGMA if noisy else 0.0)
         setting = f"mr-8coil-{accel}x-{'noisy' if noisy else 'clean'}"
-        zf = _psnr(mri_baselines.zero_filled(op, y), truth)
-        rows.append({"setting": setting, "method": "zero_filled", "param": None, "value": None, "psnr": zf})
-        log(f"{setting} zero_filled {zf:.2f}")
-        for method, (param, values) in MR_GRIDS.items():
-            for value in values:
-                start = time.perf_counter()
-                recon = getattr(mri_baselines, method)(op, y, **{param: value})
-                row = {"setting": setting, "method": method, "param": param, "value": value, "psnr": _psnr(recon, truth)}
-                rows.append(row)
-                log(f"{setting} {method} {param}={value} {row['psnr']:.2f} ({time.perf_counter() - start:.1f} s)")
+        rows += _search(setting, mri_baselines, "zero_filled", MR_GRIDS, op, y, truth, log)
     return rows
 
 
