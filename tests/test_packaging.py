@@ -21,3 +21,12 @@ def test_every_package_folder_is_listed_in_pyproject():
             if not any(sub.startswith(other + ".") for other in mapping if other != name and len(other) > len(name)):
                 found.add(sub)
     assert found == listed, f"packages on disk {sorted(found)} vs listed {sorted(listed)}"
+
+
+def test_importing_the_operators_does_not_import_astra_or_sigpy():
+    import subprocess
+    import sys
+
+    code = "import sys, medrecon, medrecon.operators; print('astra' in sys.modules, 'sigpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
