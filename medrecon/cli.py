@@ -182,6 +182,90 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="do not continue from DIR/checkpoint.pt")
     parser.add_argument("--overwrite", action="store_true", help="with --no-resume: start again over an existing checkpoint")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
+    latent = parser.add_argument_group("latent priors (ReSample)")
+    latent.add_argument(
+        "--stage",
+        choices=["pixel", "autoencoder", "latent"],
+        default="pixel",
+        help="pixel: a pixel prior (default); autoencoder: the autoencoder of a latent prior (DIR/autoencoder/); "
+        "latent: the latent denoiser on the latents of --autoencoder, ending with the latent prior DIR/prior/",
+    )
+    latent.add_argument("--autoencoder", metavar="DIR", default=None, help="--stage latent: the folder of a --stage autoencoder run")
+    latent.add_argument(
+        "--autoencoder-config", metavar="JSON", default=None,
+        help="--stage autoencoder: AutoencoderConfig as a JSON file or string (default: AutoencoderConfig(sample_size=SIZE))",
+    )
+    latent.add_argument("--kl-weight", type=float, default=1e-6, help="--stage autoencoder: KL weight (default: %(default)s)")
+    latent.add_argument(
+        "--sigma-data", type=float, default=None,
+        help="EDM sigma_data (default: 0.5 for pixel priors, 1.0 for the unit-std latents of --stage latent)",
+    )
+
+
+def _json_arg(text: str, option: str) -> dict:
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from medrecon.errors import InputError  # noqa: PLC0415
+
+    if not text.lstrip().startswith("{"):
+        text = Path(text).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _run_train_latent_stages(args: argparse.Namespace) -> int:
+    from medrecon.errors import InputError  # noqa: PLC0415
+    from medrecon.priors.networks import AutoencoderConfig, UNetConfig  # noqa: PLC0415
+    from medrecon.priors.train import AutoencoderTrainConfig, TrainConfig, train_autoencoder, train_latent  # noqa: PLC0415
+    from medrecon.priors.training_data import TrainingSlices  # noqa: PLC0415
+
+    if args.stage == "latent" and not args.autoencoder:
+        raise InputError("--stage latent needs --autoencoder DIR (the folder of a --stage autoencoder run)")
+    if args.stage == "autoencoder" and args.unet_config:
+        raise InputError("--unet-config belongs to the pixel and latent stages; use --autoencoder-config")
+    if args.stage == "latent" and (args.autoencoder_config or args.crop):
+        raise InputError("--stage latent takes no --autoencoder-config or --crop (the autoencoder is read from --autoencoder)")
+    if args.files:
+        data = TrainingSlices.from_files(args.files, modality=args.modality, size=args.size)
+    else:
+        data = TrainingSlices.from_starter(args.modality, dest=args.starter, size=args.size)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    device = "cpu" if args.cpu else None
+    if args.stage == "autoencoder":
+        if args.autoencoder_config is None:
+            ae = AutoencoderConfig(sample_size=args.crop or args.size)
+        else:
+            d = _json_arg(args.autoencoder_config, "--autoencoder-config")
+            try:
+                ae = AutoencoderConfig(**{**d, "block_out_channels": tuple(d.get("block_out_channels", AutoencoderConfig.block_out_channels))})
+            except TypeError as exc:
+                raise InputError(f"bad autoencoder config: {exc}") from None
+        config = AutoencoderTrainConfig(
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, crop_size=args.crop,
+            checkpoint_every=args.checkpoint_every, kl_weight=args.kl_weight,
+        )
+        record = train_autoencoder(config, ae, data, args.out, resume=not args.no_resume, overwrite=args.overwrite, device=device, log=log)
+        print(
+            f"trained the autoencoder {record['steps']} steps: final loss {record['final_loss']}, scaling factor "
+            f"{record['scaling_factor']:.6g} -> {args.out}/autoencoder (next: --stage latent --autoencoder {args.out})"
+        )
+        return 0
+    unet = UNetConfig.from_dict(_json_arg(args.unet_config, "--unet-config")) if args.unet_config else None
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, sigma_data=1.0 if args.sigma_data is None else args.sigma_data,
+    )
+    record = train_latent(
+        config, unet, args.autoencoder, data, args.out, resume=not args.no_resume, overwrite=args.overwrite, device=device, log=log
+    )
+    print(f"trained the latent denoiser {record['steps']} steps: final loss {record['final_loss']} -> latent prior {args.out}/prior")
+    return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -193,6 +277,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from medrecon.priors.train import TrainConfig, train  # noqa: PLC0415
     from medrecon.priors.training_data import TrainingSlices  # noqa: PLC0415
 
+    if getattr(args, "stage", "pixel") != "pixel":
+        return _run_train_latent_stages(args)
+    if args.autoencoder or args.autoencoder_config:
+        raise InputError("--autoencoder and --autoencoder-config belong to --stage autoencoder / latent")
     if args.unet_config is None:
         unet = UNetConfig(sample_size=args.crop or args.size)
     else:
@@ -210,6 +298,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         crop_size=args.crop,
         checkpoint_every=args.checkpoint_every,
+        **({} if args.sigma_data is None else {"sigma_data": args.sigma_data}),
     )
     if args.files:
         data = TrainingSlices.from_files(args.files, modality=args.modality, size=args.size)

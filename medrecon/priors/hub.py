@@ -42,6 +42,9 @@ WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 PICKLED_WEIGHTS = ("diffusion_pytorch_model.bin", "pytorch_model.bin", "model.pt")
 PARAMETERISATIONS = ("edm", "vp_epsilon", "vp_v", "ve_score")
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+LATENT_KEYS = ("scaling_factor", "latent_channels", "downsampling")
+AUTOENCODER_DIR = "autoencoder"
+UNET_DIR = "unet"
 SHIPPED = ("ct-starter", "mr-starter", "ct-starter-latent", "mr-starter-latent")
 
 
@@ -60,6 +63,7 @@ class PriorCard:
     training: dict = field(default_factory=dict)
     sha256: dict = field(default_factory=dict)
     format_version: int = 1
+    latent: dict | None = None  # latent priors: {"scaling_factor", "latent_channels", "downsampling"}
 
     def __post_init__(self):
         if self.modality not in ("CT", "MR"):
@@ -68,6 +72,12 @@ class PriorCard:
             raise InputError(f"prior card: parameterisation must be one of {PARAMETERISATIONS}, got {self.parameterisation!r}")
         if self.parameterisation in ("vp_epsilon", "vp_v") and not (self.schedule or {}).get("alphas_cumprod"):
             raise InputError("prior card: a VP prior needs schedule.alphas_cumprod")
+        if self.latent is not None:
+            missing = [k for k in LATENT_KEYS if k not in self.latent]
+            if missing:
+                raise InputError(f"prior card: the latent entry lacks {missing}")
+            if not float(self.latent["scaling_factor"]) > 0:
+                raise InputError(f"prior card: latent scaling_factor must be positive, got {self.latent['scaling_factor']}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +98,7 @@ class Prior:
     network: torch.nn.Module
     card: PriorCard
     path: Path
+    latent: "LatentPrior | None" = None  # latent priors: encode/decode (``denoiser`` acts on latents)
 
 
 def sha256_of(path: Path) -> str:
@@ -150,17 +161,17 @@ def _load_state_dict(folder: Path) -> dict:
     raise InputError(f"{folder} has no weights ({WEIGHTS_FILE}, or a pickled {', '.join(PICKLED_WEIGHTS)})")
 
 
-def _build_network(folder: Path, device, dtype) -> torch.nn.Module:
-    from diffusers import UNet2DModel  # noqa: PLC0415
+def _build_network(folder: Path, device, dtype, cls_name: str = "UNet2DModel") -> torch.nn.Module:
+    import diffusers  # noqa: PLC0415
 
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise InputError(f"{folder} has no {CONFIG_FILE} (the network's diffusers config)")
     try:
         config = json.loads(config_path.read_text())
-        net = UNet2DModel.from_config(config)
+        net = getattr(diffusers, cls_name).from_config(config)
     except Exception as exc:
-        raise InputError(f"{config_path} is not a usable UNet2DModel config: {exc}") from None
+        raise InputError(f"{config_path} is not a usable {cls_name} config: {exc}") from None
     state = _load_state_dict(folder)
     missing, unexpected = net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if missing or unexpected:
@@ -228,5 +239,70 @@ def load_prior(name_or_path: str | Path, *, device="cpu", dtype=torch.float32) -
             raise InputError(f"{path}: sha256 {actual[:12]}... does not match the card's {expected[:12]}... (damaged or replaced)")
     if not card.sha256:
         raise InputError(f"{card_path} lists no weight checksums; refusing unverified weights")
+    if card.latent is not None:
+        return _load_latent(folder, card, device, dtype)
     net = _build_network(folder, device, dtype)
     return Prior(make_denoiser(net, card), net, card, folder)
+
+
+# ------------------------------------------------------------------------------------ latent priors
+def load_autoencoder(folder: str | Path, *, device="cpu", dtype=torch.float32) -> torch.nn.Module:
+    """An ``AutoencoderKL`` from a diffusers folder (``config.json`` + safetensors; local only)."""
+    return _build_network(Path(folder), device, dtype, "AutoencoderKL")
+
+
+def _load_latent(folder: Path, card: PriorCard, device, dtype) -> Prior:
+    from .latent import LatentPrior  # noqa: PLC0415
+
+    for sub in (AUTOENCODER_DIR, UNET_DIR):
+        if not any(name.startswith(sub + "/") for name in card.sha256):
+            raise InputError(f"{folder / CARD_FILE}: a latent prior card must list the checksums of {sub}/ weights")
+    unet = _build_network(folder / UNET_DIR, device, dtype)
+    autoencoder = load_autoencoder(folder / AUTOENCODER_DIR, device=device, dtype=dtype)
+    latent = LatentPrior(autoencoder, card.latent["scaling_factor"], make_denoiser(unet, card))
+    if latent.latent_channels != int(card.latent["latent_channels"]) or latent.downsampling != int(card.latent["downsampling"]):
+        raise InputError(
+            f"{folder}: the autoencoder has {latent.latent_channels} latent channels and downsampling "
+            f"{latent.downsampling}, the card says {card.latent['latent_channels']} and {card.latent['downsampling']}"
+        )
+    if int(unet.config.in_channels) != latent.latent_channels:
+        raise InputError(f"{folder}: the UNet takes {unet.config.in_channels} channels, the latents have {latent.latent_channels}")
+    return Prior(latent.denoiser, unet, card, folder, latent=latent)
+
+
+def save_latent_prior(
+    folder: str | Path,
+    autoencoder: torch.nn.Module,
+    unet: torch.nn.Module,
+    card: PriorCard,
+    scaling_factor: float,
+    *,
+    overwrite: bool = False,
+    half: bool = True,
+) -> Path:
+    """Write a latent prior folder atomically: ``autoencoder/`` and ``unet/`` (diffusers
+    ``save_pretrained``, float16 by default), and the card with ``parameterisation: "edm"``, the
+    ``latent`` entry and the sha256 of every weight file (paths relative to the folder)."""
+    import copy  # noqa: PLC0415
+
+    if card.parameterisation != "edm":
+        raise InputError(f"a latent prior is saved with the edm parameterisation, the card says {card.parameterisation!r}")
+    folder = Path(folder)
+    scaling_factor = float(scaling_factor)
+    with atomic_output(folder, overwrite=overwrite, folder=True) as tmp:
+        ae = copy.deepcopy(autoencoder).to("cpu")
+        ae.register_to_config(scaling_factor=scaling_factor)  # what diffusers users read
+        net = copy.deepcopy(unet).to("cpu")
+        if half:
+            ae, net = ae.half(), net.half()
+        ae.save_pretrained(tmp / AUTOENCODER_DIR, safe_serialization=True)
+        net.save_pretrained(tmp / UNET_DIR, safe_serialization=True)
+        hashes = {p.relative_to(tmp).as_posix(): sha256_of(p) for p in sorted(tmp.rglob("*.safetensors"))}
+        latent = {
+            "scaling_factor": scaling_factor,
+            "latent_channels": int(ae.config.latent_channels),
+            "downsampling": 2 ** (len(ae.config.block_out_channels) - 1),
+        }
+        full = PriorCard.from_dict({**card.to_dict(), "sha256": hashes, "latent": latent})
+        (tmp / CARD_FILE).write_text(json.dumps(full.to_dict(), indent=2))
+    return folder

@@ -404,4 +404,299 @@ def _check_resumable(ckpt: dict, config: TrainConfig, unet_config: UNetConfig, n
         )
 
 
-__all__ = ["TrainConfig", "train", "edm_loss", "load_checkpoint", "CHECKPOINT_NAME", "EMA_NAME", "RECORD_NAME"]
+
+# ------------------------------------------------------------------------ latent priors (ReSample)
+AUTOENCODER_DIR = "autoencoder"  # the trained autoencoder inside an autoencoder-stage folder
+AUTOENCODER_CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class AutoencoderTrainConfig:
+    """The autoencoder stage of a latent prior: ``loss = mean |x - Dec(z)| + kl_weight * KL / pixels``
+    with ``z`` drawn from the encoder's posterior (noise from the step's generator) and ``KL`` the
+    KL divergence to ``N(0, I)`` summed over an image's latent, divided by the image's pixel count
+    (the same ratio as Rombach et al.'s summed losses with their ``kl_weight`` 1e-6). AdamW, no EMA,
+    one process."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    kl_weight: float = 1e-6
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    crop_size: int | None = None  # random crops of the dataset's slices; None = the dataset's setting
+    checkpoint_every: int = 500
+    log_every: int = 10
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if int(self.steps) < 0 or int(self.batch_size) < 1:
+            raise InputError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+        if not self.lr > 0 or self.kl_weight < 0:
+            raise InputError(f"lr must be > 0 and kl_weight >= 0, got {self.lr}, {self.kl_weight}")
+        if int(self.checkpoint_every) < 1 or int(self.log_every) < 1:
+            raise InputError("checkpoint_every and log_every must be >= 1")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AutoencoderTrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"bad autoencoder train config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def autoencoder_loss(autoencoder, x: torch.Tensor, noise: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, l1)`` of :class:`AutoencoderTrainConfig` for images ``x`` and posterior noise ``noise``."""
+    posterior = autoencoder.encode(x).latent_dist
+    z = posterior.mean + posterior.std * noise
+    recon = autoencoder.decode(z).sample
+    l1 = (recon.float() - x).abs().mean()
+    kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).sum(dim=(1, 2, 3))
+    pixels = x[0].numel()
+    return l1 + kl_weight * (kl / pixels).mean(), l1
+
+
+def train_autoencoder(
+    config: AutoencoderTrainConfig,
+    autoencoder_config,
+    dataset,
+    out_dir,
+    *,
+    resume: bool = True,
+    overwrite: bool = False,
+    device=None,
+    log: Callable[[str], None] | None = _default_log,
+) -> dict:
+    """Train (or resume) the autoencoder of a latent prior on ``dataset`` (a ``TrainingSlices``,
+    augmented as for :func:`train`), with :func:`train`'s seeding (step ``t`` draws from
+    ``sha256(seed:ae-step:t)``, data order from ``sha256(seed:order:epoch)``), checkpoint and
+    resume rules. Writes ``out_dir/checkpoint.pt``, ``out_dir/autoencoder/`` (diffusers
+    ``save_pretrained``, float32, ``scaling_factor`` in its config) and ``train_record.json``;
+    ``scaling_factor`` is ``1 / std`` of the posterior means of every (unaugmented) training slice.
+    Returns the record (plus ``"losses"``, ``"l1"`` of the steps run now)."""
+    from medrecon.priors.latent import latent_scaling_factor  # noqa: PLC0415
+    from medrecon.priors.networks import AutoencoderConfig, build_autoencoder  # noqa: PLC0415
+
+    if not isinstance(config, AutoencoderTrainConfig) or not isinstance(autoencoder_config, AutoencoderConfig):
+        raise InputError("train_autoencoder needs an AutoencoderTrainConfig and an AutoencoderConfig")
+    if _distributed()[1] > 1:
+        raise InputError("the autoencoder stage runs in one process (no torchrun)")
+    log = log or (lambda line: None)
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if len(dataset) < 1:
+        raise InputError("the training dataset is empty")
+    crop = int(config.crop_size) if config.crop_size is not None else dataset.crop_size
+    if crop is not None and crop > dataset.size:
+        raise InputError(f"crop_size {crop} is larger than the slices ({dataset.size})")
+    f = 2 ** (len(autoencoder_config.block_out_channels) - 1)
+    if (crop or dataset.size) % f or dataset.size % f:
+        raise InputError(f"image size {crop or dataset.size} must be divisible by the autoencoder's downsampling {f}")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(config.seed, "init"))
+        ae = build_autoencoder(autoencoder_config)
+    ae = ae.to(device)
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    data_sha = dataset.fingerprint()
+    start = 0
+    if ckpt_path.exists():
+        if not resume and not overwrite:
+            raise InputError(f"{ckpt_path} exists; resume it, or pass overwrite=True (--overwrite) to start again")
+        if resume:
+            ckpt = load_checkpoint(ckpt_path)
+            if ckpt.get("stage") != "autoencoder" or ckpt.get("format") != AUTOENCODER_CHECKPOINT_FORMAT:
+                raise InputError(f"{ckpt_path} is not an autoencoder-stage checkpoint")
+            if ckpt["autoencoder_config"] != autoencoder_config.to_dict():
+                raise InputError(f"checkpoint autoencoder config {ckpt['autoencoder_config']} differs from {autoencoder_config.to_dict()}")
+            old = {k: v for k, v in ckpt["train_config"].items() if k not in _RESUMABLE_CHANGES}
+            new = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+            if old != new:
+                diff = sorted(k for k in new if old.get(k) != new[k])
+                raise InputError(f"checkpoint was trained with another config (differs in {diff}); use --no-resume --overwrite")
+            if ckpt.get("dataset_sha256") != data_sha or ckpt.get("dataset_slices") != len(dataset):
+                raise InputError("checkpoint was trained on other slices; use --no-resume --overwrite")
+            ae.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            start = int(ckpt["step"])
+            log(f"resuming from {ckpt_path} at step {start}")
+
+    def checkpoint(step: int) -> None:
+        _atomic_save(
+            {
+                "format": AUTOENCODER_CHECKPOINT_FORMAT,
+                "stage": "autoencoder",
+                "step": step,
+                "model": ae.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "train_config": config.to_dict(),
+                "autoencoder_config": autoencoder_config.to_dict(),
+                "rng": {"scheme": RNG_SCHEME.replace("stream", "ae-step"), "seed": config.seed, "next_step": step},
+                "dataset_slices": len(dataset),
+                "dataset_sha256": data_sha,
+            },
+            ckpt_path,
+        )
+
+    order = _DataOrder(len(dataset), config.seed)
+    losses: list[float] = []
+    l1s: list[float] = []
+    window: list[float] = []
+    t0 = time.perf_counter()
+    ae.train()
+    for step in range(start, config.steps):
+        idx = order.indices(step * config.batch_size, config.batch_size)
+        g = _generator(config.seed, "ae-step", step)
+        x = dataset.batch(idx, g, crop_size=crop)
+        size = x.shape[-1] // f
+        noise = torch.randn((x.shape[0], autoencoder_config.latent_channels, x.shape[-2] // f, size), generator=g)
+        loss, l1 = autoencoder_loss(ae, x.to(device), noise.to(device), config.kl_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(ae.parameters(), config.grad_clip)
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"autoencoder loss is {value} at step {step + 1}")
+        losses.append(value)
+        l1s.append(float(l1.detach()))
+        window.append(value)
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            log(f"autoencoder step {done}/{config.steps}  loss {sum(window) / len(window):.4f}")
+            window = []
+        if done % config.checkpoint_every == 0 and done < config.steps:
+            checkpoint(done)
+    seconds = time.perf_counter() - t0
+    steps_run = max(config.steps - start, 0)
+    if steps_run or not ckpt_path.exists():
+        checkpoint(max(config.steps, start))
+
+    ae.eval()
+    scaling = latent_scaling_factor(ae, dataset.images)
+    record = {
+        "stage": "autoencoder",
+        "format": AUTOENCODER_CHECKPOINT_FORMAT,
+        "train_config": config.to_dict(),
+        "autoencoder_config": autoencoder_config.to_dict(),
+        "parameters": parameter_count(ae),
+        "steps": max(config.steps, start),
+        "steps_this_run": steps_run,
+        "resumed_from_step": start,
+        "seconds_this_run": round(seconds, 3),
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "final_loss": (sum(losses[-config.log_every :]) / len(losses[-config.log_every :])) if losses else None,
+        "scaling_factor": scaling,
+        "scaling_rule": "1 / std of the posterior means of every unaugmented training slice",
+        "downsampling": f,
+        "latent_channels": autoencoder_config.latent_channels,
+        "data": dict(dataset.describe(), crop_size=crop, sha256=data_sha),
+        "training_sources": [s.get("id") for s in dataset.describe().get("sources", [])],
+        "split": "train",
+        "rng": RNG_SCHEME,
+    }
+    with atomic_output(out_dir / AUTOENCODER_DIR, overwrite=True, folder=True) as tmp:
+        saved = copy.deepcopy(ae).to("cpu")
+        saved.register_to_config(scaling_factor=scaling)
+        saved.save_pretrained(tmp, safe_serialization=True)
+    with atomic_output(out_dir / RECORD_NAME, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return dict(record, losses=losses, l1=l1s)
+
+
+def train_latent(
+    config: TrainConfig,
+    unet_config: UNetConfig | None,
+    autoencoder_dir,
+    dataset,
+    out_dir,
+    *,
+    resume: bool = True,
+    overwrite: bool = False,
+    device=None,
+    half: bool = True,
+    log: Callable[[str], None] | None = _default_log,
+) -> dict:
+    """The latent denoiser of a latent prior: encode every slice of ``dataset`` once with the
+    autoencoder of ``autoencoder_dir`` (an autoencoder-stage folder, or its ``autoencoder/``),
+    train it with :func:`train` on the scaled latents (no augmentation), then replace
+    ``out_dir/prior`` with the latent prior folder (``autoencoder/`` + ``unet/`` + card).
+    ``unet_config`` None: ``UNetConfig`` of the latent size and channels."""
+    from medrecon.priors.hub import PriorCard, load_autoencoder, save_latent_prior  # noqa: PLC0415
+    from medrecon.priors.latent import LatentPrior, LatentSlices  # noqa: PLC0415
+
+    autoencoder_dir = Path(autoencoder_dir)
+    if (autoencoder_dir / AUTOENCODER_DIR).is_dir():
+        stage_record = autoencoder_dir / RECORD_NAME
+        autoencoder_dir = autoencoder_dir / AUTOENCODER_DIR
+    else:
+        stage_record = autoencoder_dir.parent / RECORD_NAME
+    if not (autoencoder_dir / "config.json").is_file():
+        raise InputError(f"{autoencoder_dir} is not an autoencoder folder (no config.json)")
+    ae = load_autoencoder(autoencoder_dir)
+    scaling = ae.config.scaling_factor
+    ae_record = json.loads(stage_record.read_text()) if stage_record.is_file() else {}
+    if ae_record.get("stage") != "autoencoder":
+        ae_record = {"provenance": f"autoencoder folder {autoencoder_dir} without an autoencoder-stage record"}
+    latent = LatentPrior(ae, scaling)
+    latents = LatentSlices.from_slices(latent, dataset)
+    if unet_config is None:
+        unet_config = UNetConfig(sample_size=latents.size, in_channels=latent.latent_channels, out_channels=latent.latent_channels)
+    if unet_config.sample_size != latents.size or unet_config.in_channels != latent.latent_channels:
+        raise InputError(
+            f"the latent UNet must take {latent.latent_channels} x {latents.size} x {latents.size} latents, "
+            f"its config says {unet_config.in_channels} x {unet_config.sample_size}"
+        )
+    if config.crop_size is not None:
+        raise InputError("the latent stage does not crop (crop_size must be None)")
+    record = train(config, unet_config, latents, out_dir, resume=resume, overwrite=overwrite, device=device, log=log)
+    if _distributed()[0] != 0:
+        return record
+    unet = build_unet(unet_config)
+    unet.load_state_dict(record["ema_state"])
+    described = dataset.describe()
+    card = PriorCard(
+        name=Path(out_dir).name,
+        modality=str(described["modality"]).upper(),
+        image_size=dataset.size,
+        channels=int(ae.config.in_channels),
+        parameterisation="edm",
+        normalisation=described["normalisation"],
+        sigma_data=config.sigma_data,
+        training={
+            "summary": f"autoencoder {ae_record.get('steps')} steps, latent denoiser {record['steps']} steps "
+            f"on {record['device']}, sources {record['training_sources']} (training split)",
+            "autoencoder": {k: v for k, v in ae_record.items() if k != "data"},
+            "denoiser": {k: v for k, v in record.items() if k not in ("data", "losses", "ema_state")},
+            "data": described,
+            "latent_augmentation": "none (every slice encoded once, unaugmented)",
+        },
+    )
+    save_latent_prior(Path(out_dir) / PRIOR_DIR, ae, unet, card, scaling, overwrite=True, half=half)
+    return record
+
+
+__all__ = [
+    "TrainConfig",
+    "train",
+    "edm_loss",
+    "load_checkpoint",
+    "CHECKPOINT_NAME",
+    "EMA_NAME",
+    "RECORD_NAME",
+    "AutoencoderTrainConfig",
+    "autoencoder_loss",
+    "train_autoencoder",
+    "train_latent",
+]
