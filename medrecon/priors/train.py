@@ -169,8 +169,10 @@ def train(
     overwrite: bool = False,
     device=None,
     log: Callable[[str], None] | None = _default_log,
+    export: bool = True,
 ) -> dict:
-    """Train (or resume training) and write ``out_dir``'s checkpoint, EMA weights and record.
+    """Train (or resume training) and write ``out_dir``'s checkpoint, EMA weights and record (and,
+    with ``export``, the pixel prior folder ``out_dir/prior``).
 
     ``dataset`` is a :class:`~medrecon.priors.training_data.TrainingSlices` (anything with
     ``len``, ``batch(indices, generator)`` and ``describe()``). ``resume``: continue from
@@ -211,7 +213,7 @@ def train(
         torch.cuda.set_device(device)
 
     try:
-        return _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world)
+        return _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world, export)
     finally:
         if own_group:
             import torch.distributed as dist  # noqa: PLC0415
@@ -219,7 +221,7 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world):
+def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world, export):
     # diffusers initialises from the global RNG: fork it, so the caller's state is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(config.seed, "init"))
@@ -350,7 +352,8 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
             save_file(weights, str(tmp), metadata={"format": "pt", "dtype": "float16", "source": "medrecon.priors.train EMA"})
         with atomic_output(out_dir / RECORD_NAME, overwrite=True) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
-        export_prior(ema.net, unet_config, config, dataset, record, out_dir / PRIOR_DIR)
+        if export:
+            export_prior(ema.net, unet_config, config, dataset, record, out_dir / PRIOR_DIR)
     record = dict(record, losses=losses)
     record["ema_state"] = ema.net.state_dict()
     return record
@@ -660,7 +663,7 @@ def train_latent(
         )
     if config.crop_size is not None:
         raise InputError("the latent stage does not crop (crop_size must be None)")
-    record = train(config, unet_config, latents, out_dir, resume=resume, overwrite=overwrite, device=device, log=log)
+    record = train(config, unet_config, latents, out_dir, resume=resume, overwrite=overwrite, device=device, log=log, export=False)
     if _distributed()[0] != 0:
         return record
     unet = build_unet(unet_config)
