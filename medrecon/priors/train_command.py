@@ -1,0 +1,94 @@
+"""``medrecon train``: the command-line glue of the three training stages (pixel prior,
+autoencoder, latent denoiser). The training itself lives in :mod:`medrecon.priors.train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from medrecon.errors import InputError
+from medrecon.priors.networks import AutoencoderConfig, UNetConfig
+from medrecon.priors.train import AutoencoderTrainConfig, TrainConfig, train, train_autoencoder, train_latent
+from medrecon.priors.training_data import TrainingSlices
+
+
+def _json_arg(text: str, option: str) -> dict:
+    """A JSON object given inline or as a file path."""
+    if not text.lstrip().startswith("{"):
+        text = Path(text).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _training_data(args: argparse.Namespace) -> TrainingSlices:
+    if args.files:
+        return TrainingSlices.from_files(args.files, modality=args.modality, size=args.size)
+    return TrainingSlices.from_starter(args.modality, dest=args.starter, size=args.size)
+
+
+def _check_stage_options(args: argparse.Namespace) -> None:
+    if args.stage == "pixel" and (args.autoencoder or args.autoencoder_config):
+        raise InputError("--autoencoder and --autoencoder-config belong to --stage autoencoder / latent")
+    if args.stage == "latent" and not args.autoencoder:
+        raise InputError("--stage latent needs --autoencoder DIR (the folder of a --stage autoencoder run)")
+    if args.stage == "autoencoder" and args.unet_config:
+        raise InputError("--unet-config belongs to the pixel and latent stages; use --autoencoder-config")
+    if args.stage == "latent" and (args.autoencoder_config or args.crop):
+        raise InputError("--stage latent takes no --autoencoder-config or --crop (the autoencoder is read from --autoencoder)")
+
+
+def _autoencoder_config(args: argparse.Namespace) -> AutoencoderConfig:
+    if args.autoencoder_config is None:
+        return AutoencoderConfig(sample_size=args.crop or args.size)
+    d = _json_arg(args.autoencoder_config, "--autoencoder-config")
+    try:
+        return AutoencoderConfig(**{**d, "block_out_channels": tuple(d.get("block_out_channels", AutoencoderConfig.block_out_channels))})
+    except TypeError as exc:
+        raise InputError(f"bad autoencoder config: {exc}") from None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run the stage ``args.stage`` (``pixel`` by default) and print where the result went."""
+    args.stage = getattr(args, "stage", "pixel")
+    _check_stage_options(args)
+    data = _training_data(args)
+    device = "cpu" if args.cpu else None
+    common = dict(resume=not args.no_resume, overwrite=args.overwrite, device=device, log=_log)
+    if args.stage == "autoencoder":
+        config = AutoencoderTrainConfig(
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, crop_size=args.crop,
+            checkpoint_every=args.checkpoint_every, kl_weight=args.kl_weight,
+        )
+        record = train_autoencoder(config, _autoencoder_config(args), data, args.out, **common)
+        print(
+            f"trained the autoencoder {record['steps']} steps: final loss {record['final_loss']}, scaling factor "
+            f"{record['scaling_factor']:.6g} -> {args.out}/autoencoder (next: --stage latent --autoencoder {args.out})"
+        )
+        return 0
+    unet = UNetConfig.from_dict(_json_arg(args.unet_config, "--unet-config")) if args.unet_config else None
+    if args.stage == "latent":
+        config = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, sigma_data=1.0 if args.sigma_data is None else args.sigma_data,
+        )
+        record = train_latent(config, unet, args.autoencoder, data, args.out, **common)
+        print(f"trained the latent denoiser {record['steps']} steps: final loss {record['final_loss']} -> latent prior {args.out}/prior")
+        return 0
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, crop_size=args.crop,
+        checkpoint_every=args.checkpoint_every, **({} if args.sigma_data is None else {"sigma_data": args.sigma_data}),
+    )
+    record = train(config, unet or UNetConfig(sample_size=args.crop or args.size), data, args.out, **common)
+    print(
+        f"trained {record['steps']} steps on {', '.join(map(str, record['training_sources']))}: "
+        f"final loss {record['final_loss']}, {record['images_per_s']} img/s -> {args.out}/prior"
+    )
+    return 0
