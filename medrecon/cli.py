@@ -208,6 +208,20 @@ def _run_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _add_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recon", help="the reconstruction (DICOM folder, NIfTI or NRRD)")
+    parser.add_argument("reference", help="the reference study, same shape and geometry")
+    parser.add_argument("--modality", choices=["ct", "mr"], help="required for NIfTI/NRRD")
+    parser.add_argument("--protocol", choices=["window", "fastmri"], default="window", help="metric protocol (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from medrecon.evaluate import run_evaluate  # noqa: PLC0415
+
+    return run_evaluate(args)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": (
         "simulate sparse-view CT and undersampled multi-coil MRI of real sample scans and reconstruct "
@@ -221,6 +235,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _add_simulate,
         _run_simulate,
     ),
+    "evaluate": ("PSNR / SSIM / NMSE of a reconstruction against a reference study, with the protocol named", _add_evaluate, _run_evaluate),
     "bench": ("benchmarks (operators, prior, tune-baselines)", _add_bench, _run_bench),
     "data": ("the starter corpus of real CT/MR scans (fetch)", _add_data, _run_data),
     "train": (
