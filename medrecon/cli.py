@@ -222,6 +222,21 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args)
 
 
+def _add_priors(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folders", nargs="*", help="also list the prior folders inside these folders")
+
+
+def _run_priors(args: argparse.Namespace) -> int:
+    from medrecon.priors.hub import list_priors  # noqa: PLC0415
+
+    for row in list_priors(args.folders):
+        details = ", ".join(f"{k} {row[k]}" for k in ("modality", "size", "parameterisation") if k in row)
+        print(f"{row['name']:24s} {row['status']:16s} {details}  {row['path']}")
+        if row.get("training"):
+            print(f"{'':24s} trained: {row['training']}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": (
         "simulate sparse-view CT and undersampled multi-coil MRI of real sample scans and reconstruct "
@@ -236,6 +251,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _run_simulate,
     ),
     "evaluate": ("PSNR / SSIM / NMSE of a reconstruction against a reference study, with the protocol named", _add_evaluate, _run_evaluate),
+    "priors": ("list the shipped priors and the prior folders in given folders, with their cards", _add_priors, _run_priors),
     "bench": ("benchmarks (operators, prior, tune-baselines)", _add_bench, _run_bench),
     "data": ("the starter corpus of real CT/MR scans (fetch)", _add_data, _run_data),
     "train": (

@@ -306,3 +306,31 @@ def save_latent_prior(
         full = PriorCard.from_dict({**card.to_dict(), "sha256": hashes, "latent": latent})
         (tmp / CARD_FILE).write_text(json.dumps(full.to_dict(), indent=2))
     return folder
+
+
+def list_priors(search: list[str | Path] = ()) -> list[dict]:
+    """The shipped priors (present or not) and every prior folder directly inside ``search``
+    folders, each as ``{name, path, status, modality, size, parameterisation, training}``."""
+    rows = []
+    for name in SHIPPED:
+        folder = WEIGHTS_DIR / name
+        rows.append(_describe(name, folder) if (folder / CARD_FILE).is_file() else {"name": name, "path": str(folder), "status": "not shipped yet"})
+    for base in map(Path, search):
+        if not base.is_dir():
+            raise InputError(f"{base} is not a folder")
+        for folder in sorted([base, *base.iterdir()]):
+            if folder.is_dir() and (folder / CARD_FILE).is_file():
+                rows.append(_describe(folder.name, folder))
+    return rows
+
+
+def _describe(name: str, folder: Path) -> dict:
+    try:
+        card = PriorCard.from_dict(json.loads((folder / CARD_FILE).read_text()))
+    except (InputError, json.JSONDecodeError) as exc:
+        return {"name": name, "path": str(folder), "status": f"unreadable card: {exc}"}
+    return {
+        "name": card.name, "path": str(folder), "status": "available", "modality": card.modality,
+        "size": card.image_size, "parameterisation": card.parameterisation + (" (latent)" if card.latent else ""),
+        "training": card.training.get("summary", ""),
+    }

@@ -121,3 +121,17 @@ def test_pickled_weights_load_only_as_plain_tensors(tmp_path):
     (folder / CARD_FILE).write_text(json.dumps(payload))
     with pytest.raises(InputError, match="weights_only=True"):
         load_prior(folder)
+
+
+def test_list_priors_shows_shipped_status_and_local_folders(tmp_path, capsys):
+    from medrecon.cli import main
+    from medrecon.priors.hub import list_priors
+
+    save_prior(tmp_path / "mine", tiny_unet(), card(name="mine"))
+    rows = {r["name"]: r for r in list_priors([tmp_path])}
+    assert rows["ct-starter"]["status"] == "not shipped yet"
+    assert rows["mine"]["status"] == "available" and rows["mine"]["modality"] == "CT" and rows["mine"]["size"] == 16
+    assert main(["priors", str(tmp_path)]) == 0
+    assert "mine" in capsys.readouterr().out
+    with pytest.raises(InputError, match="is not a folder"):
+        list_priors([tmp_path / "nope"])
