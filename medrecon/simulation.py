@@ -252,7 +252,8 @@ def run_simulate(args) -> None:
             raise InputError(f"{args.input}: give --modality ct or mr (the file does not record it)")
         study = load_study(args.input, modality=modality)
     sel = _slice_range(args.slices, study.shape[0])
-    study = study.with_voxels(study.voxels, name=study.name) if sel == slice(0, study.shape[0]) else _subset(study, sel)
+    if sel != slice(0, study.shape[0]):
+        study = _subset(study, sel)
     shape = tuple(study.shape[1:])
     if study.modality == "CT":
         pixel = study.pixel_size

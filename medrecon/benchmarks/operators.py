@@ -43,10 +43,10 @@ from typing import Callable
 import numpy as np
 
 from medrecon.errors import BackendUnavailableError, InputError
-from medrecon.benchmarks import report
+from medrecon.benchmarks import report as sections
 
 SECTION = "operators"
-START_MARKER, END_MARKER = report.markers(SECTION)
+START_MARKER, END_MARKER = sections.markers(SECTION)
 DEFAULT_REPEATS = 5
 QUICK_REPEATS = 2
 DEFAULT_BATCH = 16
@@ -706,15 +706,15 @@ def peak_rss_bytes() -> int:
 # ============================================================================ writing the Markdown file
 def check_write_target(path: str | os.PathLike) -> None:
     """Fail early (before a long run) if ``path`` cannot take the operators section."""
-    report.check_write_target(path, SECTION)
+    sections.check_write_target(path, SECTION)
 
 
 def replace_section(text: str | None, section: str, path: Path | str = "<text>") -> str:
-    return report.replace_section(text, section, SECTION, path)
+    return sections.replace_section(text, section, SECTION, path)
 
 
 def write_section(path: str | os.PathLike, section: str) -> None:
-    report.write_section(path, section, SECTION)
+    sections.write_section(path, section, SECTION)
 
 
 # ============================================================================ entry point

@@ -51,8 +51,24 @@ RNG_SCHEME = "sha256(seed:stream:step:rank) per step; order: sha256(seed:order:e
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every")
 
 
+class _JSONConfig:
+    """``to_dict``/``from_dict`` of the frozen training configs (tuples become lists and back)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"bad {cls.__name__}: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_JSONConfig):
     """One training run (EDM recipe of ../shared/GPU.md). ``batch_size`` is per process."""
 
     steps: int = 1000
@@ -85,18 +101,6 @@ class TrainConfig:
         if self.crop_size is not None and int(self.crop_size) < 1:
             raise InputError(f"crop_size must be >= 1, got {self.crop_size}")
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InputError(f"bad train config: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 def _seed(*parts) -> int:
@@ -414,7 +418,7 @@ AUTOENCODER_CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class AutoencoderTrainConfig:
+class AutoencoderTrainConfig(_JSONConfig):
     """The autoencoder stage of a latent prior: ``loss = mean |x - Dec(z)| + kl_weight * KL / pixels``
     with ``z`` drawn from the encoder's posterior (noise from the step's generator) and ``KL`` the
     KL divergence to ``N(0, I)`` summed over an image's latent, divided by the image's pixel count
@@ -442,18 +446,6 @@ class AutoencoderTrainConfig:
         if int(self.checkpoint_every) < 1 or int(self.log_every) < 1:
             raise InputError("checkpoint_every and log_every must be >= 1")
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AutoencoderTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InputError(f"bad autoencoder train config: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 def autoencoder_loss(autoencoder, x: torch.Tensor, noise: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:

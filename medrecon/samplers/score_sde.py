@@ -51,7 +51,7 @@ class _FourierTransform:
 
 
 class _FullViewTransform:
-    def __init__(self, op: CTProjector, full: CTProjector, rows: torch.Tensor) -> None:
+    def __init__(self, full: CTProjector, rows: torch.Tensor) -> None:
         self.full, self.rows = full, rows
         self.n_full = full.geometry.n_angles
 
@@ -87,7 +87,7 @@ def full_transform(op):
             if rows.min() >= 0 and rows.max() < n_full and np.allclose(grid[rows], angles, atol=1e-9):
                 full = CTProjector(geom.with_angles(grid), backend=op.backend, projector=op.projector,
                                    matrix_source=op.matrix_source)
-                return _FullViewTransform(op, full, torch.from_numpy(rows))
+                return _FullViewTransform(full, torch.from_numpy(rows))
         raise InputError("score-SDE needs CT views on a uniform grid (the 'uniform' or 'song' conventions)")
     raise InputError(
         f"score-SDE projection needs an invertible full transform: single-coil MRI or CT, not {type(op).__name__}"
