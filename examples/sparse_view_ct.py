@@ -13,11 +13,12 @@ import torch
 from medrecon.baselines import TUNED_WEIGHTS, ct
 from medrecon.metrics import psnr, ssim
 from medrecon.operators import CTProjector, ParallelBeamGeometry
+from medrecon.priors.training_data import Normalisation
 from medrecon.simulation import simulate_sinogram
 from medrecon.study import load_study, save_study
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ct-lung1-sample-dicom"
-WINDOW = (-1000.0, 1000.0)  # HU -> [0, 1], as the baselines were tuned
+NORM = Normalisation.for_modality("CT")  # HU window [-1000, 2000] -> [0, 1], as priors and baselines use
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
 
     study = load_study(SAMPLE)                                    # (8, 256, 256) HU
     slices = study.voxels[:2] if args.fast else study.voxels
-    x = ((slices - WINDOW[0]) / (WINDOW[1] - WINDOW[0])).clamp(0, 1)[:, None]
+    x = NORM.apply(slices)[:, None]
 
     geometry = ParallelBeamGeometry.sparse_view(256, 23, pixel_size=study.pixel_size, detector_spacing=study.pixel_size)
     op = CTProjector(geometry)
@@ -46,7 +47,7 @@ def main() -> None:
         r = recon.clamp(0, 1)
         print(f"{name:5s} PSNR {psnr(r, x, data_range=1.0, per='volume'):.2f} dB  SSIM {ssim(r, x, data_range=1.0, per='volume'):.3f}")
     if args.out and not args.fast:
-        hu = results["TV"][:, 0] * (WINDOW[1] - WINDOW[0]) + WINDOW[0]
+        hu = results["TV"][:, 0] * (NORM.high - NORM.low) + NORM.low
         print("wrote", save_study(study.with_voxels(hu), args.out))
 
 

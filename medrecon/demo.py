@@ -22,7 +22,6 @@ from medrecon import __version__
 from medrecon.errors import InputError
 from medrecon.io.atomic import atomic_output
 
-CT_WINDOW_HU = (-1000.0, 1000.0)
 CT_VIEWS = 23
 MR_ACCELERATION = 4
 MR_COILS = 8
@@ -58,11 +57,12 @@ def ct_demo(seed: int) -> dict:
     """Sparse-view CT of the real CT slice: FBP, SIRT, TV."""
     from medrecon.baselines import TUNED_WEIGHTS, ct  # noqa: PLC0415
     from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
+    from medrecon.priors.training_data import Normalisation  # noqa: PLC0415
     from medrecon.simulation import CT_NOISE_REL, simulate_sinogram  # noqa: PLC0415
 
     hu, ds = _load_pydicom_sample("CT_small.dcm")
-    lo, hi = CT_WINDOW_HU
-    truth = torch.tensor(np.clip((hu - lo) / (hi - lo), 0, 1), dtype=torch.float32)[None, None]
+    ct_norm = Normalisation.for_modality("CT")
+    truth = ct_norm.apply(torch.from_numpy(hu))[None, None]
     pixel_mm = float(ds.PixelSpacing[0])
     geometry = ParallelBeamGeometry.sparse_view(
         truth.shape[-1], CT_VIEWS, pixel_size=pixel_mm, detector_spacing=pixel_mm
@@ -80,7 +80,7 @@ def ct_demo(seed: int) -> dict:
         methods,
         {
             "input": "pydicom's CT_small.dcm (real CT slice, 128x128)",
-            "normalisation": f"HU window {CT_WINDOW_HU} -> [0, 1]",
+            "normalisation": ct_norm.to_dict(),
             "geometry": geometry.to_dict(),
             "noise": f"Gaussian, std {CT_NOISE_REL:.0%} of the sinogram maximum, seed {seed}",
         },

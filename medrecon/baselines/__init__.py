@@ -7,14 +7,15 @@
 chosen on training patients only (``medrecon bench tune-baselines``; the full grids are in
 docs/baselines.md). Settings are named ``ct-parallel-{23,60}v-{clean,noisy}`` (256x256, parallel
 beam, 1% sinogram noise) and ``mr-8coil-{4,8}x-{clean,noisy}`` (256x256, 8 coils,
-``equispaced_fraction`` masks, complex noise 0.02), images normalised to [0, 1].
+``equispaced_fraction`` masks, complex noise 0.02), images normalised as the priors are
+(CT HU window [-1000, 2000], MR magnitude / 99.5th percentile).
 """
 
 TUNED_WEIGHTS: dict[str, dict[str, float]] = {
     "ct-parallel-23v-clean": {"tv_pdhg": 1e-3, "sirt": 1600, "cgls": 80},
     "ct-parallel-23v-noisy": {"tv_pdhg": 1e-3, "sirt": 50, "cgls": 10},
     "ct-parallel-60v-clean": {"tv_pdhg": 1e-4, "sirt": 1600, "cgls": 80},
-    "ct-parallel-60v-noisy": {"tv_pdhg": 1e-3, "sirt": 100, "cgls": 10},
+    "ct-parallel-60v-noisy": {"tv_pdhg": 3e-4, "sirt": 100, "cgls": 10},
     "mr-8coil-4x-clean": {"l1_wavelet": 3e-4, "total_variation": 1e-3, "cg_sense": 320},
     "mr-8coil-4x-noisy": {"l1_wavelet": 3e-3, "total_variation": 3e-3, "cg_sense": 5},
     "mr-8coil-8x-clean": {"l1_wavelet": 3e-4, "total_variation": 1e-2, "cg_sense": 320},

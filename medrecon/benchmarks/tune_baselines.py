@@ -8,7 +8,8 @@ table.
 
 Settings: CT parallel beam, 256x256, 23 and 60 views, clean and with 1% sinogram noise;
 MR 256x256, 8 simulated coils, smooth phase, ``equispaced_fraction`` masks at 4x and 8x, clean
-and with complex noise 0.02. Images are in [0, 1] (CT: HU window [-1000, 1000]; MR: magnitude
+and with complex noise 0.02. Images are in [0, 1], normalised as the priors are
+(:class:`~medrecon.priors.training_data.Normalisation`: CT HU window [-1000, 2000]; MR magnitude
 over the volume's 99.5th percentile, clipped), PSNR with data range 1 on images clipped to
 [0, 1] (MR: magnitudes), averaged over the slices.
 """
@@ -23,9 +24,8 @@ import numpy as np
 import torch
 
 from medrecon.errors import InputError
+from medrecon.priors.training_data import MR_PERCENTILE, Normalisation
 
-CT_WINDOW_HU = (-1000.0, 1000.0)
-MR_PERCENTILE = 99.5
 IMAGE_SIZE = 256
 
 CT_GRIDS = {
@@ -58,9 +58,8 @@ def _pick(volume: np.ndarray, n_slices: int) -> np.ndarray:
 
 
 def ct_training_slices(volume_hu: np.ndarray, n_slices: int, size: int = IMAGE_SIZE) -> torch.Tensor:
-    lo, hi = CT_WINDOW_HU
-    slices = _resize(_pick(volume_hu, n_slices), size)
-    return torch.from_numpy(np.clip((slices - lo) / (hi - lo), 0, 1)).float()[:, None]
+    slices = torch.from_numpy(_resize(_pick(volume_hu, n_slices), size))
+    return Normalisation.for_modality("CT").apply(slices)[:, None]
 
 
 def mr_training_slices(volume: np.ndarray, n_slices: int, size: int = IMAGE_SIZE) -> torch.Tensor:
