@@ -129,27 +129,61 @@ def _run_data(args: argparse.Namespace) -> int:
     raise MedreconError(f"unknown data command {args.data_command!r}")  # argparse already refuses this
 
 
-def _add_simulate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="a study: DICOM folder, .nii/.nii.gz or .nrrd")
-    parser.add_argument("-o", "--out", required=True, help="output folder (acquisition.json + the measurements)")
+def _add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that describe a simulated acquisition (``simulate`` and ``reconstruct``)."""
     parser.add_argument("--modality", choices=["ct", "mr"], help="required for NIfTI/NRRD (DICOM records it)")
     parser.add_argument("--slices", default=None, metavar="START:STOP", help="a range of slices (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of noise and phase (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    ct = parser.add_argument_group("CT")
+    parser.add_argument("--seed", type=int, default=0, help="seed of noise, phase and sampling (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    ct = parser.add_argument_group("CT acquisition")
     ct.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
     ct.add_argument("--views", type=int, default=23, help="number of views (default: %(default)s)")
     ct.add_argument("--convention", choices=["uniform", "song"], default="uniform", help="parallel-beam view set")
     ct.add_argument("--noise", choices=["none", "gaussian", "poisson"], default="none", help="CT noise model")
     ct.add_argument("--noise-rel", type=float, default=0.01, help="gaussian: std / sinogram max (default: %(default)s)")
     ct.add_argument("--photons", type=float, default=1e5, help="poisson: incident photons (default: %(default)g)")
-    mr = parser.add_argument_group("MR")
+    mr = parser.add_argument_group("MR acquisition")
     mr.add_argument("--accel", type=float, default=4.0, help="acceleration (default: %(default)s)")
-    mr.add_argument("--mask", default="equispaced_fraction", help="sampling pattern (default: %(default)s)")
+    mr.add_argument(
+        "--mask", default="equispaced_fraction",
+        help="equispaced, equispaced_fraction, random, gaussian1d, gaussian2d, poisson or radial (default: %(default)s)",
+    )
     mr.add_argument("--center-fraction", type=float, default=None, help="fully sampled centre (default: fastMRI's)")
     mr.add_argument("--coils", type=int, default=8, help="simulated coils (default: %(default)s)")
     mr.add_argument("--noise-sigma", type=float, default=0.0, help="k-space noise std on the [0, 1] image")
     mr.add_argument("--no-phase", action="store_true", help="keep the image real (no smooth phase)")
+
+
+def _add_reconstruct(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input", help="a study (DICOM folder, .nii/.nii.gz, .nrrd), a `medrecon simulate` folder, or a fastMRI multi-coil .h5",
+    )
+    parser.add_argument(
+        "-o", "--out", required=True,
+        help="the reconstruction, in the input's format (a DICOM folder, .nii.gz, .h5); OUT's stem .json and .png are written beside it",
+    )
+    _add_acquisition_arguments(parser)
+    rec = parser.add_argument_group("reconstruction")
+    rec.add_argument("--sampler", choices=["dds", "dps", "score_sde", "resample"], default="dds", help="(default: %(default)s)")
+    rec.add_argument("--prior", default=None, help="a shipped prior name or a prior folder (default: MODALITY-starter[-latent])")
+    rec.add_argument("--steps", type=int, default=None, help="sampler steps (default: the task's preset)")
+    rec.add_argument("--option", action="append", metavar="KEY=VALUE", help="override a preset option (repeatable), e.g. gamma_rel=0.5")
+    rec.add_argument("--samples", type=int, default=1, help="posterior samples per slice; > 1 adds an uncertainty map (default: 1)")
+    rec.add_argument("--batch-size", type=int, default=8, help="slices per network call (default: %(default)s)")
+    rec.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    rec.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _run_reconstruct(args: argparse.Namespace) -> int:
+    from medrecon.reconstruct_command import run_reconstruct  # noqa: PLC0415
+
+    return run_reconstruct(args)
+
+
+def _add_simulate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="a study: DICOM folder, .nii/.nii.gz or .nrrd")
+    parser.add_argument("-o", "--out", required=True, help="output folder (acquisition.json + the measurements)")
+    _add_acquisition_arguments(parser)
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
@@ -238,6 +272,12 @@ def _run_priors(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "reconstruct": (
+        "reconstruct a study, a simulation folder or fastMRI k-space with a diffusion sampler and a prior "
+        "(default: DDS with the starter prior), written in the input's format with a JSON record and a PNG figure",
+        _add_reconstruct,
+        _run_reconstruct,
+    ),
     "demo": (
         "simulate sparse-view CT and undersampled multi-coil MRI of real sample scans and reconstruct "
         "them with the classical baselines",

@@ -231,16 +231,10 @@ def _slice_range(text: str | None, n: int) -> slice:
     return sel
 
 
-@torch.no_grad()
-def run_simulate(args) -> None:
-    """``medrecon simulate``: load a study, simulate its measurements, save them with the record."""
-    import numpy as np  # noqa: PLC0415
-
-    from medrecon.operators import FanBeamGeometry, ParallelBeamGeometry  # noqa: PLC0415
-    from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
+def load_input_study(args):
+    """The study named by ``args.input`` (a DICOM folder, NIfTI or NRRD), restricted to
+    ``args.slices``; ``args.modality`` is required for NIfTI/NRRD and must agree with DICOM's tag."""
     from medrecon.study import load_study, study_format  # noqa: PLC0415
-
-    from .acquisition import CTAcquisition, MRAcquisition  # noqa: PLC0415
 
     modality = args.modality.upper() if args.modality else None
     if study_format(args.input) == "dicom":
@@ -254,8 +248,24 @@ def run_simulate(args) -> None:
     sel = _slice_range(args.slices, study.shape[0])
     if sel != slice(0, study.shape[0]):
         study = _subset(study, sel)
+    return study
+
+
+def acquisition_for_study(study, args):
+    """The acquisition the command-line flags describe for ``study`` (CT: ``geometry``, ``views``,
+    ``convention``, ``noise``, ``noise_rel``, ``photons``; MR: ``mask``, ``accel``,
+    ``center_fraction``, ``coils``, ``noise_sigma``, ``no_phase``; both: ``seed``)."""
+    import numpy as np  # noqa: PLC0415
+
+    from medrecon.operators import FanBeamGeometry, ParallelBeamGeometry  # noqa: PLC0415
+    from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
+
+    from .acquisition import CTAcquisition, MRAcquisition  # noqa: PLC0415
+
     shape = tuple(study.shape[1:])
     if study.modality == "CT":
+        if isinstance(args.views, bool) or args.views < 1:
+            raise InputError(f"--views must be a positive number of views, got {args.views}")
         pixel = study.pixel_size
         if args.geometry == "parallel":
             geometry = ParallelBeamGeometry.sparse_view(
@@ -263,27 +273,44 @@ def run_simulate(args) -> None:
             )
         else:
             geometry = FanBeamGeometry.full_scan(shape, args.views, pixel_size=pixel)
-        acquisition = CTAcquisition(
+        return CTAcquisition(
             geometry.to_dict(), noise=args.noise, noise_rel=args.noise_rel if args.noise == "gaussian" else 0.0,
             photons=args.photons if args.noise == "poisson" else 0.0, seed=args.seed,
         )
-        measurements, reference = simulate_ct_study(study, acquisition), None
-    else:
-        magnitude = study.voxels.abs() if study.voxels.is_complex() else study.voxels
-        scale = float(np.percentile(magnitude.numpy(), 99.5)) or 1.0
-        sampling = CartesianSampling(args.mask, args.accel, center_fraction=args.center_fraction, seed=study.name)
-        acquisition = MRAcquisition(
-            sampling.to_dict(), coils=args.coils, smooth_phase=not args.no_phase,
-            noise_sigma=args.noise_sigma, scale=scale, seed=args.seed,
-        )
-        measurements, reference = simulate_mr_study(study, acquisition)
+    magnitude = study.voxels.abs() if study.voxels.is_complex() else study.voxels
+    scale = float(np.percentile(magnitude.numpy(), 99.5)) or 1.0
+    sampling = CartesianSampling(args.mask, args.accel, center_fraction=args.center_fraction, seed=study.name)
+    return MRAcquisition(
+        sampling.to_dict(), coils=args.coils, smooth_phase=not args.no_phase,
+        noise_sigma=args.noise_sigma, scale=scale, seed=args.seed,
+    )
+
+
+def simulate_study(study, acquisition):
+    """``(measurements, reference)``: CT sinograms (reference None: the study itself) or MR k-space
+    with the magnitude reference scaled by ``1 / acquisition.scale``."""
+    if acquisition.kind == "ct":
+        return simulate_ct_study(study, acquisition), None
+    return simulate_mr_study(study, acquisition)
+
+
+@torch.no_grad()
+def run_simulate(args) -> None:
+    """``medrecon simulate``: load a study, simulate its measurements, save them with the record."""
+    study = load_input_study(args)
+    acquisition = acquisition_for_study(study, args)
+    measurements, reference = simulate_study(study, acquisition)
     out = save_measurements(args.out, study, acquisition, measurements, reference=reference, overwrite=args.overwrite)
     print(f"wrote {out}: {study.shape[0]} slices of {study.modality}, {tuple(measurements.shape[1:])} each")
 
 
 def _subset(study, sel: slice):
+    """Slices ``sel`` of a study, with the affine's origin moved and per-slice DICOM headers kept."""
     from dataclasses import replace  # noqa: PLC0415
 
     affine = study.affine.copy()
     affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
-    return replace(study, voxels=study.voxels[sel].clone(), affine=affine, name=f"{study.name}[{sel.start}:{sel.stop}]")
+    source = dict(study.source)
+    if isinstance(source.get("headers"), list) and len(source["headers"]) == study.shape[0]:
+        source["headers"] = source["headers"][sel]
+    return replace(study, voxels=study.voxels[sel].clone(), affine=affine, name=f"{study.name}[{sel.start}:{sel.stop}]", source=source)

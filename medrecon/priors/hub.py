@@ -179,7 +179,10 @@ def _build_network(folder: Path, device, dtype, cls_name: str = "UNet2DModel") -
             f"the weights in {folder} do not fit its config: {len(missing)} missing and {len(unexpected)} "
             f"unexpected tensors (e.g. {(missing + unexpected)[:3]})"
         )
-    return net.to(device=device, dtype=dtype).eval()
+    net = net.to(device=device)
+    if dtype is not None and dtype != torch.float32:  # diffusers warns on any dtype cast, even a no-op one
+        net = net.to(dtype=dtype)
+    return net.eval()
 
 
 def _diffusers_card(folder: Path, scheduler_config: Path, net: torch.nn.Module) -> PriorCard:

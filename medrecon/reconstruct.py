@@ -1,0 +1,362 @@
+"""Volume reconstruction: measurements -> batches of slices -> a sampler over a prior -> a volume.
+
+The one pipeline every entry point uses (``medrecon reconstruct``, ``bench recon``, ``reproduce``,
+the Python API):
+
+- A :class:`Problem` holds the per-slice operator on the prior's **normalised** images, the
+  measurements ``y`` ``(S, *op.out_shape)`` in the same units, and the affine map back to native
+  units (HU for CT, magnitude for MR). :func:`problem_from_acquisition` builds one from a medrecon
+  acquisition (CT sinograms of linear attenuation, simulated multi-coil k-space);
+  :func:`problem_from_kspace` from raw multi-coil k-space with its coil maps and mask.
+- :func:`reconstruct` runs the chosen sampler on batches of ``batch_size`` slices on one device,
+  seeding slice ``k``'s generator for posterior sample ``j`` from ``(seed, k, j)`` so that the
+  volume is the same whatever the batch size, chunking or number of processes; with ``samples``
+  > 1 it returns the posterior mean and the per-pixel standard deviation (the uncertainty map).
+
+CT units: the prior's images are ``u = (HU - low) / (high - low)`` (its card's HU window) and a
+sinogram holds line integrals of ``mu = mu_water (1 + HU / 1000)``, so
+``A u = (y / mu_water - (1 + low / 1000) A 1) * 1000 / (high - low)``: the same operator acts on
+``u``, and the data are shifted and scaled (exactly; the shift vanishes for ``low = -1000``).
+MR units: simulated k-space is that of the image divided by the acquisition's ``scale`` (the
+volume's 99.5th magnitude percentile, the prior's normalisation), so it is used as it is; raw
+k-space is divided by an estimated scale (the 99.5th percentile of the zero-filled volume's
+magnitude, stated in the result).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from medrecon.errors import InputError
+
+PERCENTILE = 99.5
+
+
+@dataclass
+class Problem:
+    """One volume's reconstruction problem in the prior's normalised units.
+
+    ``op``: per-slice operator on images ``(B, *op.in_shape)`` (it may hold per-slice data such as
+    coil maps; :meth:`~medrecon.operators.base.LinearOperator.batch_slice` selects them).
+    ``y``: measurements ``(S, *op.out_shape)``. Native units are ``offset + scale * u`` (CT) or
+    ``scale * |u|`` (MR magnitude). ``noisy`` picks the sampler presets' noisy variant.
+    """
+
+    op: object
+    y: torch.Tensor
+    modality: str
+    noisy: bool
+    scale: float = 1.0
+    offset: float = 0.0
+    description: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.modality = str(self.modality).upper()
+        if self.modality not in ("CT", "MR"):
+            raise InputError(f"modality must be CT or MR, got {self.modality!r}")
+        if not isinstance(self.y, torch.Tensor) or tuple(self.y.shape[1:]) != tuple(self.op.out_shape):
+            got = tuple(self.y.shape) if isinstance(self.y, torch.Tensor) else type(self.y).__name__
+            raise InputError(f"measurements must be (S, *{tuple(self.op.out_shape)}) for {self.op.name}, got {got}")
+
+    @property
+    def slices(self) -> int:
+        return int(self.y.shape[0])
+
+    def to_native(self, u: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``(S, 1, H, W)`` -> native ``(S, H, W)`` float32 (HU, or MR magnitude)."""
+        v = u[:, 0]
+        v = v.abs() if v.is_complex() else v
+        return (self.offset + self.scale * v.float()).cpu()
+
+    def std_to_native(self, std: torch.Tensor) -> torch.Tensor:
+        """A standard deviation in normalised units -> native units ``(S, H, W)``."""
+        return (abs(self.scale) * std[:, 0].float()).cpu()
+
+
+def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window: tuple[float, float] | None = None) -> Problem:
+    """The :class:`Problem` of measurements simulated (or recorded) under a medrecon acquisition.
+
+    CT: ``measurements`` ``(S, 1, n_angles, n_det)`` line integrals; ``window`` (low, high) HU is the
+    prior's window (default: the starter priors' [-1000, 2000]). MR: ``(S, coils, H, W)`` k-space
+    of the image divided by ``acquisition.scale``.
+    """
+    from medrecon.priors.training_data import CT_WINDOW  # noqa: PLC0415
+
+    measurements = torch.as_tensor(measurements)
+    if acquisition.kind == "ct":
+        low, high = window or CT_WINDOW
+        op = acquisition.operator()
+        y = measurements.to(torch.float32)
+        offset_term = (1 + low / 1000.0)
+        if offset_term != 0:
+            y = y / acquisition.mu_water_per_mm - offset_term * op(torch.ones((1, *op.in_shape), dtype=y.dtype))
+        else:
+            y = y / acquisition.mu_water_per_mm
+        y = y * (1000.0 / (high - low))
+        noisy = acquisition.noise != "none"
+        return Problem(op, y, "CT", noisy, scale=high - low, offset=low,
+                       description={"units": f"HU = {low} + {high - low} u", "acquisition": acquisition.to_dict()})
+    shape = tuple(measurements.shape[-2:])
+    op = acquisition.operator(shape)
+    y = measurements.to(torch.complex64)
+    return Problem(op, y, "MR", acquisition.noise_sigma > 0, scale=acquisition.scale,
+                   description={"units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict()})
+
+
+@torch.no_grad()
+def problem_from_kspace(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor, *, noisy: bool = True,
+                        scale: float | None = None) -> Problem:
+    """Raw multi-coil k-space ``(S, coils, H, W)`` with coil maps ``(S or 1, coils, H, W)`` and a
+    mask ``(H, W)`` or ``(W,)``. ``scale`` None: the 99.5th percentile of the zero-filled volume's
+    magnitude (measured data are noisy, hence ``noisy`` True by default)."""
+    from medrecon.operators import MultiCoilMRI  # noqa: PLC0415
+
+    kspace = torch.as_tensor(kspace).to(torch.complex64)
+    if kspace.ndim != 4:
+        raise InputError(f"multi-coil k-space must be (S, coils, H, W), got {tuple(kspace.shape)}")
+    op = MultiCoilMRI(torch.as_tensor(coil_maps).to(torch.complex64), torch.as_tensor(mask))
+    if scale is None:
+        magnitude = torch.cat([op.batch_slice(slice(i, i + 1)).adjoint(kspace[i : i + 1]).abs().cpu()
+                               if op.coil_maps.shape[0] > 1 else op.adjoint(kspace[i : i + 1]).abs().cpu()
+                               for i in range(kspace.shape[0])])
+        scale = float(np.percentile(magnitude.numpy(), PERCENTILE))
+        if not scale > 0:
+            raise InputError("the zero-filled volume is empty (99.5th percentile 0): cannot normalise the k-space")
+    return Problem(op, kspace / scale, "MR", noisy, scale=scale,
+                   description={"units": f"magnitude = {scale:.6g} |u|", "scale": "p99.5 of the zero-filled magnitude"})
+
+
+@dataclass
+class Reconstruction:
+    """A reconstructed volume in the prior's normalised units.
+
+    ``mean`` ``(S, 1, H, W)`` (complex for MR operators), ``std`` ``(S, 1, H, W)`` the per-pixel
+    standard deviation over ``samples`` posterior samples (of the magnitude for complex images; None
+    for one sample). ``nfe``: network evaluations per slice and sample. ``seconds``: wall time;
+    ``peak_memory_bytes``: CUDA peak allocation on a GPU, else the process's peak resident size.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor | None
+    samples: int
+    nfe: int
+    seconds: float
+    peak_memory_bytes: int
+    settings: dict
+    device: str
+
+    @property
+    def seconds_per_slice(self) -> float:
+        return self.seconds / max(1, self.mean.shape[0])
+
+    def summary(self) -> dict:
+        return {"settings": self.settings, "samples": self.samples, "nfe_per_slice_and_sample": self.nfe,
+                "seconds": round(self.seconds, 3), "seconds_per_slice": round(self.seconds_per_slice, 4),
+                "peak_memory_bytes": self.peak_memory_bytes, "device": self.device}
+
+
+class _CountingDenoiser(torch.nn.Module):
+    """Counts calls of a denoiser (one call on a batch = one NFE for each of its items)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, x, sigma):
+        self.calls += 1
+        return self.inner(x, sigma)
+
+    def denoise(self, x, sigma):
+        return self.forward(x, sigma)
+
+
+class Progress:
+    """A one-line progress report on stderr: slices done, the current step and the ETA."""
+
+    def __init__(self, total_slices: int, steps: int, samples: int, *, enabled: bool | None = None, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total = total_slices * samples
+        self.steps, self.samples = steps, samples
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self._last = 0.0
+
+    def step(self, batch: int, i: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self._last < 0.5 and i + 1 < self.steps):
+            return
+        self._last = now
+        work_done = self.done + batch * (i + 1) / self.steps
+        eta = (now - self.t0) / work_done * (self.total - work_done) if work_done > 0 else float("nan")
+        self.stream.write(f"\rslices {self.done}/{self.total} | step {i + 1}/{self.steps} | ETA {_duration(eta)}   ")
+        self.stream.flush()
+
+    def batch_done(self, batch: int) -> None:
+        self.done += batch
+        if self.enabled and self.done >= self.total:
+            self.stream.write(f"\rslices {self.done}/{self.total} | done in {_duration(time.perf_counter() - self.t0)}          \n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def check_prior_fits(prior, problem: Problem, sampler: str) -> None:
+    """Refuse a prior of the wrong modality or image size, or a latent prior for a pixel sampler."""
+    card = prior.card
+    if card.modality != problem.modality:
+        raise InputError(f"the prior {card.name!r} is a {card.modality} prior; the data are {problem.modality}")
+    shape = tuple(problem.op.in_shape[-2:])
+    if shape != (card.image_size, card.image_size):
+        raise InputError(
+            f"the prior {card.name!r} is for {card.image_size}x{card.image_size} images; this operator's images are "
+            f"{shape[0]}x{shape[1]} (reconstruct on the prior's grid, or use a prior of that size)"
+        )
+    if sampler == "resample" and prior.latent is None:
+        raise InputError(f"resample needs a latent prior (e.g. {problem.modality.lower()}-starter-latent), not {card.name!r}")
+    if sampler != "resample" and prior.latent is not None:
+        raise InputError(f"{sampler} needs a pixel prior, and {card.name!r} is a latent prior (use --sampler resample)")
+
+
+def _slice_generators(seed: int, indices, sample: int, device) -> list[torch.Generator]:
+    from medrecon.acquisition import slice_seed  # noqa: PLC0415
+
+    gens = []
+    for k in indices:
+        g = torch.Generator(device=device) if torch.device(device).type == "cuda" else torch.Generator()
+        gens.append(g.manual_seed(slice_seed(seed, int(k), f"posterior-{sample}")))
+    return gens
+
+
+def _batch_model(prior, op_b, y_b, sampler: str):
+    """``(model, counter)``: what a sampler takes for one batch (complex MR data go through the
+    phase adapter; ReSample takes the latent prior) and the call counter of its network."""
+    from medrecon.priors.denoiser import PhaseAlignedDenoiser, TwoChannelDenoiser, low_resolution_phase  # noqa: PLC0415
+    from medrecon.priors.latent import LatentPrior  # noqa: PLC0415
+
+    if sampler == "resample":
+        counter = _CountingDenoiser(prior.latent.denoiser)
+        return LatentPrior(prior.latent.autoencoder, prior.latent.scaling_factor, counter), counter
+    if not op_b.in_complex:
+        counter = _CountingDenoiser(prior.denoiser)
+    elif prior.card.channels == 2:
+        counter = _CountingDenoiser(TwoChannelDenoiser(prior.denoiser))
+    else:
+        counter = _CountingDenoiser(PhaseAlignedDenoiser(prior.denoiser, low_resolution_phase(op_b, y_b)))
+    return counter, counter
+
+
+@torch.no_grad()
+def reconstruct(
+    problem: Problem,
+    prior,
+    *,
+    sampler: str = "dds",
+    steps: int | None = None,
+    options: dict | None = None,
+    samples: int = 1,
+    batch_size: int = 8,
+    device=None,
+    seed: int = 0,
+    slice_indices=None,
+    progress: bool | None = None,
+) -> Reconstruction:
+    """Reconstruct every slice of ``problem`` with ``sampler`` over ``prior``.
+
+    Args:
+        problem: a :class:`Problem` (see :func:`problem_from_acquisition`).
+        prior: a loaded prior (:func:`medrecon.priors.hub.load_prior`) or a shipped name / folder.
+        sampler: a name of :data:`medrecon.samplers.SAMPLERS` (``dds`` is the default and fastest).
+        steps, options: override the preset's step count and options (``presets.json``).
+        samples: posterior samples per slice; > 1 gives the mean and the standard deviation.
+        batch_size: slices per network call.
+        device: ``cuda``/``cpu``/None (CUDA when available).
+        seed: slice ``k``'s sample ``j`` draws from a generator seeded by ``(seed, k, j)``.
+        slice_indices: the global index of each of the problem's slices (default ``0..S-1``) —
+            what makes a shard of a volume reproduce its part of the whole.
+        progress: a progress line on stderr (None: when stderr is a terminal).
+    """
+    from medrecon.operators.base import real_dtype_of  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+
+    from .samplers import SAMPLERS  # noqa: PLC0415
+    from .samplers.presets import sampler_settings, task_name  # noqa: PLC0415
+
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise InputError(f"samples must be a positive integer, got {samples!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but torch sees no CUDA device")
+    if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
+        prior = load_prior(prior, device=device)
+    check_prior_fits(prior, problem, sampler)
+    settings = sampler_settings(sampler, task_name(problem.modality, problem.noisy), steps=steps, **(options or {}))
+    sigmas = settings.sigmas()
+    n = problem.slices
+    indices = list(range(n)) if slice_indices is None else [int(k) for k in slice_indices]
+    if len(indices) != n:
+        raise InputError(f"slice_indices has {len(indices)} entries for {n} slices")
+
+    op = problem.op.to(device)
+    y_all = problem.y
+    real = real_dtype_of(y_all.dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    report = Progress(n, len(sigmas), samples, enabled=progress)
+    total = value_sum = value_sq = None
+    nfe = 0
+    t0 = time.perf_counter()
+    for j in range(samples):
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            op_b = op.batch_slice(slice(start, stop))
+            y_b = y_all[start:stop].to(device)
+            model, counter = _batch_model(prior, op_b, y_b, sampler)
+            batch = stop - start
+
+            def callback(i, _x, _batch=batch):
+                report.step(_batch, i)
+
+            x = SAMPLERS[sampler](
+                model, op_b, y_b, sigmas=sigmas, generator=_slice_generators(seed, indices[start:stop], j, device),
+                callback=callback, **settings.options,
+            )
+            nfe = counter.calls
+            report.batch_done(batch)
+            x = x.detach().cpu()
+            value = (x.abs() if x.is_complex() else x).to(real)  # what the uncertainty map is of
+            if total is None:
+                total = torch.zeros((n, *x.shape[1:]), dtype=x.dtype)
+                value_sum = torch.zeros((n, *x.shape[1:]), dtype=real)
+                value_sq = torch.zeros_like(value_sum)
+            total[start:stop] += x
+            value_sum[start:stop] += value
+            value_sq[start:stop] += value**2
+    seconds = time.perf_counter() - t0
+    mean = total / samples
+    std = None
+    if samples > 1:  # per pixel, of the value (CT) or magnitude (MR) over the samples
+        std = (value_sq / samples - (value_sum / samples) ** 2).clamp_min(0).sqrt()
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return Reconstruction(mean, std, samples, nfe, seconds, int(peak), settings.to_dict(), str(device))
+
+
+__all__ = ["Problem", "Progress", "Reconstruction", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace", "reconstruct"]

@@ -1,0 +1,341 @@
+"""``medrecon reconstruct INPUT -o OUTPUT``: the command-line glue around :mod:`medrecon.reconstruct`.
+
+INPUT is one of
+
+- an image study (DICOM series folder, NIfTI, NRRD): the acquisition is simulated from the flags
+  (``--views``, ``--accel``, ``--noise`` ...), and the study is the reference of the metrics;
+- a folder written by ``medrecon simulate`` (``acquisition.json`` + sinogram / k-space): the
+  acquisition and the data are read;
+- a fastMRI multi-coil HDF5 file: the k-space is read, the mask is the set of sampled columns,
+  coil maps come from ESPIRiT, and ``reconstruction_rss`` (when there) is the reference.
+
+OUTPUT is written in the input's format (DICOM -> DICOM series, NIfTI -> NIfTI, fastMRI -> an HDF5
+file with a ``reconstruction`` dataset as fastMRI submissions have; a simulation folder -> the
+format OUTPUT's name says), and beside it ``<OUTPUT stem>.json`` (acquisition, sampler, prior with
+checksum, versions, timings, metrics) and ``<OUTPUT stem>.png`` (reference, baseline,
+reconstruction, error, uncertainty for a few slices). Every output is checked before the work
+starts (refused if it exists, unless ``--overwrite``) and written through a temporary file, so a
+failed run leaves none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medrecon import __version__
+from medrecon.errors import InputError
+
+FIGURE_SLICES = 3
+
+
+def output_paths(out: str | Path) -> dict[str, Path]:
+    """The reconstruction and its record and figure: ``recon.nii.gz`` -> ``recon.json``, ``recon.png``."""
+    out = Path(out)
+    name = out.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".h5", ".hdf5"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if not name:
+        raise InputError(f"cannot derive the record's name from the output path {out}")
+    return {"volume": out, "record": out.with_name(name + ".json"), "figure": out.with_name(name + ".png")}
+
+
+def _check_outputs(paths: dict[str, Path], overwrite: bool) -> None:
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
+    parent = paths["volume"].parent
+    if not parent.is_dir():
+        raise InputError(f"the output folder {parent} does not exist")
+
+
+def _input_kind(path: Path) -> str:
+    if not path.exists():
+        raise InputError(f"no such input: {path}")
+    if path.is_dir() and (path / "acquisition.json").is_file():
+        return "simulation"
+    if path.is_file() and path.name.lower().endswith((".h5", ".hdf5")):
+        return "fastmri"
+    return "study"
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _from_study(args):
+    from medrecon.reconstruct import problem_from_acquisition  # noqa: PLC0415
+    from medrecon.simulation import acquisition_for_study, load_input_study, simulate_study  # noqa: PLC0415
+
+    study = load_input_study(args)
+    acquisition = acquisition_for_study(study, args)
+    measurements, _ = simulate_study(study, acquisition)
+    reference = study.voxels.abs() if study.voxels.is_complex() else study.voxels
+    return problem_from_acquisition(acquisition, measurements), study, reference.float(), acquisition.to_dict()
+
+
+def _from_simulation(args):
+    from medrecon.io.kspace import read_fastmri_h5  # noqa: PLC0415
+    from medrecon.reconstruct import problem_from_acquisition  # noqa: PLC0415
+    from medrecon.simulation import KSPACE_FILE, _slice_range, load_measurements  # noqa: PLC0415
+    from medrecon.study import Study  # noqa: PLC0415
+
+    acquisition, record, measurements = load_measurements(args.input)
+    modality = "CT" if acquisition.kind == "ct" else "MR"
+    if args.modality and args.modality.upper() != modality:
+        raise InputError(f"--modality {args.modality} contradicts the simulation's acquisition ({modality})")
+    sel = _slice_range(args.slices, measurements.shape[0])
+    measurements = measurements[sel]
+    reference = None
+    if acquisition.kind == "mr":
+        target = read_fastmri_h5(Path(args.input) / KSPACE_FILE).target
+        if target is not None:
+            reference = target[sel].float() * acquisition.scale
+    problem = problem_from_acquisition(acquisition, measurements)
+    affine = np.asarray(record["study"]["affine"], dtype=float)
+    affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
+    shape = tuple(problem.op.in_shape[-2:])
+    study = Study(torch.zeros((measurements.shape[0], *shape)), affine, modality, name=record["study"]["name"],
+                  source={"format": "simulation", "path": str(args.input)})
+    return problem, study, reference, acquisition.to_dict()
+
+
+def _from_fastmri(args):
+    from medrecon.io.kspace import read_fastmri_h5  # noqa: PLC0415
+    from medrecon.operators import espirit_maps  # noqa: PLC0415
+    from medrecon.reconstruct import problem_from_kspace  # noqa: PLC0415
+    from medrecon.simulation import _slice_range  # noqa: PLC0415
+
+    if args.modality and args.modality != "mr":
+        raise InputError(f"{args.input} is fastMRI k-space (MR), not --modality {args.modality}")
+    volume = read_fastmri_h5(args.input)
+    kspace = volume.kspace
+    if kspace.ndim != 4:
+        raise InputError(f"{args.input} is single-coil k-space; medrecon reconstruct reads multi-coil fastMRI files")
+    sel = _slice_range(args.slices, kspace.shape[0])
+    kspace = kspace[sel]
+    sampled = (kspace.abs().sum(dim=(0, 1, 2)) > 0).to(torch.float32)  # sampled columns (phase encodes)
+    if float(sampled.mean()) >= 1.0:
+        raise InputError(f"{args.input} is fully sampled: there is nothing to reconstruct (undersample it with medrecon simulate)")
+    maps = espirit_maps(kspace)
+    problem = problem_from_kspace(kspace, maps, sampled[None, :].expand(kspace.shape[-2:]).contiguous())
+    reference = None if volume.target is None else volume.target[sel].float()
+    return problem, None, reference, {"kind": "fastmri", "file": str(args.input), "sampled_fraction": float(sampled.mean())}
+
+
+# ---------------------------------------------------------------------------------- baseline
+def baseline_setting(problem, acquisition: dict) -> str:
+    """The ``TUNED_WEIGHTS`` setting closest to this acquisition (views or acceleration, noise)."""
+    noise = "noisy" if problem.noisy else "clean"
+    if problem.modality == "CT":
+        views = len(acquisition.get("geometry", {}).get("angles", [])) or problem.op.out_shape[-2]
+        return f"ct-parallel-{'23' if views <= 40 else '60'}v-{noise}"
+    accel = float((acquisition.get("sampling") or {}).get("acceleration", 4.0) or 4.0) if acquisition.get("kind") == "mr" else 4.0
+    return f"mr-8coil-{'4' if accel <= 6 else '8'}x-{noise}"
+
+
+@torch.no_grad()
+def classical_baseline(problem) -> tuple[str, torch.Tensor, float]:
+    """``(description, image (S, 1, H, W) normalised, seconds)``: TV-PDHG for CT, sigpy's TV for MR,
+    with the weight tuned on training patients for the closest benchmark setting."""
+    from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
+    from medrecon.baselines.ct import tv_pdhg  # noqa: PLC0415
+    from medrecon.baselines.mri import total_variation  # noqa: PLC0415
+
+    setting = baseline_setting(problem, problem.description.get("acquisition", {}))
+    t0 = time.perf_counter()
+    if problem.modality == "CT":
+        lam = TUNED_WEIGHTS[setting]["tv_pdhg"]
+        image = tv_pdhg(problem.op, problem.y, lam_rel=lam)
+        name = f"TV-PDHG (lam_rel {lam:g}, tuned for {setting})"
+    else:
+        lam = TUNED_WEIGHTS[setting]["total_variation"]
+        image = total_variation(problem.op, problem.y, lam_rel=lam)
+        name = f"TV (sigpy, lam_rel {lam:g}, tuned for {setting})"
+    return name, image, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------------- outputs
+def _metrics(native: torch.Tensor, reference: torch.Tensor, modality: str) -> dict:
+    from medrecon.evaluate import evaluate_studies  # noqa: PLC0415
+    from medrecon.study import Study  # noqa: PLC0415
+
+    eye = np.eye(4)
+    ref = Study(reference, eye, modality, name="reference")
+    rec = Study(native, eye, modality, name="reconstruction")
+    return evaluate_studies(rec, ref, protocol="window")
+
+
+def _display(native: torch.Tensor, problem) -> np.ndarray:
+    """Native images -> [0, 1] for the figure: the prior's window (CT) or magnitude scale (MR)."""
+    return ((native - problem.offset) / problem.scale).clamp(0, 1).numpy()
+
+
+def write_figure(path: Path, columns: dict[str, np.ndarray], scores: dict[str, dict], *, tile: int = 192) -> None:
+    """A PNG grid: one row per slice, one column per image kind, labelled (PSNR/SSIM when known)."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415
+
+    names = list(columns)
+    rows = next(iter(columns.values())).shape[0]
+    label_h = 28
+    canvas = Image.new("L", (len(names) * tile, rows * tile + label_h), color=0)
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(names):
+        score = scores.get(name)
+        text = name if not score else f"{name}\n{score['psnr']:.2f} dB / {score['ssim']:.3f}"
+        draw.multiline_text((c * tile + 3, 1), text, fill=255, spacing=1)
+        for r in range(rows):
+            pixels = Image.fromarray(np.uint8(np.round(255 * np.clip(columns[name][r], 0, 1))))
+            canvas.paste(pixels.resize((tile, tile), Image.BILINEAR), (c * tile, label_h + r * tile))
+    canvas.save(path, format="PNG")
+
+
+def _versions() -> dict:
+    import diffusers  # noqa: PLC0415
+
+    return {"medrecon": __version__, "torch": torch.__version__, "numpy": np.__version__, "diffusers": diffusers.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _write_volume(paths, kind: str, study, native: torch.Tensor, problem, overwrite: bool, stack: contextlib.ExitStack) -> None:
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+    from medrecon.study import save_study  # noqa: PLC0415
+
+    out = paths["volume"]
+    if kind == "fastmri":
+        import h5py  # noqa: PLC0415
+
+        if not out.name.lower().endswith((".h5", ".hdf5")):
+            raise InputError(f"a fastMRI input is written as fastMRI HDF5: give an OUTPUT ending in .h5, not {out.name}")
+        tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, suffix=".h5"))
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("reconstruction", data=native.numpy().astype(np.float32))
+            f.attrs["units"] = "magnitude, the k-space's units"
+        return
+    if kind == "study" and study.source.get("format") in ("dicom", "nifti", "nrrd"):
+        from medrecon.study import study_format  # noqa: PLC0415
+
+        wanted = "nifti" if study.source["format"] == "nrrd" else study.source["format"]
+        got = study_format(out, for_writing=True)
+        if got != wanted:
+            raise InputError(f"the input is {study.source['format']}; write the result as {wanted} too (OUTPUT {out} is {got})")
+    voxels = native if study.modality == "MR" else native.round()
+    # save_study is atomic on its own; it runs last, after the record and figure are staged
+    save_study(study.with_voxels(voxels.to(study.voxels.dtype) if not study.voxels.is_complex() else voxels), out, overwrite=overwrite)
+
+
+@torch.no_grad()
+def run_reconstruct(args: argparse.Namespace) -> int:
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+    from medrecon.reconstruct import check_prior_fits, reconstruct  # noqa: PLC0415
+
+    t_start = time.perf_counter()
+    inp = Path(args.input)
+    kind = _input_kind(inp)
+    paths = output_paths(args.out)
+    _check_outputs(paths, args.overwrite)
+    if args.samples < 1:
+        raise InputError(f"--samples must be >= 1, got {args.samples}")
+    problem, study, reference, acquisition = {"study": _from_study, "simulation": _from_simulation, "fastmri": _from_fastmri}[kind](args)
+    prior_name = args.prior or f"{problem.modality.lower()}-starter{'-latent' if args.sampler == 'resample' else ''}"
+    device = args.device if args.device != "auto" else None
+    prior = load_prior(prior_name, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_prior_fits(prior, problem, args.sampler)
+    options = _parse_options(args.option)
+
+    baseline_name, baseline, baseline_seconds = classical_baseline(problem)
+    result = reconstruct(problem, prior, sampler=args.sampler, steps=args.steps, options=options, samples=args.samples,
+                         batch_size=args.batch_size, device=device, seed=args.seed, progress=None if not args.quiet else False)
+    native = problem.to_native(result.mean)
+    baseline_native = problem.to_native(baseline.cpu())
+    metrics = {}
+    if reference is not None:
+        ref = reference
+        if ref.shape != native.shape:  # fastMRI: the target is a centre crop
+            native_c, baseline_c = (_center_crop(v, ref.shape[-2:]) for v in (native, baseline_native))
+        else:
+            native_c, baseline_c = native, baseline_native
+        metrics = {"reconstruction": _metrics(native_c, ref, problem.modality), "baseline": _metrics(baseline_c, ref, problem.modality)}
+    if kind == "fastmri" and reference is not None:
+        native = _center_crop(native, reference.shape[-2:])
+
+    record = {
+        "command": "medrecon reconstruct " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reconstruct"] else None,
+        "input": {"path": str(inp), "kind": kind},
+        "output": {k: str(v) for k, v in paths.items()},
+        "study": None if study is None else {"name": study.name, "shape": list(study.shape), "modality": study.modality},
+        "acquisition": acquisition,
+        "units": problem.description.get("units"),
+        "prior": {"name": prior.card.name, "path": str(prior.path), "sha256": prior.card.sha256,
+                  "training": prior.card.training.get("summary")},
+        "reconstruction": result.summary(),
+        "baseline": {"method": baseline_name, "seconds": round(baseline_seconds, 3)},
+        "metrics": metrics,
+        "versions": _versions(),
+        "seconds_total": None,
+    }
+    columns = _figure_columns(problem, reference, baseline_native, native if kind != "fastmri" else native, result, kind)
+    scores = {"baseline": metrics.get("baseline"), "reconstruction": metrics.get("reconstruction")} if metrics else {}
+    with contextlib.ExitStack() as stack:
+        figure_tmp = stack.enter_context(atomic_output(paths["figure"], overwrite=args.overwrite, suffix=".png"))
+        record_tmp = stack.enter_context(atomic_output(paths["record"], overwrite=args.overwrite, suffix=".json"))
+        write_figure(figure_tmp, columns, scores)
+        _write_volume(paths, kind, study, native, problem, args.overwrite, stack)
+        record["seconds_total"] = round(time.perf_counter() - t_start, 2)
+        record_tmp.write_text(json.dumps(record, indent=2) + "\n")
+    line = f"wrote {paths['volume']} ({result.mean.shape[0]} slices, {args.sampler}, {result.nfe} NFE, {result.seconds_per_slice:.2f} s/slice)"
+    if metrics:
+        r, b = metrics["reconstruction"], metrics["baseline"]
+        line += f"\n  {args.sampler}: PSNR {r['psnr']:.2f} dB SSIM {r['ssim']:.3f} | baseline {baseline_name}: PSNR {b['psnr']:.2f} dB SSIM {b['ssim']:.3f}"
+    print(line + f"\n  record {paths['record']}, figure {paths['figure']}")
+    return 0
+
+
+def _center_crop(x: torch.Tensor, shape) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    th, tw = int(shape[0]), int(shape[1])
+    if th > h or tw > w:
+        raise InputError(f"the reference ({th}x{tw}) is larger than the reconstruction ({h}x{w})")
+    top, left = (h - th) // 2, (w - tw) // 2
+    return x[..., top : top + th, left : left + tw]
+
+
+def _figure_columns(problem, reference, baseline_native, native, result, kind) -> dict[str, np.ndarray]:
+    n = native.shape[0]
+    rows = sorted(set(np.linspace(0, n - 1, min(FIGURE_SLICES, n)).round().astype(int).tolist()))
+    crop = (lambda v: _center_crop(v, native.shape[-2:])) if kind == "fastmri" else (lambda v: v)
+    columns = {}
+    if reference is not None:
+        columns["reference"] = _display(reference[rows], problem)
+    columns["baseline"] = _display(crop(baseline_native)[rows], problem)
+    columns["reconstruction"] = _display(native[rows], problem)
+    if reference is not None:
+        columns["|error| x4"] = np.clip(4 * np.abs(columns["reconstruction"] - columns["reference"]), 0, 1)
+    if result.std is not None:
+        std = crop(problem.std_to_native(result.std))[rows] / abs(problem.scale)
+        columns["std x4"] = np.clip(4 * std.numpy(), 0, 1)
+    return columns
+
+
+def _parse_options(items) -> dict:
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+__all__ = ["run_reconstruct", "output_paths", "classical_baseline", "baseline_setting", "write_figure"]

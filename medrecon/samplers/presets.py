@@ -1,0 +1,107 @@
+"""Per-task sampler settings, stored as data in ``presets.json`` beside this module.
+
+A task is a modality and whether the data are noisy: ``ct-clean``, ``ct-noisy``, ``mr-clean``,
+``mr-noisy``. A preset holds the schedule (``steps``, ``schedule`` = ``karras`` or ``geometric``,
+``sigma_max``, ``sigma_min``) and the sampler's own options (e.g. DDS's ``cg_iters``, ``eta``,
+``gamma_rel``). :func:`sampler_settings` turns a preset plus the caller's overrides into the
+``sigmas`` and keyword options of the sampler function; unknown override names are refused,
+never ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from medrecon.errors import InputError
+
+from .schedules import geometric_sigmas, karras_sigmas
+
+PRESETS_FILE = Path(__file__).with_name("presets.json")
+TASKS = ("ct-clean", "ct-noisy", "mr-clean", "mr-noisy")
+SCHEDULE_KEYS = ("steps", "schedule", "sigma_max", "sigma_min")
+
+
+@lru_cache(maxsize=1)
+def load_presets() -> dict:
+    """``{sampler: {task: preset}}`` from ``presets.json``."""
+    return json.loads(PRESETS_FILE.read_text())["presets"]
+
+
+def task_name(modality: str, noisy: bool) -> str:
+    """``"ct-clean"`` etc. from a modality (``CT``/``MR``) and the noise flag."""
+    m = str(modality).lower()
+    if m not in ("ct", "mr"):
+        raise InputError(f"modality must be CT or MR, got {modality!r}")
+    return f"{m}-{'noisy' if noisy else 'clean'}"
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What one sampler run uses: its name, the task, the schedule and the method's options."""
+
+    sampler: str
+    task: str
+    steps: int
+    schedule: str
+    sigma_max: float
+    sigma_min: float
+    options: dict = field(default_factory=dict)
+
+    def sigmas(self) -> torch.Tensor:
+        """The decreasing noise levels of the run (float64)."""
+        if self.schedule == "karras":
+            return karras_sigmas(self.steps, self.sigma_min, self.sigma_max)
+        if self.schedule == "geometric":
+            # score-SDE: N steps need N + 1 levels (the last one is the final denoise)
+            return geometric_sigmas(self.steps + 1, self.sigma_min, self.sigma_max)
+        raise InputError(f"unknown schedule {self.schedule!r}; known: karras, geometric")
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations of one run (score-SDE: a corrector and a predictor per step, plus one)."""
+        return 2 * self.steps + 1 if self.sampler == "score_sde" else self.steps
+
+    def to_dict(self) -> dict:
+        return {"sampler": self.sampler, "task": self.task, "steps": self.steps, "schedule": self.schedule,
+                "sigma_max": self.sigma_max, "sigma_min": self.sigma_min, "options": dict(self.options), "nfe": self.nfe}
+
+
+def sampler_settings(sampler: str, task: str, *, steps: int | None = None, **overrides) -> SamplerSettings:
+    """The preset of ``sampler`` for ``task`` with ``steps`` and any option overridden.
+
+    Overrides must be options of the sampler function (or schedule keys); anything else is an
+    :class:`InputError` naming the accepted names."""
+    from . import SAMPLERS  # noqa: PLC0415 - the registry imports this module's users
+
+    presets = load_presets()
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; known: {TASKS}")
+    preset = dict(presets[sampler][task])
+    accepted = _option_names(SAMPLERS[sampler])
+    unknown = sorted(set(overrides) - accepted - set(SCHEDULE_KEYS))
+    if unknown:
+        raise InputError(f"{sampler} has no option {unknown}; its options: {sorted(accepted)} and {list(SCHEDULE_KEYS)}")
+    preset.update(overrides)
+    if steps is not None:
+        preset["steps"] = steps
+    n = preset.pop("steps")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"steps must be a positive integer, got {n!r}")
+    schedule = {k: preset.pop(k) for k in SCHEDULE_KEYS[1:]}
+    return SamplerSettings(sampler, task, n, schedule["schedule"], float(schedule["sigma_max"]), float(schedule["sigma_min"]), preset)
+
+
+def _option_names(fn) -> set[str]:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name for p in params if p.kind == p.KEYWORD_ONLY} - {"sigmas", "generator", "callback"}
+
+
+__all__ = ["SamplerSettings", "TASKS", "load_presets", "sampler_settings", "task_name"]
