@@ -29,6 +29,7 @@ import math
 import resource
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -360,3 +361,14 @@ def reconstruct(
 
 
 __all__ = ["Problem", "Progress", "Reconstruction", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace", "reconstruct"]
+
+
+class _CallableModule(types.ModuleType):
+    """``medrecon.reconstruct`` names both this module and its function: importing the module sets
+    the package attribute to the module, so the module itself calls :func:`reconstruct`."""
+
+    def __call__(self, *args, **kwargs):
+        return reconstruct(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -72,11 +72,11 @@ def _input_kind(path: Path) -> str:
 # ------------------------------------------------------------------------------------ inputs
 def _from_study(args):
     from medrecon.reconstruct import problem_from_acquisition  # noqa: PLC0415
-    from medrecon.simulation import acquisition_for_study, load_input_study, simulate_study  # noqa: PLC0415
+    from medrecon.simulation import acquisition_for_study, load_input_study, simulate  # noqa: PLC0415
 
     study = load_input_study(args)
     acquisition = acquisition_for_study(study, args)
-    measurements, _ = simulate_study(study, acquisition)
+    measurements = simulate(study, acquisition)
     reference = study.voxels.abs() if study.voxels.is_complex() else study.voxels
     return problem_from_acquisition(acquisition, measurements), study, reference.float(), acquisition.to_dict()
 

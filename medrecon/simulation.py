@@ -286,12 +286,13 @@ def acquisition_for_study(study, args):
     )
 
 
-def simulate_study(study, acquisition):
-    """``(measurements, reference)``: CT sinograms (reference None: the study itself) or MR k-space
-    with the magnitude reference scaled by ``1 / acquisition.scale``."""
+def simulate(study, acquisition) -> torch.Tensor:
+    """The measurements of ``study`` under ``acquisition``: CT sinograms ``(S, 1, n_angles, n_det)``
+    of linear attenuation, or MR multi-coil k-space ``(S, coils, H, W)`` of the image divided by
+    ``acquisition.scale``. Slice ``k``'s noise and phase come from ``(acquisition.seed, k)``."""
     if acquisition.kind == "ct":
-        return simulate_ct_study(study, acquisition), None
-    return simulate_mr_study(study, acquisition)
+        return simulate_ct_study(study, acquisition)
+    return simulate_mr_study(study, acquisition)[0]
 
 
 @torch.no_grad()
@@ -299,7 +300,10 @@ def run_simulate(args) -> None:
     """``medrecon simulate``: load a study, simulate its measurements, save them with the record."""
     study = load_input_study(args)
     acquisition = acquisition_for_study(study, args)
-    measurements, reference = simulate_study(study, acquisition)
+    if acquisition.kind == "ct":
+        measurements, reference = simulate_ct_study(study, acquisition), None
+    else:
+        measurements, reference = simulate_mr_study(study, acquisition)
     out = save_measurements(args.out, study, acquisition, measurements, reference=reference, overwrite=args.overwrite)
     print(f"wrote {out}: {study.shape[0]} slices of {study.modality}, {tuple(measurements.shape[1:])} each")
 
