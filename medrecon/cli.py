@@ -61,6 +61,25 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     tune.add_argument("--mr-volume", metavar="NRRD", help="an MR volume of a training patient")
     tune.add_argument("--slices", type=int, default=3, help="slices per volume (default: %(default)s)")
     tune.add_argument("--json", metavar="FILE", help="also write every grid point as JSON")
+    recon = sub.add_parser(
+        "recon", help="PSNR/SSIM, s/slice, NFE and memory of every sampler next to every baseline on validation slices",
+    )
+    recon.add_argument("--modalities", nargs="+", choices=["ct", "mr"], default=["ct", "mr"])
+    recon.add_argument("--only", nargs="+", metavar="TEXT", help="settings whose name contains TEXT (e.g. '23 views')")
+    recon.add_argument("--samplers", nargs="+", choices=["dds", "dps", "score_sde", "resample"], default=["dds", "dps", "score_sde", "resample"])
+    recon.add_argument("--ct-prior", default="ct-starter")
+    recon.add_argument("--mr-prior", default="mr-starter")
+    recon.add_argument("--ct-latent", default="ct-starter-latent", help="latent prior for resample ('' to skip)")
+    recon.add_argument("--mr-latent", default="mr-starter-latent", help="latent prior for resample ('' to skip)")
+    recon.add_argument("--starter", metavar="DIR", help="the starter corpus folder (default: medrecon data fetch's)")
+    recon.add_argument("--slices", type=int, default=8, help="validation slices per modality (default: %(default)s)")
+    recon.add_argument("--long-slices", type=int, default=2, help="CPU: slices for DPS/score-SDE/ReSample (default: 2)")
+    recon.add_argument("--long-steps", type=int, default=None, help="CPU: steps for DPS/score-SDE/ReSample (default: preset)")
+    recon.add_argument("--batch-size", type=int, default=8)
+    recon.add_argument("--device", default="auto")
+    recon.add_argument("--seed", type=int, default=0)
+    recon.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    recon.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -71,6 +90,11 @@ def _run_bench(args: argparse.Namespace) -> int:
             args.prior, starter=args.starter, n_slices=args.slices, sigmas=args.sigmas, grid=args.grid,
             write=args.write, seed=args.seed,
         )
+    if args.bench_command == "recon":
+        from medrecon.benchmarks.recon import main as bench_recon  # noqa: PLC0415
+
+        args.argv = sys.argv[3:] if sys.argv[1:3] == ["bench", "recon"] else []
+        return bench_recon(args)
     if args.bench_command == "tune-baselines":
         from medrecon.benchmarks.tune_baselines import main as tune  # noqa: PLC0415
 

@@ -1,6 +1,6 @@
 """Per-task sampler settings, stored as data in ``presets.json`` beside this module.
 
-A task is a modality and whether the data are noisy: ``ct-clean``, ``ct-noisy``, ``mr-clean``,
+A task is a modality and whether the data are noisy (see ``presets.json``'s ``about`` for how the values were chosen): ``ct-clean``, ``ct-noisy``, ``mr-clean``,
 ``mr-noisy``. A preset holds the schedule (``steps``, ``schedule`` = ``karras`` or ``geometric``,
 ``sigma_max``, ``sigma_min``) and the sampler's own options (e.g. DDS's ``cg_iters``, ``eta``,
 ``gamma_rel``). :func:`sampler_settings` turns a preset plus the caller's overrides into the

@@ -1,0 +1,271 @@
+"""``medrecon bench recon``: every sampler next to every classical baseline, same slices, same run.
+
+Protocol (ALGORITHMS.md, "Conventions of medrecon's own benchmarks"):
+
+- Slices: ``--slices`` (default 8) evenly spaced through the middle 60% of the validation volume
+  of each modality (ct-lung1, mr-brain2; never a training patient), normalised as the prior's card
+  says (CT HU window [-1000, 2000] -> [0, 1]; MR magnitude / the volume's 99.5th percentile) and
+  resampled to the prior's size. Everything runs in these normalised units.
+- Settings: CT 23 views parallel beam (uniform), CT 60 views fan beam (full scan), MR 8 simulated
+  coils (smooth phase) with ``equispaced_fraction`` masks at 4x and 8x; each noiseless and noisy
+  (CT: Gaussian, std 1% of each slice's clean sinogram maximum; MR: complex Gaussian 0.02 per
+  complex value of the orthonormal k-space). Slice ``k``'s noise, phase and sampler draws are
+  seeded from ``(seed, k)``.
+- Baselines with the weights of ``TUNED_WEIGHTS`` (chosen on training patients; the fan-beam rows
+  use the 60-view parallel-beam weights), samplers with their task presets (``presets.json``).
+  Methods of 500 NFE or more (DPS, score-SDE, ReSample at their published step counts) run on
+  ``--long-slices`` slices (default 2) and at ``--long-steps`` steps on the CPU; every row states
+  its slices and NFE.
+- Metrics: PSNR per volume (data range 1, magnitudes for MR, clipped to [0, 1]) and SSIM per slice
+  averaged; seconds per slice, NFE per slice, peak memory (CUDA peak allocation, or the process's
+  peak resident size on the CPU — a process-wide high-water mark, so it only grows down a table).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medrecon.errors import InputError
+
+CT_NOISE_REL = 0.01
+MR_NOISE_SIGMA = 0.02
+LONG_SAMPLERS = ("dps", "score_sde", "resample")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row group of the table: the acquisition and its noise."""
+
+    name: str
+    modality: str
+    geometry: str = "parallel"  # CT
+    views: int = 23  # CT
+    accel: int = 4  # MR
+    noisy: bool = False
+
+    @property
+    def tuned_key(self) -> str:
+        """The ``TUNED_WEIGHTS`` setting whose weights the baselines use."""
+        noise = "noisy" if self.noisy else "clean"
+        if self.modality == "CT":
+            return f"ct-parallel-{self.views}v-{noise}"
+        return f"mr-8coil-{self.accel}x-{noise}"
+
+
+SETTINGS = (
+    Setting("CT parallel 23 views", "CT", "parallel", 23),
+    Setting("CT parallel 23 views, 1% noise", "CT", "parallel", 23, noisy=True),
+    Setting("CT fan 60 views", "CT", "fan", 60),
+    Setting("CT fan 60 views, 1% noise", "CT", "fan", 60, noisy=True),
+    Setting("MR 8 coils 4x", "MR", accel=4),
+    Setting("MR 8 coils 4x, noise 0.02", "MR", accel=4, noisy=True),
+    Setting("MR 8 coils 8x", "MR", accel=8),
+    Setting("MR 8 coils 8x, noise 0.02", "MR", accel=8, noisy=True),
+)
+
+
+def evaluation_slices(source_id: str, normalisation: dict, size: int, n_slices: int, starter: str | None) -> torch.Tensor:
+    """``(n, 1, size, size)`` normalised slices evenly spaced through the middle 60% of a starter volume."""
+    from medrecon.data import load_starter  # noqa: PLC0415
+    from medrecon.priors.training_data import Normalisation, resample_slices  # noqa: PLC0415
+
+    study = load_starter(source_id, starter)
+    normalised = Normalisation.from_dict(normalisation).apply(study.voxels)
+    depth = normalised.shape[0]
+    index = np.unique(np.round(np.linspace(0.2, 0.8, n_slices) * (depth - 1)).astype(int))
+    return resample_slices(normalised[index], size)
+
+
+@torch.no_grad()
+def make_problem(setting: Setting, images: torch.Tensor, seed: int):
+    """``(Problem, reference)`` of normalised ``images`` ``(S, 1, H, W)`` under ``setting``; the
+    reference is what the metrics compare with (MR: the magnitude)."""
+    from medrecon.acquisition import slice_generators  # noqa: PLC0415
+    from medrecon.operators import CTProjector, FanBeamGeometry, MultiCoilMRI, ParallelBeamGeometry, simulated_maps  # noqa: PLC0415
+    from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
+    from medrecon.reconstruct import Problem  # noqa: PLC0415
+    from medrecon.simulation import complex_image, simulate_kspace, simulate_sinogram  # noqa: PLC0415
+
+    shape = tuple(images.shape[-2:])
+    index = range(images.shape[0])
+    noise_gens = slice_generators(seed, index, "noise")
+    if setting.modality == "CT":
+        if setting.geometry == "parallel":
+            geometry = ParallelBeamGeometry.sparse_view(shape, setting.views, "uniform")
+        else:
+            geometry = FanBeamGeometry.full_scan(shape, setting.views)
+        op = CTProjector(geometry)
+        y = simulate_sinogram(op, images, noise_gens, noise_rel=CT_NOISE_REL if setting.noisy else 0.0)
+        return Problem(op, y, "CT", setting.noisy, description={"geometry": geometry.to_dict()}), images
+    mask = CartesianSampling("equispaced_fraction", setting.accel, seed="bench").make(shape)
+    op = MultiCoilMRI(simulated_maps(8, shape)[None], mask)
+    image = complex_image(images, slice_generators(seed, index, "phase"))
+    y = simulate_kspace(op, image, noise_gens, noise_sigma=MR_NOISE_SIGMA if setting.noisy else 0.0)
+    return Problem(op, y, "MR", setting.noisy, description={"mask": "equispaced_fraction", "accel": setting.accel}), images
+
+
+def baselines(setting: Setting) -> dict:
+    """``{name: fn(problem) -> image}`` of the classical methods of a modality with tuned weights."""
+    from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
+    from medrecon.baselines import ct as bct  # noqa: PLC0415
+    from medrecon.baselines import mri as bmr  # noqa: PLC0415
+
+    w = TUNED_WEIGHTS[setting.tuned_key]
+    if setting.modality == "CT":
+        return {
+            "FBP (ramp)": lambda p: bct.fbp(p.op, p.y),
+            f"SIRT ({w['sirt']:g} it)": lambda p: bct.sirt(p.op, p.y, n_iter=int(w["sirt"])),
+            f"CGLS ({w['cgls']:g} it)": lambda p: bct.cgls(p.op, p.y, n_iter=int(w["cgls"])),
+            f"TV-PDHG (lam_rel {w['tv_pdhg']:g})": lambda p: bct.tv_pdhg(p.op, p.y, lam_rel=w["tv_pdhg"]),
+        }
+    return {
+        "zero-filled": lambda p: bmr.zero_filled(p.op, p.y),
+        f"CG-SENSE ({w['cg_sense']:g} it)": lambda p: bmr.cg_sense(p.op, p.y, n_iter=int(w["cg_sense"])),
+        f"L1-wavelet (lam_rel {w['l1_wavelet']:g})": lambda p: bmr.l1_wavelet(p.op, p.y, lam_rel=w["l1_wavelet"]),
+        f"TV (lam_rel {w['total_variation']:g})": lambda p: bmr.total_variation(p.op, p.y, lam_rel=w["total_variation"]),
+    }
+
+
+def score(image: torch.Tensor, reference: torch.Tensor) -> dict:
+    """PSNR per volume and SSIM per slice (averaged), data range 1, magnitudes clipped to [0, 1]."""
+    from medrecon.metrics import psnr, ssim  # noqa: PLC0415
+
+    x = (image.abs() if image.is_complex() else image).float().clamp(0, 1).cpu()
+    ref = reference.float().clamp(0, 1).cpu()
+    return {"psnr": float(psnr(x, ref, data_range=1.0, per="volume")), "ssim": float(ssim(x, ref, data_range=1.0, per="volume"))}
+
+
+def _peak_memory(device) -> int:
+    import resource  # noqa: PLC0415
+
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: list[str], *, seed: int, device,
+                batch_size: int, long_slices: int, long_steps: int | None, on_gpu: bool, log=print) -> list[dict]:
+    """All methods on one setting: a list of table rows."""
+    from medrecon.reconstruct import Problem, reconstruct  # noqa: PLC0415
+
+    problem, reference = make_problem(setting, images, seed)
+    rows = []
+    for name, fn in baselines(setting).items():
+        t0 = time.perf_counter()
+        image = fn(problem)
+        seconds = time.perf_counter() - t0
+        rows.append({"setting": setting.name, "method": name, "kind": "baseline", **score(image, reference),
+                     "seconds_per_slice": seconds / problem.slices, "nfe": None, "slices": problem.slices,
+                     "peak_memory_bytes": _peak_memory("cpu")})
+        log(f"  {setting.name:32s} {name:34s} {rows[-1]['psnr']:6.2f} dB {rows[-1]['ssim']:.3f}")
+    for sampler in samplers:
+        prior = priors.get("latent" if sampler == "resample" else "pixel")
+        if prior is None:
+            continue
+        if sampler == "score_sde" and setting.modality == "MR":
+            continue  # score-SDE's projection needs single-coil MRI (an invertible full transform)
+        sub, ref, steps = problem, reference, None
+        if sampler in LONG_SAMPLERS and not on_gpu:
+            n = min(long_slices, problem.slices)
+            keep = np.unique(np.round(np.linspace(0, problem.slices - 1, n)).astype(int)).tolist()
+            sub = Problem(problem.op, problem.y[keep], problem.modality, problem.noisy)
+            ref, steps = reference[keep], long_steps
+            indices = keep
+        else:
+            indices = None
+        result = reconstruct(sub, prior, sampler=sampler, steps=steps, samples=1, batch_size=batch_size, device=device,
+                             seed=seed, slice_indices=indices, progress=False)
+        label = sampler if steps is None else f"{sampler} ({result.settings['steps']} steps)"
+        rows.append({"setting": setting.name, "method": label, "kind": "sampler", **score(result.mean, ref),
+                     "seconds_per_slice": result.seconds_per_slice, "nfe": result.nfe, "slices": sub.slices,
+                     "peak_memory_bytes": result.peak_memory_bytes, "settings": result.settings})
+        log(f"  {setting.name:32s} {label:34s} {rows[-1]['psnr']:6.2f} dB {rows[-1]['ssim']:.3f}  "
+            f"{rows[-1]['seconds_per_slice']:.2f} s/slice, {result.nfe} NFE")
+    return rows
+
+
+def to_markdown(rows: list[dict], header: dict) -> str:
+    """The table, with the command, machine, date, slices and priors stated above it."""
+    lines = [
+        f"Command: `{header['command']}`  ",
+        f"Machine: {header['machine']}; date {header['date']}; total {header['seconds']:.0f} s.  ",
+        f"Priors: {header['priors']}.  ",
+        f"Slices: {header['slices']}. Baseline weights: `TUNED_WEIGHTS` (training patients); sampler settings: "
+        "`presets.json`. Long samplers ran on the CPU on fewer slices and steps where the row says so.",
+        "",
+        "| setting | method | PSNR (dB) | SSIM | s / slice | NFE | slices | peak memory (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        nfe = "-" if r["nfe"] is None else str(r["nfe"])
+        lines.append(
+            f"| {r['setting']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['seconds_per_slice']:.2f} | "
+            f"{nfe} | {r['slices']} | {r['peak_memory_bytes'] / 2**20:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _machine(device) -> str:
+    import os  # noqa: PLC0415
+
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+@torch.no_grad()
+def main(args) -> int:
+    """Run the benchmark (``args`` from the ``bench recon`` parser)."""
+    from medrecon.benchmarks import report  # noqa: PLC0415
+    from medrecon.data.sources import validation_sources  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+
+    if args.write:
+        report.check_write_target(args.write, "recon")
+    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    modalities = [m.upper() for m in args.modalities]
+    samplers = args.samplers
+    settings = [s for s in SETTINGS if s.modality in modalities and (not args.only or any(o in s.name for o in args.only))]
+    if not settings:
+        raise InputError("no benchmark setting selected")
+    t0 = time.perf_counter()
+    rows, prior_names, slices_note = [], [], []
+    for modality in modalities:
+        pixel = load_prior(args.ct_prior if modality == "CT" else args.mr_prior, device=device)
+        priors = {"pixel": pixel}
+        latent_name = args.ct_latent if modality == "CT" else args.mr_latent
+        if "resample" in samplers and latent_name:
+            priors["latent"] = load_prior(latent_name, device=device)
+        prior_names += [p.card.name for p in priors.values()]
+        source = validation_sources(modality)[0]
+        images = evaluation_slices(source.id, pixel.card.normalisation, pixel.card.image_size, args.slices, args.starter)
+        slices_note.append(f"{source.id}: {images.shape[0]} slices of the middle 60%, resampled to {pixel.card.image_size}x{pixel.card.image_size}")
+        for setting in (s for s in settings if s.modality == modality):
+            rows += run_setting(setting, images, priors, samplers, seed=args.seed, device=device, batch_size=args.batch_size,
+                                long_slices=args.long_slices, long_steps=args.long_steps, on_gpu=device.type == "cuda")
+    header = {
+        "command": "medrecon bench recon " + " ".join(args.argv or []),
+        "machine": _machine(device),
+        "date": _dt.date.today().isoformat(),
+        "seconds": time.perf_counter() - t0,
+        "priors": ", ".join(prior_names),
+        "slices": "; ".join(slices_note),
+    }
+    table = to_markdown(rows, header)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "rows": rows}, indent=2, default=str) + "\n")
+    if args.write:
+        report.write_section(args.write, "### Reconstruction quality and speed (`bench recon`)\n\n" + table, "recon")
+    return 0
+
+
+__all__ = ["SETTINGS", "Setting", "baselines", "evaluation_slices", "make_problem", "run_setting", "score", "to_markdown"]
