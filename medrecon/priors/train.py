@@ -238,6 +238,7 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
     data_sha = dataset.fingerprint()
+    seconds_before = 0.0
     if device.type != "cpu" and hasattr(dataset, "to"):
         dataset = copy.copy(dataset).to(device)  # augment on the device; the caller's dataset stays put
     start = 0
@@ -251,6 +252,7 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
             ema.load_state_dict(ckpt["ema"])
             optimizer.load_state_dict(ckpt["optimizer"])
             start = int(ckpt["step"])
+            seconds_before = ckpt.get("seconds_total")  # None: a checkpoint from before this was recorded
             log(f"resuming from {ckpt_path} at step {start}")
 
     ddp = model
@@ -284,6 +286,7 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
                     "dataset_slices": len(dataset),
                     "dataset_sha256": data_sha,
                     "world_size": world,
+                    "seconds_total": None if seconds_before is None else seconds_before + time.perf_counter() - t0,
                 },
                 ckpt_path,
             )
@@ -337,6 +340,7 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
         "steps_this_run": steps_run,
         "resumed_from_step": start,
         "seconds_this_run": round(seconds, 3),
+        "seconds_total": None if seconds_before is None else round(seconds_before + seconds, 3),
         "images_per_s": round(steps_run * global_batch / seconds, 3) if steps_run and seconds > 0 else None,
         "world_size": world,
         "device": _device_name(device),
@@ -371,7 +375,7 @@ def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, re
     described = dataset.describe()
     summary = (
         f"{record['steps']} steps of batch {config.batch_size * record['world_size']} on {record['device']}, "
-        f"{record['seconds_this_run']} s this run, sources {record['training_sources']} (training split)"
+        f"{_total_time(record)}, sources {record['training_sources']} (training split)"
     )
     card = PriorCard(
         name=folder.parent.name,
@@ -384,6 +388,13 @@ def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, re
         training={"summary": summary, "record": {k: v for k, v in record.items() if k != "data"}, "data": described},
     )
     return save_prior(folder, unet, card, overwrite=True)
+
+
+def _total_time(record: dict) -> str:
+    total = record.get("seconds_total")
+    if total is None:
+        return f"{record['seconds_this_run']} s in the last run (earlier runs' time not recorded)"
+    return f"{total:.0f} s of training in total"
 
 
 def _device_name(device: torch.device) -> str:
