@@ -170,8 +170,6 @@ def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: 
         prior = priors.get("latent" if sampler == "resample" else "pixel")
         if prior is None:
             continue
-        if sampler == "score_sde" and setting.modality == "MR":
-            continue  # score-SDE's projection needs single-coil MRI (an invertible full transform)
         sub, ref, steps = problem, reference, None
         if sampler in LONG_SAMPLERS and not on_gpu:
             n = min(long_slices, problem.slices)

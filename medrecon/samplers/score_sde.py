@@ -4,6 +4,10 @@ The operator is written ``A = P(Lambda) T``: ``T`` an invertible full transform,
 selection of what was measured (:func:`full_transform`):
 
 - single-coil MRI: ``T`` the centred orthonormal FFT, ``Lambda`` the sampling mask;
+- multi-coil MRI: ``T`` the FFT of every coil image ``S_c x``, ``Lambda`` the mask on every coil,
+  ``T^+`` the SENSE combination (an extension of the paper's single-coil method: the coil
+  k-spaces are projected one by one and combined by least squares, and the final hard projection
+  is ``MULTICOIL_FINAL_CG_ITERS`` CG steps on the normal equations from the last estimate);
 - CT: ``T`` the full-view sinogram on the uniform grid of views that contains the measured ones
   (ALGORITHMS.md: ``N k`` views, ``k = ceil(side / N)``, for the ``uniform`` convention; the
   ``side``-view grid for ``song``), ``Lambda`` the measured views, and ``T^-1`` its FBP.
@@ -27,10 +31,12 @@ import torch
 from medrecon.errors import InputError
 from medrecon.operators.base import complex_dtype_of, real_dtype_of
 from medrecon.operators.ct import CTProjector
-from medrecon.operators.mri import SingleCoilMRI, fft2c, ifft2c
+from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from medrecon.operators.noise import as_generator_list
 
-from .consistency import diffusion_noise
+from .consistency import cg_data_consistency, diffusion_noise
+
+MULTICOIL_FINAL_CG_ITERS = 30  # CG steps of the final data consistency on multi-coil MRI
 
 
 class _FourierTransform:
@@ -48,6 +54,31 @@ class _FourierTransform:
 
     def embed(self, y: torch.Tensor) -> torch.Tensor:
         return y  # already zero outside the mask, on the full grid
+
+
+class _MultiCoilTransform:
+    """Multi-coil MRI: ``T x = F (S_c x)`` for every coil, ``Lambda`` the mask on every coil, and
+    ``T^+ k = sum_c conj(S_c) F^-1 k_c / sum_c |S_c|^2`` (the least-squares SENSE combination,
+    exact on the range of ``T``; zero where no coil sees the pixel)."""
+
+    def __init__(self, op: MultiCoilMRI) -> None:
+        self.op = op
+        self.mask = op.mask
+
+    def forward(self, x):
+        return fft2c(self.op.coil_maps.to(device=x.device, dtype=x.dtype) * x)
+
+    def inverse(self, k):
+        maps = self.op.coil_maps.to(device=k.device, dtype=k.dtype)
+        energy = (maps.abs() ** 2).sum(dim=1, keepdim=True)
+        combined = (maps.conj() * ifft2c(k)).sum(dim=1, keepdim=True)
+        return torch.where(energy > 1e-12, combined / energy.clamp_min(1e-12), torch.zeros_like(combined))
+
+    def select(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mask.to(device=t.device, dtype=t.real.dtype)
+
+    def embed(self, y: torch.Tensor) -> torch.Tensor:
+        return y  # zero outside the mask, every coil on the full grid
 
 
 class _FullViewTransform:
@@ -76,6 +107,8 @@ def full_transform(op):
     """``T`` and ``Lambda`` of an operator (see the module docstring), or :class:`InputError`."""
     if isinstance(op, SingleCoilMRI):
         return _FourierTransform(op)
+    if isinstance(op, MultiCoilMRI):
+        return _MultiCoilTransform(op)
     if isinstance(op, CTProjector):
         geom = op.geometry
         angles = np.asarray(geom.angles)
@@ -90,7 +123,7 @@ def full_transform(op):
                 return _FullViewTransform(full, torch.from_numpy(rows))
         raise InputError("score-SDE needs CT views on a uniform grid (the 'uniform' or 'song' conventions)")
     raise InputError(
-        f"score-SDE projection needs an invertible full transform: single-coil MRI or CT, not {type(op).__name__}"
+        f"score-SDE projection needs an invertible full transform: MRI (single- or multi-coil) or CT, not {type(op).__name__}"
     )
 
 
@@ -146,7 +179,11 @@ def sample_score_sde(
         if callback is not None:
             callback(i, x)
     x0 = denoiser(x, sigmas[-1])
-    x0 = _project(transform, x0, y_full, 1.0, is_complex)
+    if isinstance(transform, _MultiCoilTransform):
+        # T is not unitary: the hard projection is the least-squares step x0 + A^+ (y - A x0), by CG
+        x0 = cg_data_consistency(op, y, x0, n_iter=MULTICOIL_FINAL_CG_ITERS, gamma_rel=None)
+    else:
+        x0 = _project(transform, x0, y_full, 1.0, is_complex)
     if clip is not None:
         x0 = x0.clamp(*clip) if not x0.is_complex() else x0
     return x0
