@@ -255,7 +255,7 @@ def low_resolution_phase(op, y: torch.Tensor, *, width: int = 24) -> torch.Tenso
     Hann window so the low-resolution image has no ringing."""
     h, w = y.shape[-2:]
     window = torch.zeros(h, w, dtype=y.real.dtype, device=y.device)
-    half = width // 2
+    half = min(width, min(h, w) - 1) // 2  # small images: the widest block that fits
     taper = torch.hann_window(2 * half + 1, periodic=False, dtype=y.real.dtype, device=y.device)
     window[h // 2 - half : h // 2 + half + 1, w // 2 - half : w // 2 + half + 1] = taper[:, None] * taper[None, :]
     return torch.angle(op.adjoint(y * window))
