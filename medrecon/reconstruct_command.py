@@ -16,6 +16,11 @@ checksum, versions, timings, metrics) and ``<OUTPUT stem>.png`` (reference, base
 reconstruction, error, uncertainty for a few slices). Every output is checked before the work
 starts (refused if it exists, unless ``--overwrite``) and written through a temporary file, so a
 failed run leaves none of them.
+
+``torchrun --nproc_per_node N -m medrecon reconstruct ...`` shares the slices among N processes
+(one per GPU, or gloo processes on the CPU; :mod:`medrecon.distributed`); rank 0 gathers the
+volume and alone runs the baseline and writes the outputs, which are those of one process with the
+same seed.
 """
 
 from __future__ import annotations
@@ -233,9 +238,25 @@ def _write_volume(paths, kind: str, study, native: torch.Tensor, problem, overwr
 
 @torch.no_grad()
 def run_reconstruct(args: argparse.Namespace) -> int:
+    """The command. Under ``torchrun`` (``WORLD_SIZE`` > 1) every process builds the problem, takes
+    the device of its local rank and reconstructs its shard of the slices
+    (:func:`~medrecon.reconstruct.reconstruct_sharded`); rank 0 gathers the volume, runs the classical
+    baseline and writes every output, the other ranks return 0 without writing or printing. The
+    process group is initialised here and destroyed before returning."""
+    from medrecon import distributed  # noqa: PLC0415
+
+    device = distributed.rank_device(args.device) if distributed.launched() else (args.device if args.device != "auto" else None)
+    owned = distributed.init_if_launched(device)
+    try:
+        return _run_reconstruct(args, device)
+    finally:
+        distributed.destroy(owned)
+
+
+def _run_reconstruct(args: argparse.Namespace, device) -> int:
     from medrecon.io.atomic import atomic_output  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
-    from medrecon.reconstruct import check_prior_fits, reconstruct  # noqa: PLC0415
+    from medrecon.reconstruct import check_prior_fits, reconstruct_sharded  # noqa: PLC0415
 
     t_start = time.perf_counter()
     inp = Path(args.input)
@@ -246,14 +267,18 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         raise InputError(f"--samples must be >= 1, got {args.samples}")
     problem, study, reference, acquisition = {"study": _from_study, "simulation": _from_simulation, "fastmri": _from_fastmri}[kind](args)
     prior_name = args.prior or f"{problem.modality.lower()}-starter{'-latent' if args.sampler == 'resample' else ''}"
-    device = args.device if args.device != "auto" else None
     prior = load_prior(prior_name, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_prior_fits(prior, problem, args.sampler)
     options = _parse_options(args.option)
 
+    # the sampler first (sharded over torchrun's processes), then the baseline on rank 0 alone, so
+    # that the other ranks do not wait for it inside the gather
+    result = reconstruct_sharded(problem, prior, sampler=args.sampler, steps=args.steps, options=options, samples=args.samples,
+                                 batch_size=args.batch_size, device=device, seed=args.seed,
+                                 progress=None if not args.quiet else False)
+    if result is None:  # a rank other than 0: rank 0 writes the outputs
+        return 0
     baseline_name, baseline, baseline_seconds = classical_baseline(problem)
-    result = reconstruct(problem, prior, sampler=args.sampler, steps=args.steps, options=options, samples=args.samples,
-                         batch_size=args.batch_size, device=device, seed=args.seed, progress=None if not args.quiet else False)
     native = problem.to_native(result.mean)
     baseline_native = problem.to_native(baseline.cpu())
     metrics = {}
