@@ -213,16 +213,23 @@ class EDMDenoiser(Denoiser):
 
 
 class PhaseAlignedDenoiser(Denoiser):
-    """A real prior on complex images: ``e^{i phi} (D(Re(x e^{-i phi})) + i Im(x e^{-i phi}))``.
+    """A real prior on complex images: ``e^{i phi} (D(Re(x e^{-i phi})) + i s Im(x e^{-i phi}))``.
 
     ``phase`` ``(B, 1, H, W)`` (radians) is the smooth phase of the batch (:func:`low_resolution_phase`);
-    build one adapter per batch.
+    build one adapter per batch. The phase-aligned imaginary part is what the smooth phase does not
+    explain; it is modelled as ``N(0, imag_std^2)`` per pixel, whose exact denoiser is the shrinkage
+    ``s = imag_std^2 / (imag_std^2 + sigma^2)``: at high noise it removes the diffusion noise there
+    (which data consistency alone never reaches outside the sampled k-space), at low noise it keeps
+    the part (data consistency owns it). ``imag_std`` is in the prior's units (images in [0, 1]).
     """
 
-    def __init__(self, real_denoiser: Denoiser, phase: torch.Tensor) -> None:
+    def __init__(self, real_denoiser: Denoiser, phase: torch.Tensor, *, imag_std: float = 0.05) -> None:
         super().__init__()
+        if not imag_std >= 0:
+            raise ShapeError(f"imag_std must be >= 0, got {imag_std}")
         self.real_denoiser = real_denoiser
         self.phase = phase
+        self.imag_std = float(imag_std)
 
     def denoise(self, x, sigma):
         if not x.is_complex():
@@ -232,7 +239,8 @@ class PhaseAlignedDenoiser(Denoiser):
         rotation = torch.exp(1j * self.phase.to(device=x.device, dtype=x.real.dtype))
         aligned = x * rotation.conj()
         real = self.real_denoiser.denoise(aligned.real, sigma)
-        return torch.complex(real, aligned.imag) * rotation
+        shrink = self.imag_std**2 / (self.imag_std**2 + _per_item(sigma, x).to(x.real.dtype) ** 2)
+        return torch.complex(real, shrink * aligned.imag) * rotation
 
 
 class TwoChannelDenoiser(Denoiser):

@@ -135,8 +135,12 @@ def test_phase_aligned_denoiser_denoises_the_real_part_in_the_phase_frame():
                       torch.randn(2, 1, 6, 6, generator=gen, dtype=torch.float64))
     out = PhaseAlignedDenoiser(GaussianDenoiser(MEAN, STD), phase)(x, 0.3)
     u = x * torch.exp(-1j * phase)
-    expected = torch.complex(exact_x0(u.real, torch.full((2,), 0.3, dtype=torch.float64)), u.imag) * torch.exp(1j * phase)
+    # the aligned imaginary part is N(0, 0.05^2): its exact denoiser shrinks it by 0.05^2 / (0.05^2 + sigma^2)
+    shrink = 0.05**2 / (0.05**2 + 0.3**2)
+    expected = torch.complex(exact_x0(u.real, torch.full((2,), 0.3, dtype=torch.float64)), shrink * u.imag) * torch.exp(1j * phase)
     torch.testing.assert_close(out, expected)
+    keep = PhaseAlignedDenoiser(GaussianDenoiser(MEAN, STD), phase, imag_std=1e6)(x, 0.3)  # no shrinkage
+    torch.testing.assert_close((keep * torch.exp(-1j * phase)).imag, u.imag)
     with pytest.raises(ShapeError, match="takes complex images"):
         PhaseAlignedDenoiser(GaussianDenoiser(), phase)(x.real, 0.3)
 
