@@ -1,0 +1,109 @@
+"""Every sampler of ``medrecon.SAMPLERS`` next to the best classical baseline on the same slices of
+undersampled 8-coil MRI: a table of PSNR, SSIM, seconds and network evaluations (NFE).
+
+    python examples/compare_samplers.py [--fast] [--prior mr-starter] [--latent-prior mr-starter-latent] [--slices 2] [--steps N]
+
+Shapes and units:
+- the study: data/mr-brain2-sample.nii.gz, magnitudes (8, 256, 256); ``--slices`` of them from the
+  middle of the volume (1 with --fast) are reconstructed;
+- the acquisition (``MRAcquisition``): 8 simulated coils with a smooth phase, a fastMRI
+  ``equispaced_fraction`` mask at 4x (``CartesianSampling``), complex Gaussian noise 0.02 per k-space
+  value of the image scaled to [0, 1] by the volume's 99.5th magnitude percentile; k-space
+  (S, 8, 256, 256) complex64;
+- images in the prior's units (magnitude / that percentile), complex (S, 1, 256, 256); PSNR/SSIM of
+  the magnitudes, data range 1, clipped to [0, 1]; seconds are wall time for all slices; NFE is per
+  slice.
+
+Steps: each sampler's preset (presets.json: DDS 50, DPS 1000, score-SDE 1000 (2 NFE each), ReSample
+500) unless ``--steps`` is given (3 with --fast); the long presets need a GPU — on a CPU pass e.g.
+``--steps 50``. ReSample needs a latent prior (``--latent-prior``) and is skipped with a message when
+there is none. The baseline is TV with its tuned weight, the best classical method of this setting on
+the training patients (docs/baselines.md, mr-8coil-4x-noisy). With --fast, when the shipped pixel
+prior is not installed, an analytic Gaussian prior stands in.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import medrecon
+from medrecon.baselines import TUNED_WEIGHTS, mri
+from medrecon.errors import MissingResourceError
+from medrecon.priors.denoiser import GaussianDenoiser
+from medrecon.priors.hub import Prior, PriorCard
+from medrecon.priors.training_data import Normalisation
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "mr-brain2-sample.nii.gz"
+
+
+def prior_or_gaussian(name: str, fast: bool, size: int) -> Prior:
+    """The prior ``name``; in fast mode, if it is not installed, an analytic N(0.3, 0.3^2) prior."""
+    try:
+        prior = medrecon.load_prior(name)
+        print(f"prior: {prior.card.name} ({prior.path})")
+    except MissingResourceError as exc:
+        if not fast:
+            raise SystemExit(f"{exc}\n(pass --prior FOLDER, e.g. a folder written by `medrecon train`)") from None
+        card = PriorCard(name="gaussian", modality="MR", image_size=size, channels=1, parameterisation="edm",
+                         normalisation=Normalisation.for_modality("MR").to_dict())
+        prior = Prior(GaussianDenoiser(0.3, 0.3), torch.nn.Identity(), card, Path("."))
+        print(f"prior: analytic Gaussian N(0.3, 0.3^2) ({name!r} is not installed)")
+    return prior
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fast", action="store_true", help="1 slice, 3 steps per sampler (for CI)")
+    parser.add_argument("--prior", default="mr-starter", help="pixel prior: shipped name or folder (MR, 256x256)")
+    parser.add_argument("--latent-prior", default="mr-starter-latent", help="latent prior for ReSample: name or folder")
+    parser.add_argument("--slices", type=int, default=2, help="slices from the middle of the volume")
+    parser.add_argument("--steps", type=int, default=None, help="steps of every sampler (default: the presets; 3 with --fast)")
+    args = parser.parse_args()
+
+    study = medrecon.load_study(SAMPLE, modality="MR")                            # (8, 256, 256) magnitudes
+    scale = float(np.percentile(study.voxels.abs().numpy(), 99.5))                # native units of u = 1
+    sampling = medrecon.CartesianSampling("equispaced_fraction", 4, seed=study.name)
+    acquisition = medrecon.MRAcquisition(sampling.to_dict(), coils=8, noise_sigma=0.02, scale=scale)
+    kspace = medrecon.simulate(study, acquisition)                                # (8, 8, 256, 256) complex64
+    n = 1 if args.fast else args.slices
+    keep = list(range(study.shape[0] // 2 - n // 2, study.shape[0] // 2 - n // 2 + n))
+    problem = medrecon.problem_from_acquisition(acquisition, kspace[keep])
+    reference = (study.voxels[keep] / scale).clamp(0, 1)[:, None]                 # (S, 1, 256, 256) in [0, 1]
+    steps = args.steps or (3 if args.fast else None)
+
+    rows = []
+
+    def add(method, image, seconds, nfe):
+        m = image.abs().clamp(0, 1)
+        rows.append((method, float(medrecon.psnr(m, reference, data_range=1.0, per="volume")),
+                     float(medrecon.ssim(m, reference, data_range=1.0, per="volume")), seconds, nfe))
+
+    lam = TUNED_WEIGHTS["mr-8coil-4x-noisy"]["total_variation"]
+    t0 = time.perf_counter()
+    add(f"TV (lam_rel {lam:g}, baseline)", mri.total_variation(problem.op, problem.y, lam_rel=lam),
+        time.perf_counter() - t0, "-")
+
+    pixel = prior_or_gaussian(args.prior, args.fast, study.shape[1])
+    for name in medrecon.SAMPLERS:
+        if name == "resample":
+            try:
+                prior = medrecon.load_prior(args.latent_prior)
+            except MissingResourceError as exc:
+                print(f"resample: skipped, no latent prior ({exc})")
+                continue
+        else:
+            prior = pixel
+        result = medrecon.reconstruct(problem, prior, sampler=name, steps=steps, progress=False)
+        add(f"{name} ({result.settings['steps']} steps)", result.mean, result.seconds, result.nfe)
+
+    print(f"\n{n} slice(s) of {study.name}, 8 coils, equispaced 4x, noise 0.02")
+    print(f"{'method':32s} {'PSNR (dB)':>9s} {'SSIM':>6s} {'seconds':>8s} {'NFE':>5s}")
+    for method, p, s, seconds, nfe in rows:
+        print(f"{method:32s} {p:9.2f} {s:6.3f} {seconds:8.1f} {nfe!s:>5s}")
+
+
+if __name__ == "__main__":
+    main()
