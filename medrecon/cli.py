@@ -80,6 +80,19 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     recon.add_argument("--seed", type=int, default=0)
     recon.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     recon.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
+    tune_s = sub.add_parser("tune-samplers", help="grid over one sampler option per task on training-patient slices")
+    tune_s.add_argument("--sampler", choices=["dds", "dps", "score_sde", "resample"], default="dds")
+    tune_s.add_argument("--option", required=True, help="the preset option to vary, e.g. gamma_rel")
+    tune_s.add_argument("--values", nargs="+", required=True, help="JSON values (none for None)")
+    tune_s.add_argument("--tasks", nargs="+", default=["ct-noisy", "mr-noisy"])
+    tune_s.add_argument("--steps", type=int, default=None)
+    tune_s.add_argument("--slices", type=int, default=2)
+    tune_s.add_argument("--ct-prior", default="ct-starter")
+    tune_s.add_argument("--mr-prior", default="mr-starter")
+    tune_s.add_argument("--starter", metavar="DIR")
+    tune_s.add_argument("--batch-size", type=int, default=8)
+    tune_s.add_argument("--device", default="auto")
+    tune_s.add_argument("--seed", type=int, default=0)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -90,6 +103,10 @@ def _run_bench(args: argparse.Namespace) -> int:
             args.prior, starter=args.starter, n_slices=args.slices, sigmas=args.sigmas, grid=args.grid,
             write=args.write, seed=args.seed,
         )
+    if args.bench_command == "tune-samplers":
+        from medrecon.benchmarks.recon import tune_samplers  # noqa: PLC0415
+
+        return tune_samplers(args)
     if args.bench_command == "recon":
         from medrecon.benchmarks.recon import main as bench_recon  # noqa: PLC0415
 
@@ -359,3 +376,35 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def reference_markdown() -> str:
+    """docs/cli.md: every command's ``--help``, generated from the parser (``python -m medrecon.cli``
+    is not needed: ``medrecon.cli.reference_markdown()`` writes it; a test keeps the page in sync)."""
+    import os  # noqa: PLC0415
+
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal width: fix it for the page
+    try:
+        parser = build_parser()
+        return _reference(parser)
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+
+
+def _reference(parser: argparse.ArgumentParser) -> str:
+    lines = ["# Command-line reference", "", "Generated from the parser (`medrecon.cli.reference_markdown()`); "
+             "exit codes: 0 success, 2 bad usage or input, 3 missing resource, 1 internal error.", ""]
+
+    def section(title: str, p: argparse.ArgumentParser) -> None:
+        lines.extend([f"## `{title}`", "", "```text", p.format_help().rstrip(), "```", ""])
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    section(f"{title} {name}", sub)
+
+    section("medrecon", parser)
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,3 +268,103 @@ def main(args) -> int:
 
 
 __all__ = ["SETTINGS", "Setting", "baselines", "evaluation_slices", "make_problem", "run_setting", "score", "to_markdown"]
+
+
+# ------------------------------------------------------------------ choosing presets (training data)
+TRAINING_SOURCES = {"CT": "ct-lung2", "MR": "mr-brain1"}
+TASK_SETTINGS = {"ct-clean": SETTINGS[0], "ct-noisy": SETTINGS[1], "mr-clean": SETTINGS[4], "mr-noisy": SETTINGS[5]}
+
+
+@torch.no_grad()
+def tune_samplers(args) -> int:
+    """``medrecon bench tune-samplers``: a grid over one option of one sampler, per task, on slices of
+    the TRAINING patients (ct-lung2, mr-brain1; never a validation patient), printed as a table of
+    mean PSNR/SSIM. The chosen values are copied into presets.json by hand, with the table in
+    docs/samplers.md."""
+    from medrecon.data.sources import get_source  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+    from medrecon.reconstruct import reconstruct  # noqa: PLC0415
+
+    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    values = [json.loads(v) if v not in ("none", "None") else None for v in args.values]
+    rows = []
+    for task in args.tasks:
+        if task not in TASK_SETTINGS:
+            raise InputError(f"unknown task {task!r}; known: {sorted(TASK_SETTINGS)}")
+        setting = TASK_SETTINGS[task]
+        source = get_source(TRAINING_SOURCES[setting.modality])
+        if source.split != "train":
+            raise InputError(f"{source.id} is not a training source")  # the split is encoded once, in sources.py
+        prior = load_prior(args.ct_prior if setting.modality == "CT" else args.mr_prior, device=device)
+        images = evaluation_slices(source.id, prior.card.normalisation, prior.card.image_size, args.slices, args.starter)
+        problem, reference = make_problem(setting, images, args.seed)
+        for value in values:
+            result = reconstruct(problem, prior, sampler=args.sampler, steps=args.steps, options={args.option: value},
+                                 batch_size=args.batch_size, device=device, seed=args.seed, progress=False)
+            rows.append({"task": task, "source": source.id, args.option: value, **score(result.mean, reference),
+                         "seconds_per_slice": result.seconds_per_slice})
+            print(f"{task:9s} {source.id:10s} {args.option}={value!s:8s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f} "
+                  f"({rows[-1]['seconds_per_slice']:.1f} s/slice)", flush=True)
+    print(f"\n| task | training slices | {args.option} | PSNR (dB) | SSIM |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['source']} x {args.slices} | {r[args.option]} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
+    return 0
+
+
+# ------------------------------------------------------------------------- medrecon reproduce starter
+STARTER_NOTE = (
+    "The starter protocol is medrecon's own benchmark (`bench recon`) on the starter corpus's validation "
+    "patients (ct-lung1, mr-brain2): different data, sizes and priors from the papers' tables, which are "
+    "listed beside it for orientation only."
+)
+
+
+@torch.no_grad()
+def run_starter_reproduce(args) -> int:
+    """``medrecon reproduce starter``: the ``bench recon`` settings on the starter validation split,
+    written as ``results.csv``, ``summary.md``, ``summary.json`` and ``figure.png`` into ``args.out``
+    (a staging folder renamed at the end; an existing folder only with ``--overwrite``)."""
+    import csv  # noqa: PLC0415
+
+    from medrecon.data.sources import validation_sources  # noqa: PLC0415
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+
+    out = Path(args.out)
+    if out.exists() and not getattr(args, "overwrite", False):
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    device = torch.device(getattr(args, "device", None) if getattr(args, "device", None) not in (None, "auto")
+                          else ("cuda" if torch.cuda.is_available() else "cpu"))
+    samplers = list(getattr(args, "samplers", None) or ["dds", "dps", "score_sde", "resample"])
+    n_slices = int(getattr(args, "slices", None) or 8)
+    t0 = time.perf_counter()
+    rows, figure_rows = [], {}
+    for modality in ("CT", "MR"):
+        name = getattr(args, f"{modality.lower()}_prior", None) or f"{modality.lower()}-starter"
+        priors = {"pixel": load_prior(name, device=device)}
+        if "resample" in samplers:
+            try:
+                priors["latent"] = load_prior(f"{modality.lower()}-starter-latent", device=device)
+            except Exception as exc:  # a missing latent prior skips ReSample, and the table says so
+                print(f"reproduce starter: ReSample skipped for {modality}: {exc}", file=sys.stderr)
+        source = validation_sources(modality)[0]
+        pixel = priors["pixel"]
+        images = evaluation_slices(source.id, pixel.card.normalisation, pixel.card.image_size, n_slices, getattr(args, "data", None))
+        for setting in (s for s in SETTINGS if s.modality == modality):
+            rows += run_setting(setting, images, priors, samplers, seed=getattr(args, "seed", 0), device=device,
+                                batch_size=getattr(args, "batch_size", 8), long_slices=2,
+                                long_steps=getattr(args, "steps", None) or 50, on_gpu=device.type == "cuda",
+                                log=lambda line: print(line, file=sys.stderr, flush=True))
+    header = {"command": "medrecon reproduce starter", "machine": _machine(device), "date": _dt.date.today().isoformat(),
+              "seconds": time.perf_counter() - t0, "priors": "ct-starter, mr-starter (+ latent priors for ReSample)",
+              "slices": f"{n_slices} per validation volume (middle 60%), resampled to the priors' size"}
+    with atomic_output(out, overwrite=getattr(args, "overwrite", False), folder=True) as staging:
+        fields = ["setting", "method", "kind", "psnr", "ssim", "seconds_per_slice", "nfe", "slices", "peak_memory_bytes"]
+        with open(staging / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        (staging / "summary.md").write_text("# Starter protocol\n\n" + STARTER_NOTE + "\n\n" + to_markdown(rows, header))
+        (staging / "summary.json").write_text(json.dumps({"header": header, "note": STARTER_NOTE, "rows": rows}, indent=2, default=str) + "\n")
+    print(f"wrote {out}/results.csv, summary.md, summary.json ({header['seconds']:.0f} s)")
+    return 0
