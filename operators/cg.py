@@ -53,18 +53,27 @@ def conjugate_gradient(
         (``||r|| <= 64 eps ||rhs||``) stays fixed from then on, so extra iterations never hurt.
     """
     x = torch.zeros_like(rhs) if x0 is None else x0
-    r = rhs - apply_matrix(x) if x0 is not None else rhs.clone()
+    m_x0 = apply_matrix(x) if x0 is not None else None
+    r = rhs - m_x0 if x0 is not None else rhs.clone()
     p = r.clone()
     rs = batch_dot(r, r)
     rhs_norm_sq = batch_dot(rhs, rhs)
+    eps = torch.finfo(rs.dtype).eps
     tiny = torch.finfo(rs.dtype).tiny
     # An item whose residual has reached round-off is frozen: past that point the step
-    # rs / <p, M p> is a ratio of rounding errors and would throw the solution away.
-    floor = (_ROUNDOFF * torch.finfo(rs.dtype).eps) ** 2 * rhs_norm_sq + tiny
+    # rs / <p, M p> is a ratio of rounding errors and would throw the solution away. Round-off is
+    # measured against the largest term that made the residual (rhs, or M x0 for a large start).
+    scale_sq = rhs_norm_sq if m_x0 is None else torch.maximum(rhs_norm_sq, batch_dot(m_x0, m_x0))
+    floor = (_ROUNDOFF * eps) ** 2 * scale_sq + tiny
+    # Directions whose Rayleigh quotient <p, M p> / <p, p> is at round-off of the largest one seen
+    # lie in M's null space (a singular M, e.g. a sampling projector): no step is taken along them.
+    rayleigh_max = torch.zeros_like(rs)
     for _ in range(n_iter):
         mp = apply_matrix(p)
         curvature = batch_dot(p, mp)
-        active = (rs > floor) & (curvature > tiny)
+        p_sq = batch_dot(p, p)
+        rayleigh_max = torch.maximum(rayleigh_max, curvature / p_sq.clamp_min(tiny))
+        active = (rs > floor) & (curvature > _ROUNDOFF * eps * rayleigh_max * p_sq + tiny)
         alpha = torch.where(active, rs / curvature.clamp_min(tiny), torch.zeros_like(rs))
         x = x + _per_item(alpha, x) * p
         r = r - _per_item(alpha, r) * mp

@@ -93,3 +93,23 @@ def test_conjugate_gradient_stays_put_after_converging_on_a_singular_system(dtyp
     exact = op.pinv(y)
     for n_iter in (1, 3, 50):
         torch.testing.assert_close(conjugate_gradient(op.normal, op.adjoint(y), n_iter=n_iter), exact)
+
+
+def test_cg_on_a_sampling_projector_from_a_large_start_stays_finite_and_exact():
+    # DDS's data consistency on single-coil MRI: A^H A = F^H M F is a projector (eigenvalues 0 and 1)
+    # and the start (a noisy diffusion state) is much larger than the right-hand side. The solution
+    # reachable from x0 is x0 + A^H (y - A x0) after one step, and later steps must not move it.
+    from medrecon.operators import SingleCoilMRI
+    from medrecon.operators.cg import conjugate_gradient
+
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(32, 32, generator=g) < 0.3).float()
+    op = SingleCoilMRI(mask)
+    x_true = torch.rand(2, 1, 32, 32, generator=g).to(torch.complex64)
+    y = op(x_true)
+    x0 = 10 * torch.randn(2, 1, 32, 32, generator=g, dtype=torch.complex64)
+    expected = x0 + op.adjoint(y - op(x0))
+    for n_iter in (1, 5, 50):
+        out = conjugate_gradient(op.normal, op.adjoint(y), x0, n_iter=n_iter)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
