@@ -312,6 +312,38 @@ def _run_priors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_reproduce(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "protocol", choices=["lidc", "brats", "fastmri", "starter"],
+        help="the published table: lidc (Song et al., sparse-view CT), brats (Song et al., single-coil MRI), "
+        "fastmri (DDS / fastMRI, multi-coil MRI, target RSS), starter (the starter corpus)",
+    )
+    parser.add_argument("--data", metavar="PATH", help="the dataset's root folder, in its published layout")
+    parser.add_argument("--prior", metavar="NAME_OR_PATH", help="a prior of the data's modality and image size")
+    parser.add_argument("-o", "--out", required=True, metavar="OUTDIR",
+                        help="new folder for results.csv, summary.md, summary.json and figure.png")
+    parser.add_argument("--samplers", default="dds,dps,score_sde", help="comma-separated samplers (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: each sampler's preset)")
+    parser.add_argument("--limit", type=int, default=None, metavar="VOLUMES", help="the first VOLUMES volumes (default: all)")
+    parser.add_argument("--slices", default=None, metavar="K", help="K slices per volume, evenly spaced (default: all)")
+    parser.add_argument("--views", default=None, help="lidc: comma-separated view counts (default: 10,20,23)")
+    parser.add_argument("--accel", default=None, help="brats/fastmri: comma-separated accelerations (default: brats 4,8,24; fastmri 4,8)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="lidc: slice side (default: 320); brats: grid the volume's box is placed on (default: the prior's size)")
+    parser.add_argument("--sequence", choices=["t1", "t1ce", "t2", "flair"], default=None, help="brats: the MR sequence (default: t2)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, help="slices per network call (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTDIR")
+    parser.add_argument("--quiet", action="store_true", help="no step-level progress line (the per-result lines stay)")
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from medrecon.reproduce.command import run_reproduce  # noqa: PLC0415
+
+    return run_reproduce(args)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "reconstruct": (
         "reconstruct a study, a simulation folder or fastMRI k-space with a diffusion sampler and a prior "
@@ -333,6 +365,12 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     ),
     "evaluate": ("PSNR / SSIM / NMSE of a reconstruction against a reference study, with the protocol named", _add_evaluate, _run_evaluate),
     "priors": ("list the shipped priors and the prior folders in given folders, with their cards", _add_priors, _run_priors),
+    "reproduce": (
+        "regenerate a published table (LIDC-IDRI, BraTS, fastMRI) on your copy of the data: every sampler "
+        "next to the classical baselines, written as CSV, Markdown, JSON and a PNG figure",
+        _add_reproduce,
+        _run_reproduce,
+    ),
     "bench": ("benchmarks (operators, prior, tune-baselines)", _add_bench, _run_bench),
     "data": ("the starter corpus of real CT/MR scans (fetch)", _add_data, _run_data),
     "train": (

@@ -1,0 +1,460 @@
+"""``medrecon reproduce {lidc,brats,fastmri,starter}``: run a protocol of
+:mod:`medrecon.reproduce.protocols` over a dataset and write its table.
+
+For every volume and every setting (views or acceleration) the protocol builds the problem, runs
+its classical baselines and every requested sampler (:func:`medrecon.reconstruct.reconstruct`),
+and scores each result; a progress line per result goes to stderr. OUTDIR gets
+
+- ``results.csv``: one row per volume x setting x method (PSNR, SSIM, NMSE where defined, seconds
+  per slice, NFE, slices, the data range, the method's details);
+- ``summary.md``: the protocol stated, then a Markdown table of mean +- std per setting x method
+  with the published numbers of ../shared/ALGORITHMS.md in their own columns, then the published
+  numbers that no row of ours matches;
+- ``summary.json``: the same table, the protocol, the prior, the sampler settings, every volume's
+  acquisition (views and angles, mask columns and sampled fraction), versions and timings;
+- ``figure.png``: the first volume's middle evaluated slice, one row per setting: the reference,
+  each baseline, each sampler (:func:`medrecon.reconstruct_command.write_figure`).
+
+OUTDIR is written as a staging folder renamed into place at the end
+(:func:`medrecon.io.atomic.atomic_output`): an existing OUTDIR is refused without ``--overwrite``
+(and left untouched), an interrupted run leaves nothing. ``starter`` is handed to
+``medrecon.benchmarks.recon.run_starter_reproduce(args)`` when that exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import importlib.util
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medrecon.errors import InputError, MedreconError
+from medrecon.reproduce.protocols import STARTER, Protocol, make_protocol
+
+__all__ = ["run_reproduce", "reproduce", "CSV_FIELDS", "parse_list", "STARTER_MODULE"]
+
+STARTER_MODULE = "medrecon.benchmarks.recon"
+CSV_FIELDS = ("protocol", "volume", "setting", "method", "kind", "slices", "psnr", "ssim", "nmse",
+              "seconds_per_slice", "nfe", "data_range", "details")
+DEFAULT_SAMPLERS = ("dds", "dps", "score_sde")
+
+
+# --------------------------------------------------------------------------------------------------
+# arguments
+
+
+def parse_list(text, what: str, *, kind=int) -> list | None:
+    """``"10,20,23"`` -> ``[10, 20, 23]`` (None stays None); a bad item is an :class:`InputError`."""
+    if text is None:
+        return None
+    if isinstance(text, (list, tuple)):
+        items = [str(t) for t in text]
+    else:
+        items = [t.strip() for t in str(text).split(",")]
+    if not items or any(not t for t in items):
+        raise InputError(f"{what} takes a comma-separated list, got {text!r}")
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise InputError(f"{what} takes a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+
+def _parse_slices(text) -> int | None:
+    if text is None or str(text).lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"--slices takes a positive number of slices per volume or 'all', got {text!r}") from None
+    if value < 1:
+        raise InputError(f"--slices must be >= 1, got {value}")
+    return value
+
+
+def _positive(value, flag: str) -> int | None:
+    if value is not None and value < 1:
+        raise InputError(f"{flag} must be >= 1, got {value}")
+    return value
+
+
+def _command_line() -> str | None:
+    return "medrecon " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
+
+
+def run_reproduce(args: argparse.Namespace, *, prior=None, stream=None) -> int:
+    """The command (``args`` from the ``reproduce`` parser of :mod:`medrecon.cli`). ``prior``: a
+    loaded :class:`~medrecon.priors.hub.Prior` to use instead of ``--prior`` (tests inject a
+    Gaussian denoiser this way). ``stream``: where the progress lines go (stderr)."""
+    if args.protocol == STARTER:
+        return _run_starter(args)
+    protocol_options: dict[str, Any] = {}
+    if getattr(args, "size", None) is not None:
+        if args.protocol == "fastmri":
+            raise InputError("--size applies to lidc and brats; fastMRI reconstructs on the k-space grid")
+        protocol_options["size"] = args.size
+    if getattr(args, "sequence", None) is not None:
+        if args.protocol != "brats":
+            raise InputError("--sequence applies to brats only")
+        protocol_options["sequence"] = args.sequence
+    protocol = make_protocol(args.protocol, **protocol_options)
+    views = parse_list(args.views, "--views")
+    accel = parse_list(args.accel, "--accel")
+    if protocol.value_name == "views" and accel is not None:
+        raise InputError(f"--accel applies to MRI protocols, not {protocol.name} (use --views)")
+    if protocol.value_name == "accel" and views is not None:
+        raise InputError(f"--views applies to CT protocols, not {protocol.name} (use --accel)")
+    values = views if protocol.value_name == "views" else accel
+    if args.data is None:
+        raise InputError(f"reproduce {protocol.name} needs --data (the dataset's root folder)")
+    if prior is None and not args.prior:
+        raise InputError(f"reproduce {protocol.name} needs --prior (a {protocol.modality} prior name or folder)")
+    samplers = parse_list(args.samplers, "--samplers", kind=str) if args.samplers else list(DEFAULT_SAMPLERS)
+    summary = reproduce(
+        protocol, args.data, prior if prior is not None else args.prior, args.out,
+        samplers=samplers, steps=_positive(args.steps, "--steps"), limit=_positive(args.limit, "--limit"),
+        slices=_parse_slices(args.slices), values=values, device=None if args.device in (None, "auto") else args.device,
+        batch_size=_positive(args.batch_size, "--batch-size"), seed=args.seed, overwrite=args.overwrite,
+        progress=False if getattr(args, "quiet", False) else None, stream=stream, command=_command_line(),
+    )
+    out = Path(args.out)
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'summary.json'}, {out / 'figure.png'} "
+          f"({summary['n_volumes']} volume(s), {len(summary['settings'])} setting(s), {len(summary['methods'])} method(s))")
+    return 0
+
+
+def _run_starter(args: argparse.Namespace) -> int:
+    """``reproduce starter``: the starter benchmark's own protocol, owned by ``medrecon bench recon``."""
+    try:
+        found = importlib.util.find_spec(STARTER_MODULE) is not None
+    except (ModuleNotFoundError, ValueError):  # no parent package; a module without a spec
+        found = False
+    runner = getattr(importlib.import_module(STARTER_MODULE), "run_starter_reproduce", None) if found else None
+    if runner is None:
+        raise MedreconError(f"reproduce starter is not yet wired: it needs {STARTER_MODULE}.run_starter_reproduce "
+                            "(use medrecon bench recon meanwhile)")
+    return int(runner(args) or 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def _stats(values: list[float] | None) -> dict:
+    if values is None or not values:
+        return {"mean": None, "std": None, "n": 0 if values is None else len(values)}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "n": int(arr.size)}
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS, steps: int | None = None,
+              limit: int | None = None, slices: int | None = None, values=None, device=None, batch_size: int = 8,
+              seed: int = 0, overwrite: bool = False, progress: bool | None = None, stream=None,
+              command: str | None = None) -> dict:
+    """Run ``protocol`` on the dataset at ``data`` and write OUTDIR ``out``; returns the summary
+    (what ``summary.json`` holds).
+
+    Args:
+        protocol: a :class:`~medrecon.reproduce.protocols.Protocol`.
+        prior: a loaded prior, or a shipped prior name / prior folder.
+        samplers: names of :data:`medrecon.samplers.SAMPLERS`.
+        steps: the samplers' step count (None: each sampler's preset).
+        limit: volumes to take (None: all); ``slices``: slices per volume, evenly spaced (None: all).
+        values: the settings (views or accelerations; None: the published ones).
+        device: ``cpu``, ``cuda``... (None: CUDA when available).
+        progress: :func:`~medrecon.reconstruct.reconstruct`'s step-level progress line (None: when
+            stderr is a terminal); the per-result lines are always written to ``stream``.
+    """
+    import torch  # noqa: PLC0415
+
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+    from medrecon.reconstruct import check_prior_fits, reconstruct  # noqa: PLC0415
+    from medrecon.samplers import SAMPLERS  # noqa: PLC0415
+
+    t_start = time.perf_counter()
+    stream = stream if stream is not None else sys.stderr
+    settings = protocol.settings(values)
+    samplers = list(dict.fromkeys(samplers))
+    unknown = [s for s in samplers if s not in SAMPLERS]
+    if unknown:
+        raise InputError(f"unknown sampler {unknown[0]!r}; known: {', '.join(sorted(SAMPLERS))}")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but torch sees no CUDA device")
+    out = Path(out)
+
+    with atomic_output(out, overwrite=overwrite, folder=True) as stage:
+        items = protocol.load(data, limit=limit)  # missing root: exit 3; wrong layout: exit 2
+        if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
+            prior = load_prior(prior, device=device)
+        if hasattr(protocol, "fit_to_prior"):
+            protocol.fit_to_prior(prior.card)
+        methods = list(protocol.baselines) + samplers
+        labels = [protocol.setting_label(v) for v in settings]
+        rows: list[dict] = []
+        per_slice: list[dict | None] = []
+        volumes: list[dict] = []
+        method_details: dict[str, str] = {}
+        sampler_settings: dict[str, dict] = {}
+        figure: dict[str, list[np.ndarray]] = {}
+        figure_slice = None
+        checked = False
+        n_items = len(items)
+
+        def report(i, item_name, case, method, scores, seconds_per_slice):
+            stream.write(f"reproduce {protocol.name}: volume {i + 1}/{n_items} {item_name} ({case.slices} slices) | "
+                         f"{case.setting} | {method}: PSNR {scores.psnr:.2f} dB, SSIM {scores.ssim:.3f} | "
+                         f"{seconds_per_slice:.3g} s/slice\n")
+            stream.flush()
+
+        for i, item in enumerate(items):
+            volume = {"name": item.name, "path": str(item.path), "acquisitions": {}}
+            for value, label in zip(settings, labels):
+                case = protocol.build(item, value, slices=slices)
+                volume.update(total_slices=case.total_slices, slice_indices=case.slice_indices)
+                volume["acquisitions"][label] = case.acquisition
+                if not checked:  # refuse a prior that does not fit before any work
+                    for sampler in samplers:
+                        check_prior_fits(prior, case.problem, sampler)
+                    checked = True
+                if i == 0:
+                    figure_slice = case.slices // 2
+                    figure.setdefault("reference", []).append(protocol.display(case, None)[figure_slice])
+                results = []
+                for method in protocol.baselines:
+                    image, details, seconds = protocol.run_baseline(method, case, device=device)
+                    method_details[method] = details
+                    results.append((method, "baseline", image, seconds / case.slices, None, details))
+                    _record(protocol, case, results[-1], rows, per_slice, figure if i == 0 else None, figure_slice,
+                            lambda s, r=results[-1]: report(i, item.name, case, r[0], s, r[3]))
+                for sampler in samplers:
+                    result = reconstruct(case.problem, prior, sampler=sampler, steps=steps, batch_size=batch_size,
+                                         device=device, seed=seed, slice_indices=case.slice_indices, progress=progress)
+                    sampler_settings[sampler] = result.settings
+                    details = f"{result.settings.get('steps')} steps, {result.settings.get('schedule')} schedule, " \
+                              f"options {json.dumps(result.settings.get('options', {}), sort_keys=True)}"
+                    method_details[sampler] = details
+                    entry = (sampler, "sampler", result.mean, result.seconds_per_slice, result.nfe, details)
+                    _record(protocol, case, entry, rows, per_slice, figure if i == 0 else None, figure_slice,
+                            lambda s, e=entry: report(i, item.name, case, e[0], s, e[3]))
+                    if not math.isfinite(rows[-1]["psnr"]):
+                        stream.write(f"reproduce {protocol.name}: warning: {sampler} gave non-finite values on "
+                                     f"{item.name}, {case.setting}; its row holds NaN\n")
+            volume["slices"] = len(volume.get("slice_indices", []))
+            volumes.append(volume)
+
+        table = _table(protocol, labels, methods, rows, per_slice)
+        summary = {
+            "protocol": protocol.to_dict(),
+            "command": command,
+            "data": str(data),
+            "n_volumes": len(volumes),
+            "volumes": volumes,
+            "prior": {"name": prior.card.name, "path": str(prior.path), "modality": prior.card.modality,
+                      "image_size": prior.card.image_size, "sha256": prior.card.sha256},
+            "settings": labels,
+            "methods": methods,
+            "method_details": method_details,
+            "sampler_settings": sampler_settings,
+            "unit": protocol.unit,
+            "steps": steps,
+            "limit": limit,
+            "slices_per_volume": slices,
+            "device": str(device),
+            "seed": seed,
+            "batch_size": batch_size,
+            "table": table,
+            "figure": {"volume": volumes[0]["name"] if volumes else None,
+                       "slice": volumes[0]["slice_indices"][figure_slice] if volumes and figure_slice is not None else None,
+                       "rows": labels, "columns": list(figure)},
+            "versions": _versions(),
+        }
+        _write_csv(stage / "results.csv", rows)
+        _write_figure(stage / "figure.png", figure)
+        (stage / "summary.md").write_text(_markdown(protocol, summary))
+        summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
+        (stage / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
+    return summary
+
+
+def _record(protocol, case, entry, rows, per_slice, figure, figure_slice, report) -> None:
+    import torch  # noqa: PLC0415
+
+    from medrecon.reproduce.protocols import Scores  # noqa: PLC0415
+
+    method, kind, image, seconds_per_slice, nfe, details = entry
+    bad = int((~torch.isfinite(image)).sum())
+    if bad:  # a diverged method: a row of NaN scores, said so, and the run goes on
+        details = f"{details}; NON-FINITE OUTPUT ({bad} values): not scored"
+        nan = [math.nan] * case.slices
+        scores = Scores(math.nan, math.nan, math.nan, math.nan,
+                        {"psnr": nan, "ssim": nan, "nmse": nan} if protocol.unit == "slice" else None)
+        image = torch.zeros_like(image)  # shown black in the figure
+    else:
+        scores = protocol.score(case, image)
+    rows.append({
+        "protocol": protocol.name, "volume": case.volume, "setting": case.setting, "method": method, "kind": kind,
+        "slices": case.slices, "psnr": scores.psnr, "ssim": scores.ssim, "nmse": scores.nmse,
+        "seconds_per_slice": seconds_per_slice, "nfe": nfe, "data_range": scores.data_range, "details": details,
+    })
+    per_slice.append(scores.per_slice)
+    if figure is not None:
+        figure.setdefault(method, []).append(protocol.display(case, image)[figure_slice])
+    report(scores)
+
+
+def _table(protocol: Protocol, labels, methods, rows, per_slice) -> list[dict]:
+    """mean +- std per setting x method (over slices or volumes, as the protocol says)."""
+    table = []
+    for label in labels:
+        for method in methods:
+            chosen = [(r, p) for r, p in zip(rows, per_slice) if r["setting"] == label and r["method"] == method]
+            if not chosen:
+                continue
+            if protocol.unit == "slice":
+                values = {k: [v for _, p in chosen for v in p[k]] for k in ("psnr", "ssim")}
+                values["nmse"] = None if any(p["nmse"] is None for _, p in chosen) else \
+                    [v for _, p in chosen for v in p["nmse"]]
+            else:
+                values = {k: [r[k] for r, _ in chosen] for k in ("psnr", "ssim")}
+                values["nmse"] = None if any(r["nmse"] is None for r, _ in chosen) else [r["nmse"] for r, _ in chosen]
+            slices = sum(r["slices"] for r, _ in chosen)
+            seconds = sum(r["seconds_per_slice"] * r["slices"] for r, _ in chosen) / max(1, slices)
+            published = protocol.published_for(label, method)
+            table.append({
+                "setting": label, "method": method, "kind": chosen[0][0]["kind"], "unit": protocol.unit,
+                "volumes": len(chosen), "slices": slices,
+                "psnr": _stats(values["psnr"]), "ssim": _stats(values["ssim"]), "nmse": _stats(values["nmse"]),
+                "seconds_per_slice": seconds, "nfe": chosen[0][0]["nfe"],
+                "published": None if published is None else published.to_dict(),
+            })
+    return table
+
+
+def _versions() -> dict:
+    from medrecon.reconstruct_command import _versions as versions  # noqa: PLC0415
+
+    return versions()
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+
+def _csv_value(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return v
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(CSV_FIELDS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(row[k]) for k in CSV_FIELDS})
+
+
+def _write_figure(path: Path, figure: dict[str, list[np.ndarray]]) -> None:
+    from medrecon.reconstruct_command import write_figure  # noqa: PLC0415
+
+    if not figure:
+        raise InputError("nothing to draw: no volume was reconstructed")
+    columns = {name: np.stack(images) for name, images in figure.items()}
+    write_figure(path, columns, {})
+
+
+def _pm(stats: dict, digits: int) -> str:
+    if stats["mean"] is None:
+        return "—"
+    if not math.isfinite(stats["mean"]):
+        return str(stats["mean"])
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _num(v, digits: int) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _markdown(protocol: Protocol, summary: dict) -> str:
+    unit = "slices" if protocol.unit == "slice" else "volumes"
+    prior = summary["prior"]
+    lines = [
+        f"# Reproduction: {protocol.title}",
+        "",
+        "## Protocol",
+        "",
+        protocol.describe(),
+        "",
+        "## Run",
+        "",
+        f"- Data: `{summary['data']}`, {summary['n_volumes']} volume(s)"
+        + (f" (--limit {summary['limit']})" if summary["limit"] else "")
+        + (f"; {summary['slices_per_volume']} slices per volume, evenly spaced (a reduction of the protocol, "
+           "which evaluates every slice)" if summary["slices_per_volume"] else "; every slice"),
+        f"- Prior: `{prior['name']}` ({prior['modality']}, {prior['image_size']}x{prior['image_size']}), `{prior['path']}`",
+        f"- Device {summary['device']}, seed {summary['seed']}, batch size {summary['batch_size']}",
+    ]
+    for method, details in summary["method_details"].items():
+        lines.append(f"- `{method}`: {details}")
+    if summary["steps"] is not None:
+        lines.append(f"- Samplers run at --steps {summary['steps']}, not at their published step counts (the NFE "
+                     "column says what each row used)")
+    if summary["command"]:
+        lines.append(f"- Command: `{summary['command']}`")
+    lines += [
+        "",
+        f"## Results: ours (mean ± std over {unit}) and published",
+        "",
+        "Our columns come from this run; the **Published** columns are the papers' numbers (ALGORITHMS.md), "
+        "on their data and settings, for the same method where one exists.",
+        "",
+        f"| Setting | Method | {unit.capitalize()} | Ours: PSNR (dB) | Ours: SSIM | Ours: NMSE | Ours: s/slice | Ours: NFE "
+        "| Published: PSNR (dB) | Published: SSIM | Published: method (source) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    matched = set()
+    for row in summary["table"]:
+        pub = row["published"]
+        if pub is not None:
+            matched.add((pub["setting"], pub["method"], pub["label"]))
+        n = row["slices"] if protocol.unit == "slice" else row["volumes"]
+        lines.append(
+            f"| {row['setting']} | {row['method']} | {n} | {_pm(row['psnr'], 2)} | {_pm(row['ssim'], 3)} | "
+            f"{_pm(row['nmse'], 4)} | {row['seconds_per_slice']:.3g} | {row['nfe'] if row['nfe'] is not None else '—'} | "
+            f"{_num(pub and pub['psnr'], 2)} | {_num(pub and pub['ssim'], 3)} | "
+            f"{(pub['label'] + ' (' + pub['source'] + ')' + ('; ' + pub['note'] if pub['note'] else '')) if pub else '—'} |"
+        )
+    others = [p for p in protocol.published if (p.setting, p.method, p.label) not in matched]
+    if others:
+        lines += ["", "## Published numbers without a matching row above", "",
+                  "Methods medrecon does not run, settings not run here, or a second published figure of a method.", "",
+                  "| Setting | Method (paper) | Published: PSNR (dB) | Published: SSIM | Source | Note |",
+                  "|---|---|---:|---:|---|---|"]
+        for p in others:
+            lines.append(f"| {p.setting} | {p.label} | {_num(p.psnr, 2)} | {_num(p.ssim, 3)} | {p.source} | {p.note} |")
+    fig = summary["figure"]
+    lines += ["", "## Figure", "",
+              f"`figure.png`: volume `{fig['volume']}`, slice {fig['slice']} (the middle evaluated slice); one row per "
+              f"setting ({', '.join(fig['rows'])}); columns {', '.join(fig['columns'])}.", ""]
+    return "\n".join(lines)
