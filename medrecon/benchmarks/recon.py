@@ -335,12 +335,13 @@ def run_starter_reproduce(args) -> int:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
     device = torch.device(getattr(args, "device", None) if getattr(args, "device", None) not in (None, "auto")
                           else ("cuda" if torch.cuda.is_available() else "cpu"))
-    samplers = list(getattr(args, "samplers", None) or ["dds", "dps", "score_sde", "resample"])
+    samplers = getattr(args, "samplers", None) or "dds,dps,score_sde,resample"
+    samplers = [s.strip() for s in samplers.split(",")] if isinstance(samplers, str) else list(samplers)
     n_slices = int(getattr(args, "slices", None) or 8)
     t0 = time.perf_counter()
     rows, figure_rows = [], {}
     for modality in ("CT", "MR"):
-        name = getattr(args, f"{modality.lower()}_prior", None) or f"{modality.lower()}-starter"
+        name = f"{modality.lower()}-starter"  # the starter protocol measures the shipped starter priors
         priors = {"pixel": load_prior(name, device=device)}
         if "resample" in samplers:
             try:
