@@ -21,7 +21,7 @@ from medrecon.reconstruct import reconstruct, reconstruct_sharded
 from .test_reconstruct import CT_SAMPLE, gaussian_prior, small_ct_problem, tiny_prior
 
 ROOT = Path(__file__).resolve().parents[2]
-KWARGS = dict(sampler="dds", steps=4, samples=2, seed=11, batch_size=2, progress=False)
+KWARGS = dict(sampler="dds", steps=4, options={"cg_iters": 5}, samples=2, seed=11, batch_size=2, progress=False)
 
 
 def _torchrun(nproc: int, *args, timeout: int = 180) -> subprocess.CompletedProcess:

@@ -55,7 +55,9 @@ def test_ct_units_map_exactly_onto_the_priors_window():
 def test_volume_is_the_same_whatever_the_batch_size_and_samples_give_a_spread():
     problem, _ = small_ct_problem()
     prior = gaussian_prior()
-    kwargs = dict(sampler="dds", steps=6, samples=3, seed=7, progress=False)
+    # 5 CG steps (the presets' 20 reach round-off on this tiny, very underdetermined system, where CG
+    # amplifies the rounding differences of batched and single sparse products)
+    kwargs = dict(sampler="dds", steps=6, options={"cg_iters": 5}, samples=3, seed=7, progress=False)
     one = reconstruct(problem, prior, batch_size=1, **kwargs)
     all_ = reconstruct(problem, prior, batch_size=3, **kwargs)
     torch.testing.assert_close(one.mean, all_.mean, rtol=1e-4, atol=1e-4)
