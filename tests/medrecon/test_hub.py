@@ -68,11 +68,18 @@ def test_damaged_or_incomplete_folders_are_refused(tmp_path):
         save_prior(folder, tiny_unet(), card())
 
 
-def test_unknown_names_and_unshipped_priors():
-    with pytest.raises(MissingResourceError, match="not shipped with this version"):
-        load_prior("ct-starter")
+def test_shipped_priors_load_by_name_and_missing_ones_are_explained(tmp_path, monkeypatch):
+    import medrecon.priors.hub as hub
+
+    for name, modality in (("ct-starter", "CT"), ("mr-starter", "MR"), ("ct-starter-latent", "CT"), ("mr-starter-latent", "MR")):
+        prior = load_prior(name)  # local files only; the checksums are verified on load
+        assert prior.card.name == name and prior.card.modality == modality and prior.card.image_size == 256
+        assert (prior.latent is not None) == name.endswith("-latent") and prior.card.training.get("summary")
     with pytest.raises(MissingResourceError, match="no prior folder 'nope'"):
         load_prior("nope")
+    monkeypatch.setattr(hub, "WEIGHTS_DIR", tmp_path)  # an install without the weight files
+    with pytest.raises(MissingResourceError, match="not shipped with this version"):
+        load_prior("ct-starter")
 
 
 def test_card_validation():
@@ -129,7 +136,7 @@ def test_list_priors_shows_shipped_status_and_local_folders(tmp_path, capsys):
 
     save_prior(tmp_path / "mine", tiny_unet(), card(name="mine"))
     rows = {r["name"]: r for r in list_priors([tmp_path])}
-    assert rows["ct-starter"]["status"] == "not shipped yet"
+    assert rows["ct-starter"]["status"] == "available" and rows["ct-starter"]["modality"] == "CT"
     assert rows["mine"]["status"] == "available" and rows["mine"]["modality"] == "CT" and rows["mine"]["size"] == 16
     assert main(["priors", str(tmp_path)]) == 0
     assert "mine" in capsys.readouterr().out
