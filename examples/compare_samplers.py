@@ -18,8 +18,7 @@ Steps: each sampler's preset (presets.json: DDS 50, DPS 1000, score-SDE 1000 (2 
 500) unless ``--steps`` is given (3 with --fast); the long presets need a GPU — on a CPU pass e.g.
 ``--steps 50``. ReSample needs a latent prior (``--latent-prior``) and is skipped with a message when
 there is none. The baseline is TV with its tuned weight, the best classical method of this setting on
-the training patients (docs/baselines.md, mr-8coil-4x-noisy). With --fast, when the shipped pixel
-prior is not installed, an analytic Gaussian prior stands in.
+the training patients (docs/baselines.md, mr-8coil-4x-noisy).
 """
 
 import argparse
@@ -32,26 +31,8 @@ import torch
 import medrecon
 from medrecon.baselines import TUNED_WEIGHTS, mri
 from medrecon.errors import MissingResourceError
-from medrecon.priors.denoiser import GaussianDenoiser
-from medrecon.priors.hub import Prior, PriorCard
-from medrecon.priors.training_data import Normalisation
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "mr-brain2-sample.nii.gz"
-
-
-def prior_or_gaussian(name: str, fast: bool, size: int) -> Prior:
-    """The prior ``name``; in fast mode, if it is not installed, an analytic N(0.3, 0.3^2) prior."""
-    try:
-        prior = medrecon.load_prior(name)
-        print(f"prior: {prior.card.name} ({prior.path})")
-    except MissingResourceError as exc:
-        if not fast:
-            raise SystemExit(f"{exc}\n(pass --prior FOLDER, e.g. a folder written by `medrecon train`)") from None
-        card = PriorCard(name="gaussian", modality="MR", image_size=size, channels=1, parameterisation="edm",
-                         normalisation=Normalisation.for_modality("MR").to_dict())
-        prior = Prior(GaussianDenoiser(0.3, 0.3), torch.nn.Identity(), card, Path("."))
-        print(f"prior: analytic Gaussian N(0.3, 0.3^2) ({name!r} is not installed)")
-    return prior
 
 
 def main() -> None:
@@ -86,7 +67,7 @@ def main() -> None:
     add(f"TV (lam_rel {lam:g}, baseline)", mri.total_variation(problem.op, problem.y, lam_rel=lam),
         time.perf_counter() - t0, "-")
 
-    pixel = prior_or_gaussian(args.prior, args.fast, study.shape[1])
+    pixel = medrecon.load_prior(args.prior)
     for name in medrecon.SAMPLERS:
         if name == "resample":
             try:

@@ -15,7 +15,6 @@ item, without the batch dimension) and implement ``_forward`` and ``_adjoint``. 
   and ``--noise`` the std of the white Gaussian noise added to the blurred images (units of u);
 - PSNR/SSIM: data range 1, images clipped to [0, 1].
 
-With --fast, when the shipped prior is not installed, an analytic Gaussian prior stands in.
 """
 
 import argparse
@@ -26,10 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import medrecon
-from medrecon.errors import MissingResourceError
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.denoiser import GaussianDenoiser
-from medrecon.priors.hub import Prior, PriorCard
 from medrecon.priors.training_data import Normalisation
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ct-lung1-sample.nii.gz"
@@ -74,21 +70,6 @@ def adjoint_error(op: LinearOperator) -> float:
     return float(abs((ax * y).sum() - (x * op.adjoint(y)).sum()) / (ax.norm() * y.norm()))
 
 
-def prior_or_gaussian(name: str, fast: bool, size: int) -> Prior:
-    """The prior ``name``; in fast mode, if it is not installed, an analytic N(0.25, 0.15^2) prior."""
-    try:
-        prior = medrecon.load_prior(name)
-        print(f"prior: {prior.card.name} ({prior.path})")
-    except MissingResourceError as exc:
-        if not fast:
-            raise SystemExit(f"{exc}\n(pass --prior FOLDER, e.g. a folder written by `medrecon train`)") from None
-        card = PriorCard(name="gaussian", modality="CT", image_size=size, channels=1, parameterisation="edm",
-                         normalisation=Normalisation.for_modality("CT").to_dict())
-        prior = Prior(GaussianDenoiser(0.25, 0.15), torch.nn.Identity(), card, Path("."))
-        print(f"prior: analytic Gaussian N(0.25, 0.15^2) ({name!r} is not installed)")
-    return prior
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true", help="1 slice, 3 DDS steps (for CI)")
@@ -109,7 +90,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     y = op(x) + args.noise * torch.randn(x.shape, generator=g)                    # (S, 1, 256, 256)
     problem = medrecon.Problem(op, y, "CT", noisy=args.noise > 0)                 # y and u share units
-    prior = prior_or_gaussian(args.prior, args.fast, x.shape[-1])
+    prior = medrecon.load_prior(args.prior)
     steps = args.steps or (3 if args.fast else None)
     result = medrecon.reconstruct(problem, prior, sampler="dds", steps=steps, progress=False)
 

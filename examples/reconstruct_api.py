@@ -12,9 +12,7 @@ Shapes and units:
 - ``-o X.nii.gz`` writes the posterior mean in HU to X.nii.gz and the per-pixel standard deviation
   over the samples (HU) to X-std.nii.gz, with the study's geometry.
 
-``--prior`` takes a shipped name or a prior folder (e.g. one written by ``medrecon train``). With
---fast, when the shipped prior is not installed, an analytic Gaussian prior stands in (the run then
-shows the pipeline, not the quality of a learned prior).
+``--prior`` takes a shipped name or a prior folder (e.g. one written by ``medrecon train``).
 """
 
 import argparse
@@ -25,28 +23,10 @@ import torch
 
 import medrecon
 from medrecon.baselines import TUNED_WEIGHTS, ct
-from medrecon.errors import MissingResourceError
 from medrecon.operators import ParallelBeamGeometry
-from medrecon.priors.denoiser import GaussianDenoiser
-from medrecon.priors.hub import Prior, PriorCard
 from medrecon.priors.training_data import Normalisation
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ct-lung1-sample.nii.gz"
-
-
-def prior_or_gaussian(name: str, fast: bool, size: int) -> Prior:
-    """The prior ``name``; in fast mode, if it is not installed, an analytic N(0.25, 0.15^2) prior."""
-    try:
-        prior = medrecon.load_prior(name)
-        print(f"prior: {prior.card.name} ({prior.path})")
-    except MissingResourceError as exc:
-        if not fast:
-            raise SystemExit(f"{exc}\n(pass --prior FOLDER, e.g. a folder written by `medrecon train`)") from None
-        card = PriorCard(name="gaussian", modality="CT", image_size=size, channels=1, parameterisation="edm",
-                         normalisation=Normalisation.for_modality("CT").to_dict())
-        prior = Prior(GaussianDenoiser(0.25, 0.15), torch.nn.Identity(), card, Path("."))
-        print(f"prior: analytic Gaussian N(0.25, 0.15^2) ({name!r} is not installed)")
-    return prior
 
 
 def main() -> None:
@@ -67,7 +47,7 @@ def main() -> None:
     sinograms = medrecon.simulate(study, acquisition)                             # (S, 1, 23, 363)
     problem = medrecon.problem_from_acquisition(acquisition, sinograms)           # in u = (HU + 1000) / 3000
 
-    prior = prior_or_gaussian(args.prior, args.fast, study.shape[1])
+    prior = medrecon.load_prior(args.prior)
     steps = args.steps or (3 if args.fast else None)
     result = medrecon.reconstruct(problem, prior, sampler="dds", steps=steps, samples=args.samples)
     print(f"DDS: {result.settings['steps']} steps x {args.samples} samples, {result.nfe} NFE per slice and sample, "
