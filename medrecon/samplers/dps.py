@@ -9,8 +9,10 @@ At each noise level ``sigma_i`` (ALGORITHMS.md), with gradients on:
 3. the likelihood step ``x_{i+1} = x' - zeta grad_{x_i} ||y - A x0_hat||`` with the **plain** norm (the
    paper's ``zeta_i = zeta' / ||y - A x0_hat||`` on the squared norm, ``zeta' = zeta / 2``).
 
-``zeta = zeta_rel / ||A||`` (``sqrt(op.norm_sq())``): the gradient of the plain norm scales with the
-operator's norm, so ``zeta_rel`` means the same for any geometry. Each item's norm is its own, so
+``zeta = zeta_rel / ||A|| * 1000 / N`` for a run of ``N`` noise levels: the gradient of the plain norm
+scales with the operator's norm (``sqrt(op.norm_sq())``), so ``zeta_rel`` means the same for any
+geometry, and the likelihood steps add up over the run, so ``zeta_rel`` is the paper's weight at its
+1000 steps and fewer steps take proportionally larger ones (the total guidance does not depend on N). Each item's norm is its own, so
 items do not interact. NFE = ``len(sigmas)``, each with a backward pass through the network.
 """
 
@@ -26,6 +28,8 @@ from medrecon.operators.base import complex_dtype_of, real_dtype_of
 from medrecon.operators.noise import as_generator_list
 
 from .consistency import diffusion_noise
+
+REFERENCE_STEPS = 1000  # the paper's step count, at which zeta_rel is the paper's weight
 
 
 def likelihood_gradient(denoiser, op, y: torch.Tensor, x: torch.Tensor, sigma: float, clip) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +66,8 @@ def sample_dps(
 ) -> torch.Tensor:
     """Reconstruct ``(B, *op.in_shape)`` images from ``y`` (see the module docstring).
 
-    ``zeta_rel``: the likelihood step relative to ``1 / ||A||`` (tune per task on training data);
+    ``zeta_rel``: the likelihood step relative to ``1 / ||A||`` at 1000 steps (scaled by ``1000 / N``
+    for ``N`` steps; tune per task on training data);
     ``clip``: the data range of the prior's images, or None.
     """
     if not zeta_rel >= 0:
@@ -71,7 +76,7 @@ def sample_dps(
     gens = as_generator_list(generator, y.shape[0])
     real = real_dtype_of(y.dtype)
     like = torch.zeros((y.shape[0], *op.in_shape), dtype=complex_dtype_of(real) if op.in_complex else real, device=y.device)
-    zeta = zeta_rel / math.sqrt(op.norm_sq(device=y.device, dtype=real))
+    zeta = zeta_rel / math.sqrt(op.norm_sq(device=y.device, dtype=real)) * REFERENCE_STEPS / len(sigmas)
     x = sigmas[0] * diffusion_noise(like, gens)
     x0_hat = x
     for i, sigma in enumerate(sigmas):
