@@ -65,7 +65,7 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
         "recon", help="PSNR/SSIM, s/slice, NFE and memory of every sampler next to every baseline on validation slices",
     )
     recon.add_argument("--modalities", nargs="+", choices=["ct", "mr"], default=["ct", "mr"])
-    recon.add_argument("--only", nargs="+", metavar="TEXT", help="settings whose name contains TEXT (e.g. '23 views')")
+    recon.add_argument("--only", nargs="+", metavar="TEXT", help="settings named TEXT exactly, or else whose name contains TEXT (e.g. '23 views')")
     recon.add_argument("--samplers", nargs="+", choices=["dds", "dps", "score_sde", "resample"], default=["dds", "dps", "score_sde", "resample"])
     recon.add_argument("--ct-prior", default="ct-starter")
     recon.add_argument("--mr-prior", default="mr-starter")

@@ -220,6 +220,15 @@ def _machine(device) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def selected(name: str, only: list[str] | None) -> bool:
+    """Whether setting ``name`` is chosen by ``--only``: a TEXT equal to a setting's name picks that
+    setting alone, any other TEXT every setting whose name contains it."""
+    if not only:
+        return True
+    exact = {o for o in only if o in {s.name for s in SETTINGS}}
+    return name in exact or any(o in name for o in only if o not in exact)
+
+
 @torch.no_grad()
 def main(args) -> int:
     """Run the benchmark (``args`` from the ``bench recon`` parser)."""
@@ -232,7 +241,7 @@ def main(args) -> int:
     device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
     modalities = [m.upper() for m in args.modalities]
     samplers = args.samplers
-    settings = [s for s in SETTINGS if s.modality in modalities and (not args.only or any(o in s.name for o in args.only))]
+    settings = [s for s in SETTINGS if s.modality in modalities and selected(s.name, args.only)]
     if not settings:
         raise InputError("no benchmark setting selected")
     t0 = time.perf_counter()

@@ -52,3 +52,12 @@ def test_a_setting_scores_every_baseline_and_sampler():
 def test_score_clips_and_uses_magnitudes():
     ref = torch.full((1, 1, 8, 8), 0.5)
     assert score(ref.to(torch.complex64) * 1j, ref)["psnr"] > 100
+
+
+def test_only_picks_an_exact_setting_name_alone_or_every_setting_containing_the_text():
+    from medrecon.benchmarks.recon import SETTINGS, selected
+
+    names = [s.name for s in SETTINGS]
+    assert [n for n in names if selected(n, ["CT parallel 23 views"])] == ["CT parallel 23 views"]
+    assert [n for n in names if selected(n, ["23 views"])] == ["CT parallel 23 views", "CT parallel 23 views, 1% noise"]
+    assert all(selected(n, None) for n in names)
