@@ -38,6 +38,7 @@ def sample_dds(
     cg_iters: int = 5,
     gamma_rel: float | None = None,
     eta: float = 0.85,
+    dc_sigma_min: float = 0.0,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Reconstruct ``(B, *op.in_shape)`` images from measurements ``y`` ``(B, *op.out_shape)``.
@@ -49,10 +50,16 @@ def sample_dds(
         cg_iters: CG iterations per step (paper: 5).
         gamma_rel: None for noiseless data; else the relative weight of the noisy variant.
         eta: DDS's stochasticity (paper 0.15 / 0.5 / 0.8 at 19 / 49 / 99 NFE; its code 0.85).
+        dc_sigma_min: data consistency only at noise levels ``sigma >= dc_sigma_min``; below it the
+            steps are the prior's alone (DDIM with DDS's eta), so the last step returns the prior's
+            estimate. 0 (default, the paper) keeps data consistency to the end; with noisy data a
+            level near the noise left in the image lets the prior remove what CG fitted of it.
         callback: ``callback(i, x0_tilde)`` after each step.
     """
     if not 0 <= eta <= 1:
         raise InputError(f"eta must lie in [0, 1], got {eta}")
+    if not dc_sigma_min >= 0:
+        raise InputError(f"dc_sigma_min must be >= 0, got {dc_sigma_min}")
     if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 0:
         raise InputError(f"cg_iters must be an integer >= 0, got {cg_iters!r}")
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).tolist()
@@ -62,7 +69,8 @@ def sample_dds(
     x = sigmas[0] * diffusion_noise(like, gens)
     for i, sigma in enumerate(sigmas):
         x0_hat = denoiser(x, sigma)
-        x0_tilde = cg_data_consistency(op, y, x0_hat, n_iter=cg_iters, gamma_rel=gamma_rel) if cg_iters else x0_hat
+        consistent = cg_iters > 0 and sigma >= dc_sigma_min
+        x0_tilde = cg_data_consistency(op, y, x0_hat, n_iter=cg_iters, gamma_rel=gamma_rel) if consistent else x0_hat
         if callback is not None:
             callback(i, x0_tilde)
         if i + 1 == len(sigmas):

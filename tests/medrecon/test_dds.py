@@ -65,3 +65,30 @@ def test_bad_arguments():
         sample_dds(GaussianDenoiser(), op, y, sigmas=karras_sigmas(3), generator=gens(1), eta=1.5)
     with pytest.raises(InputError, match="one per batch item"):
         sample_dds(GaussianDenoiser(), op, y.repeat(2, 1, 1, 1), sigmas=karras_sigmas(3), generator=gens(1))
+
+
+def test_dc_sigma_min_leaves_the_last_steps_to_the_prior():
+    op = CTProjector(ParallelBeamGeometry.sparse_view(8, 4))
+    x_true = MEAN + STD * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    y = op(x_true) + 0.05 * torch.randn(1, *op.out_shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    sigmas = karras_sigmas(12, 0.002, 10.0)
+    threshold = float(sigmas[6]) - 1e-9  # steps 0..6 have data consistency, steps 7..11 do not
+
+    def run(**kw):
+        seen = []
+        out = sample_dds(GaussianDenoiser(MEAN, STD), op, y, sigmas=sigmas, generator=gens(1), cg_iters=5, gamma_rel=1.0,
+                         callback=lambda i, x0: seen.append(x0.clone()), **kw)
+        return out, seen
+
+    full, full_seen = run()
+    split, split_seen = run(dc_sigma_min=threshold)
+    prior_only, _ = run(dc_sigma_min=100.0)
+    no_cg = sample_dds(GaussianDenoiser(MEAN, STD), op, y, sigmas=sigmas, generator=gens(1), cg_iters=0)
+    for i in range(7):  # identical until the threshold
+        torch.testing.assert_close(split_seen[i], full_seen[i])
+    assert not torch.allclose(split, full)
+    torch.testing.assert_close(prior_only, no_cg)  # above every level: the prior alone
+    # the split run returns the prior's estimate, which fits the noisy data less than the full run
+    assert float(torch.linalg.vector_norm(op(split) - y)) > float(torch.linalg.vector_norm(op(full) - y))
+    with pytest.raises(InputError, match="dc_sigma_min"):
+        run(dc_sigma_min=-1.0)
