@@ -7,7 +7,7 @@ selection of what was measured (:func:`full_transform`):
 - multi-coil MRI: ``T`` the FFT of every coil image ``S_c x``, ``Lambda`` the mask on every coil,
   ``T^+`` the SENSE combination (an extension of the paper's single-coil method: the coil
   k-spaces are projected one by one and combined by least squares, and the final hard projection
-  is ``MULTICOIL_FINAL_CG_ITERS`` CG steps on the normal equations from the last estimate);
+  is ``FINAL_CG_ITERS`` CG steps on the normal equations from the last estimate);
 - CT: ``T`` the full-view sinogram on the uniform grid of views that contains the measured ones
   (ALGORITHMS.md: ``N k`` views, ``k = ceil(side / N)``, for the ``uniform`` convention; the
   ``side``-view grid for ``song``), ``Lambda`` the measured views, and ``T^-1`` its FBP.
@@ -36,7 +36,7 @@ from medrecon.operators.noise import as_generator_list
 
 from .consistency import cg_data_consistency, diffusion_noise
 
-MULTICOIL_FINAL_CG_ITERS = 30  # CG steps of the final data consistency on multi-coil MRI
+FINAL_CG_ITERS = 30  # CG steps of the final data consistency (multi-coil MRI, or final_gamma_rel)
 
 
 class _FourierTransform:
@@ -166,12 +166,19 @@ def sample_score_sde(
     snr: float = 0.246,
     lam: float = 0.841,
     clip: tuple[float, float] | None = (0.0, 1.0),
+    final_gamma_rel: float | None = None,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Reconstruct ``(B, *op.in_shape)`` images from ``y`` (module docstring). Defaults: Song et
-    al.'s LIDC settings (snr 0.246, lambda 0.841); ``sigmas`` geometric, e.g. 1000 from 128 to 0.01."""
+    al.'s LIDC settings (snr 0.246, lambda 0.841); ``sigmas`` geometric, e.g. 1000 from 128 to 0.01.
+
+    ``final_gamma_rel``: None (the paper) ends with the hard projection onto the data; with noisy
+    data a number replaces it by DDS's regularised step ``(I + gamma A^H A) x = x0 + gamma A^H y``
+    (``gamma = final_gamma_rel / ||A||^2``, 30 CG steps), which does not fit the noise (our extension)."""
     if not 0 <= lam <= 1:
         raise InputError(f"lam must lie in [0, 1], got {lam}")
+    if final_gamma_rel is not None and not final_gamma_rel > 0:
+        raise InputError(f"final_gamma_rel must be positive or None, got {final_gamma_rel}")
     transform = full_transform(op)
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).tolist()
     gens = as_generator_list(generator, y.shape[0])
@@ -195,9 +202,11 @@ def sample_score_sde(
         if callback is not None:
             callback(i, x)
     x0 = denoiser(x, sigmas[-1])
-    if isinstance(transform, _MultiCoilTransform):
+    if final_gamma_rel is not None:
+        x0 = cg_data_consistency(op, y, x0, n_iter=FINAL_CG_ITERS, gamma_rel=final_gamma_rel)
+    elif isinstance(transform, _MultiCoilTransform):
         # T is not unitary: the hard projection is the least-squares step x0 + A^+ (y - A x0), by CG
-        x0 = cg_data_consistency(op, y, x0, n_iter=MULTICOIL_FINAL_CG_ITERS, gamma_rel=None)
+        x0 = cg_data_consistency(op, y, x0, n_iter=FINAL_CG_ITERS, gamma_rel=None)
     else:
         x0 = _project(transform, x0, y_full, 1.0, is_complex)
     if clip is not None:
