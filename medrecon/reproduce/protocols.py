@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -191,7 +191,7 @@ def _sync(device) -> None:
 @dataclass
 class Protocol:
     """What every protocol provides; see the module docstring. Subclasses set the class constants
-    and implement :meth:`load`, :meth:`build`, :meth:`run_baseline` and :meth:`scored`."""
+    and implement :meth:`load`, :meth:`build`, :meth:`baseline_method` and :meth:`scored`."""
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
@@ -215,9 +215,25 @@ class Protocol:
     def build(self, item, value: int, *, slices: int | None = None) -> Case:
         raise NotImplementedError
 
+    def baseline_method(self, method: str, case: Case) -> tuple[Callable, str]:
+        """``(fn(op, y) -> image, description)`` of one of ``self.baselines`` for ``case``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def run_baseline(self, method: str, case: Case, *, device="cpu") -> tuple[torch.Tensor, str, float]:
         """``(image (S, 1, H, W) in normalised units on the CPU, description, seconds)``."""
-        raise NotImplementedError
+        import time  # noqa: PLC0415
+
+        if method not in self.baselines:
+            raise InputError(f"unknown {self.name} baseline {method!r}; known: {', '.join(self.baselines)}")
+        fn, text = self.baseline_method(method, case)
+        op = case.problem.op.to(device)
+        y = case.problem.y.to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        image = fn(op, y)
+        _sync(device)
+        return image.cpu(), text, time.perf_counter() - t0
 
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
         """A reconstruction in normalised units -> the real ``(S, 1, h, w)`` image compared with
@@ -339,28 +355,15 @@ class LidcProtocol(Protocol):
         return Case(item.name, self.setting_label(value), value, problem, x, index, int(images.shape[0]), 1.0,
                     acquisition)
 
-    @torch.no_grad()
-    def run_baseline(self, method: str, case: Case, *, device="cpu"):
-        import time  # noqa: PLC0415
-
+    def baseline_method(self, method: str, case: Case):
         from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
         from medrecon.baselines.ct import fbp, tv_pdhg  # noqa: PLC0415
 
-        op = case.problem.op.to(device)
-        y = case.problem.y.to(device)
-        _sync(device)
-        t0 = time.perf_counter()
         if method == "fbp":
-            image, text = fbp(op, y), "FBP (ramp filter)"
-        elif method == "tv_pdhg":
-            key = self.baseline_setting(case)
-            lam = TUNED_WEIGHTS[key]["tv_pdhg"]
-            image = tv_pdhg(op, y, lam_rel=lam)
-            text = f"TV-PDHG (lam_rel {lam:g}, TUNED_WEIGHTS {key}; stands for the published FISTA-TV)"
-        else:
-            raise InputError(f"unknown {self.name} baseline {method!r}; known: {', '.join(self.baselines)}")
-        _sync(device)
-        return image.cpu(), text, time.perf_counter() - t0
+            return fbp, "FBP (ramp filter)"
+        key = self.baseline_setting(case)
+        lam = TUNED_WEIGHTS[key]["tv_pdhg"]
+        return (lambda op, y: tv_pdhg(op, y, lam_rel=lam)), f"TV-PDHG (lam_rel {lam:g}, TUNED_WEIGHTS {key}; stands for the published FISTA-TV)"
 
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
         image = image.detach().cpu()
@@ -490,30 +493,17 @@ class BratsProtocol(Protocol):
         return Case(item.name, self.setting_label(value), value, problem, reference, index, int(images.shape[0]),
                     1.0, acquisition, {"region": region})
 
-    @torch.no_grad()
-    def run_baseline(self, method: str, case: Case, *, device="cpu"):
-        import time  # noqa: PLC0415
-
+    def baseline_method(self, method: str, case: Case):
         from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
         from medrecon.baselines.mri import l1_wavelet, total_variation, zero_filled  # noqa: PLC0415
 
-        op = case.problem.op.to(device)
-        y = case.problem.y.to(device)
-        key = self.baseline_setting(case)
-        _sync(device)
-        t0 = time.perf_counter()
         if method == "zero_filled":
-            image, text = zero_filled(op, y), "zero-filled (F^H M y)"
-        elif method == "total_variation":
-            lam = TUNED_WEIGHTS[key]["total_variation"]
-            image, text = total_variation(op, y, lam_rel=lam), f"TV (sigpy PDHG, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
-        elif method == "l1_wavelet":
-            lam = TUNED_WEIGHTS[key]["l1_wavelet"]
-            image, text = l1_wavelet(op, y, lam_rel=lam), f"L1-wavelet (sigpy FISTA, db4, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
-        else:
-            raise InputError(f"unknown {self.name} baseline {method!r}; known: {', '.join(self.baselines)}")
-        _sync(device)
-        return image.cpu(), text, time.perf_counter() - t0
+            return zero_filled, "zero-filled (F^H M y)"
+        key = self.baseline_setting(case)
+        lam = TUNED_WEIGHTS[key][method]
+        if method == "total_variation":
+            return (lambda op, y: total_variation(op, y, lam_rel=lam)), f"TV (sigpy PDHG, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
+        return (lambda op, y: l1_wavelet(op, y, lam_rel=lam)), f"L1-wavelet (sigpy FISTA, db4, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
 
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
         t, b, l, r = case.private["region"]
@@ -619,30 +609,18 @@ class FastmriProtocol(Protocol):
         return Case(item.name, self.setting_label(value), value, problem, target, index, total, float(item.max_value),
                     acquisition, {"max_value": float(item.max_value), "mask": mask})
 
-    @torch.no_grad()
-    def run_baseline(self, method: str, case: Case, *, device="cpu"):
-        import time  # noqa: PLC0415
-
+    def baseline_method(self, method: str, case: Case):
         from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
         from medrecon.baselines.mri import cg_sense, l1_wavelet, zero_filled  # noqa: PLC0415
 
-        op = case.problem.op.to(device)
-        y = case.problem.y.to(device)
-        key = self.baseline_setting(case)
-        _sync(device)
-        t0 = time.perf_counter()
         if method == "zero_filled":
-            image, text = zero_filled(op, y), "zero-filled (SENSE coil combination of F^H M y)"
-        elif method == "cg_sense":
+            return zero_filled, "zero-filled (SENSE coil combination of F^H M y)"
+        key = self.baseline_setting(case)
+        if method == "cg_sense":
             n_iter = int(TUNED_WEIGHTS[key]["cg_sense"])
-            image, text = cg_sense(op, y, n_iter=n_iter), f"CG-SENSE ({n_iter} iterations, TUNED_WEIGHTS {key})"
-        elif method == "l1_wavelet":
-            lam = TUNED_WEIGHTS[key]["l1_wavelet"]
-            image, text = l1_wavelet(op, y, lam_rel=lam), f"L1-wavelet (sigpy FISTA, db4, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
-        else:
-            raise InputError(f"unknown {self.name} baseline {method!r}; known: {', '.join(self.baselines)}")
-        _sync(device)
-        return image.cpu(), text, time.perf_counter() - t0
+            return (lambda op, y: cg_sense(op, y, n_iter=n_iter)), f"CG-SENSE ({n_iter} iterations, TUNED_WEIGHTS {key})"
+        lam = TUNED_WEIGHTS[key]["l1_wavelet"]
+        return (lambda op, y: l1_wavelet(op, y, lam_rel=lam)), f"L1-wavelet (sigpy FISTA, db4, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
 
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
         from medrecon.reproduce.datasets import center_crop  # noqa: PLC0415
