@@ -99,11 +99,14 @@ def init_if_launched(device=None) -> bool:
 
 def destroy(owned: bool = True) -> None:
     """Destroy the default process group if ``owned`` (what :func:`init_if_launched` returned) and
-    it is still initialised."""
+    it is still initialised, after a barrier."""
     if owned and _initialised():
         import torch.distributed as dist  # noqa: PLC0415
 
-        dist.destroy_process_group()
+        try:  # every rank finishes its collectives (and rank 0 its writing) before the group goes:
+            dist.barrier()  # a rank tearing gloo down while another still uses it aborts the process
+        finally:
+            dist.destroy_process_group()
 
 
 def shard(n: int, rank: int, world_size: int) -> slice:
