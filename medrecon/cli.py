@@ -254,6 +254,17 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--unet-config", metavar="JSON", default=None, help="UNetConfig as a JSON file or string (default: UNetConfig())"
     )
+    parser.add_argument(
+        "--init", metavar="PRIOR", default=None,
+        help="pixel stage: start from this pixel EDM prior's weights (shipped name or folder; fresh optimizer; "
+        "its UNet config is used)",
+    )
+    parser.add_argument(
+        "--p-mean", type=float, default=None,
+        help="mean of ln(sigma) of the training noise levels (default: -1.2, EDM's; higher spends the steps on "
+        "coarse structure)",
+    )
+    parser.add_argument("--p-std", type=float, default=None, help="std of ln(sigma) (default: 1.2)")
     parser.add_argument("--no-resume", action="store_true", help="do not continue from DIR/checkpoint.pt")
     parser.add_argument("--overwrite", action="store_true", help="with --no-resume: start again over an existing checkpoint")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")

@@ -18,6 +18,11 @@ global data order, and only rank 0 writes files.
 Outputs in ``out_dir``: ``checkpoint.pt`` (every ``checkpoint_every`` steps and at the end, atomic,
 loadable with ``torch.load(..., weights_only=True)``), ``ema.safetensors`` (the EMA weights of the
 UNet, float16, diffusers key names) and ``train_record.json``.
+
+Fine-tuning: ``config.init_from`` names a pixel EDM prior (shipped name or folder, checksums verified
+by ``load_prior``) whose network starts both the model and its EMA; the optimizer starts fresh. Its
+UNet config and ``sigma_data`` must be the run's. A resumed run takes its weights from the
+checkpoint, so ``init_from`` only matters at step 0 (it is part of the config the resume checks).
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class TrainConfig(_JSONConfig):
     checkpoint_every: int = 500
     log_every: int = 10
     mixed_precision: bool = True  # bf16 autocast, on CUDA only
+    init_from: str | None = None  # a pixel EDM prior (shipped name or folder) whose weights start the run
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -233,6 +239,10 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
         ema_net = build_unet(unet_config)
     model = EDMDenoiser(net, sigma_data=config.sigma_data).to(device)
     ema = EDMDenoiser(ema_net, sigma_data=config.sigma_data).to(device)
+    initialised_from = None
+    if config.init_from is not None:
+        initial, initialised_from = initial_weights(config.init_from, unet_config, config.sigma_data)
+        net.load_state_dict(initial)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
@@ -348,6 +358,7 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
         "torch": torch.__version__,
         "final_loss": (sum(losses[-config.log_every :]) / len(losses[-config.log_every :])) if losses else None,
         "data": dict(dataset.describe(), crop_size=crop, sha256=data_sha),
+        "initialised_from": initialised_from,
         "training_sources": [s.get("id") for s in dataset.describe().get("sources", [])],
         "split": "train",
         "rng": RNG_SCHEME,
@@ -365,6 +376,27 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
     record = dict(record, losses=losses)
     record["ema_state"] = ema.net.state_dict()
     return record
+
+
+def initial_weights(name_or_path: str, unet_config: UNetConfig, sigma_data: float) -> tuple[dict, dict]:
+    """The float32 UNet state dict of the pixel EDM prior ``name_or_path`` (checksums verified), and
+    ``{"prior", "sha256", "steps"}`` describing it for the training record. ``InputError`` when it is
+    not a pixel EDM prior of this UNet config and ``sigma_data``."""
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+
+    prior = load_prior(name_or_path)
+    card = prior.card
+    if card.latent is not None or card.parameterisation != "edm":
+        raise InputError(f"init_from {name_or_path!r} is not a pixel EDM prior (a {card.parameterisation} prior{', latent' if card.latent else ''})")
+    own = card.training.get("record", {}).get("unet_config")
+    if own is not None and own != unet_config.to_dict():
+        diff = sorted(k for k in unet_config.to_dict() if own.get(k) != unet_config.to_dict()[k])
+        raise InputError(f"init_from {name_or_path!r} has another UNet config (differs in {diff}); train with its config")
+    if abs(float(card.sigma_data) - float(sigma_data)) > 1e-12:
+        raise InputError(f"init_from {name_or_path!r} has sigma_data {card.sigma_data}, the run {sigma_data}")
+    state = {k: v.detach().float().clone() for k, v in prior.network.state_dict().items()}
+    described = {"prior": str(name_or_path), "sha256": dict(card.sha256), "steps": card.training.get("record", {}).get("steps")}
+    return state, described
 
 
 def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, record: dict, folder: Path) -> Path:

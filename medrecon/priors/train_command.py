@@ -39,8 +39,12 @@ def _check_stage_options(args: argparse.Namespace) -> None:
         raise InputError("--autoencoder and --autoencoder-config belong to --stage autoencoder / latent")
     if args.stage == "latent" and not args.autoencoder:
         raise InputError("--stage latent needs --autoencoder DIR (the folder of a --stage autoencoder run)")
+    if args.stage == "autoencoder" and (getattr(args, "p_mean", None) is not None or getattr(args, "p_std", None) is not None):
+        raise InputError("--p-mean and --p-std set the noise levels of denoiser training, not of --stage autoencoder")
     if args.stage == "autoencoder" and args.unet_config:
         raise InputError("--unet-config belongs to the pixel and latent stages; use --autoencoder-config")
+    if args.stage != "pixel" and getattr(args, "init", None):
+        raise InputError("--init starts a pixel-stage run from a pixel prior; it does not apply to --stage " + args.stage)
     if args.stage == "latent" and (args.autoencoder_config or args.crop):
         raise InputError("--stage latent takes no --autoencoder-config or --crop (the autoencoder is read from --autoencoder)")
 
@@ -53,6 +57,24 @@ def _autoencoder_config(args: argparse.Namespace) -> AutoencoderConfig:
         return AutoencoderConfig(**{**d, "block_out_channels": tuple(d.get("block_out_channels", AutoencoderConfig.block_out_channels))})
     except TypeError as exc:
         raise InputError(f"bad autoencoder config: {exc}") from None
+
+
+def _noise_levels(args: argparse.Namespace) -> dict:
+    """TrainConfig's p_mean / p_std where given on the command line."""
+    given = {"p_mean": getattr(args, "p_mean", None), "p_std": getattr(args, "p_std", None)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _init_unet_config(args: argparse.Namespace, unet: UNetConfig | None) -> UNetConfig | None:
+    """With ``--init`` and no ``--unet-config``: the UNet config recorded on the init prior's card."""
+    if not getattr(args, "init", None) or unet is not None:
+        return unet
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+
+    recorded = load_prior(args.init).card.training.get("record", {}).get("unet_config")
+    if recorded is None:
+        raise InputError(f"--init {args.init}: its card records no UNet config; pass --unet-config")
+    return UNetConfig.from_dict(recorded)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -78,13 +100,16 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
             checkpoint_every=args.checkpoint_every, sigma_data=1.0 if args.sigma_data is None else args.sigma_data,
+            **_noise_levels(args),
         )
         record = train_latent(config, unet, args.autoencoder, data, args.out, **common)
         print(f"trained the latent denoiser {record['steps']} steps: final loss {record['final_loss']} -> latent prior {args.out}/prior")
         return 0
+    unet = _init_unet_config(args, unet)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, crop_size=args.crop,
-        checkpoint_every=args.checkpoint_every, **({} if args.sigma_data is None else {"sigma_data": args.sigma_data}),
+        checkpoint_every=args.checkpoint_every, init_from=getattr(args, "init", None), **_noise_levels(args),
+        **({} if args.sigma_data is None else {"sigma_data": args.sigma_data}),
     )
     record = train(config, unet or UNetConfig(sample_size=args.crop or args.size), data, args.out, **common)
     print(

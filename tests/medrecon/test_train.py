@@ -237,3 +237,42 @@ def test_training_exports_a_loadable_prior(ct_slices, tmp_path):
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(prior.denoiser(x, 0.3), EDMDenoiser(net.eval())(x, 0.3), rtol=1e-4, atol=1e-4)
+
+
+def test_fine_tuning_starts_from_a_prior(ct_slices, tmp_path):
+    from medrecon.priors.hub import load_prior
+
+    train(_cfg(steps=3), TINY, ct_slices, tmp_path / "base", log=None)
+    base = tmp_path / "base" / "prior"
+    shipped = {k: v.float() for k, v in load_prior(base).network.state_dict().items()}
+    start = train(_cfg(steps=0, init_from=str(base)), TINY, ct_slices, tmp_path / "start", log=None)
+    assert _equal_states(start["ema_state"], shipped)  # model and EMA begin at the prior's weights
+    assert start["initialised_from"]["prior"] == str(base) and start["initialised_from"]["steps"] == 3
+    tuned = train(_cfg(steps=2, init_from=str(base), p_mean=0.0), TINY, ct_slices, tmp_path / "tuned", log=None)
+    fresh = train(_cfg(steps=2, p_mean=0.0), TINY, ct_slices, tmp_path / "fresh", log=None)
+    assert not _equal_states(tuned["ema_state"], fresh["ema_state"])
+    assert load_prior(tmp_path / "tuned" / "prior").card.training["record"]["initialised_from"]["prior"] == str(base)
+
+    other = UNetConfig(sample_size=32, block_out_channels=(8, 8), attention_levels=(), norm_num_groups=4, layers_per_block=1)
+    with pytest.raises(InputError, match="UNet config"):
+        train(_cfg(steps=1, init_from=str(base)), other, ct_slices, tmp_path / "x", log=None)
+    with pytest.raises(InputError, match="sigma_data"):
+        train(_cfg(steps=1, init_from=str(base), sigma_data=1.0), TINY, ct_slices, tmp_path / "y", log=None)
+    with pytest.raises(InputError, match="config"):  # a resume must keep the init prior
+        train(_cfg(steps=3, init_from=str(base)), TINY, ct_slices, tmp_path / "fresh", log=None)
+
+
+def test_cli_init_takes_the_prior_config(tmp_path):
+    from medrecon.cli import main
+
+    tiny = json.dumps(TINY.to_dict())
+    base = tmp_path / "base"
+    common = ["--modality", "ct", "--files", str(CT_FILE), "--batch-size", "2", "--size", "32", "--crop", "16"]
+    assert main(["train", "--out", str(base), "--steps", "1", "--unet-config", tiny, *common]) == 0
+    out = tmp_path / "tuned"
+    assert main(["train", "--out", str(out), "--steps", "1", "--init", str(base / "prior"), "--p-mean", "0.5", *common]) == 0
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["unet_config"] == TINY.to_dict() and record["train_config"]["p_mean"] == 0.5
+    assert record["train_config"]["init_from"] == str(base / "prior")
+    assert main(["train", "--out", str(tmp_path / "z"), "--stage", "autoencoder", "--init", str(base / "prior"), *common]) == 2
+    assert main(["train", "--out", str(tmp_path / "w"), "--stage", "autoencoder", "--p-mean", "0", *common]) == 2
