@@ -82,6 +82,26 @@ def test_shipped_priors_load_by_name_and_missing_ones_are_explained(tmp_path, mo
         load_prior("ct-starter")
 
 
+def test_shipped_cards_hold_no_machine_paths():
+    from medrecon.priors.hub import SHIPPED, WEIGHTS_DIR
+
+    from .test_train import absolute_paths
+
+    for name in SHIPPED:
+        card = json.loads((WEIGHTS_DIR / name / "medrecon_prior.json").read_text())
+        assert absolute_paths(card) == [], f"{name}: the card holds machine paths"
+
+
+def test_shipped_pixel_priors_tell_their_whole_lineage():
+    for name in ("ct-starter", "mr-starter"):
+        training = load_prior(name).card.training
+        lineage = training["lineage"]
+        assert [stage["device"] for stage in lineage][0].startswith("2-core") and "H200" in lineage[-1]["device"]
+        for stage in lineage:
+            assert stage["steps"] > 0 and stage["images"] == stage["steps"] * stage["batch_size"] and stage["seconds"] > 0
+        assert lineage[-1]["weights_sha256"] == load_prior(name).card.sha256["diffusion_pytorch_model.safetensors"]
+
+
 def test_card_validation():
     with pytest.raises(InputError, match="parameterisation"):
         card(parameterisation="flow")
