@@ -80,6 +80,15 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     recon.add_argument("--seed", type=int, default=0)
     recon.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     recon.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
+    gap = sub.add_parser("mr-gap", help="MR DDS under each phase protocol (phase or real image; complex or real unknowns; estimated or true phase)")
+    gap.add_argument("--prior", default="mr-starter")
+    gap.add_argument("--accel", type=int, choices=[4, 8], default=4)
+    gap.add_argument("--steps", nargs="+", type=int, default=[50], help="DDS step counts; beyond the first, only the two ends of the table")
+    gap.add_argument("--slices", type=int, default=2, help="validation slices (default: %(default)s)")
+    gap.add_argument("--starter", metavar="DIR")
+    gap.add_argument("--batch-size", type=int, default=8)
+    gap.add_argument("--device", default="auto")
+    gap.add_argument("--seed", type=int, default=0)
     tune_s = sub.add_parser("tune-samplers", help="grid over one sampler option per task on training-patient slices")
     tune_s.add_argument("--sampler", choices=["dds", "dps", "score_sde", "resample"], default="dds")
     tune_s.add_argument("--option", required=True, help="the preset option to vary, e.g. gamma_rel")
@@ -103,6 +112,10 @@ def _run_bench(args: argparse.Namespace) -> int:
             args.prior, starter=args.starter, n_slices=args.slices, sigmas=args.sigmas, grid=args.grid,
             write=args.write, seed=args.seed,
         )
+    if args.bench_command == "mr-gap":
+        from medrecon.benchmarks.mr_gap import main as mr_gap  # noqa: PLC0415
+
+        return mr_gap(args)
     if args.bench_command == "tune-samplers":
         from medrecon.benchmarks.recon import tune_samplers  # noqa: PLC0415
 
@@ -265,6 +278,12 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "coarse structure)",
     )
     parser.add_argument("--p-std", type=float, default=None, help="std of ln(sigma) (default: 1.2)")
+    parser.add_argument(
+        "--time-limit", type=float, default=None, metavar="SECONDS",
+        help="stop after the step during which SECONDS of wall time (from the start) are spent, and save everything as "
+        "at the end (checkpoint, EMA weights, record, prior folder); the same command resumes",
+    )
+    parser.add_argument("--name", default=None, help="the prior's name on its card (default: the name of --out)")
     parser.add_argument("--no-resume", action="store_true", help="do not continue from DIR/checkpoint.pt")
     parser.add_argument("--overwrite", action="store_true", help="with --no-resume: start again over an existing checkpoint")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")

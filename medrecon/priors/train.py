@@ -160,6 +160,31 @@ def _atomic_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+class TimeBudget:
+    """A wall-clock budget for a training loop: ``spent()`` turns True once ``seconds`` have passed
+    since it was made (never, for None). With several processes rank 0's clock decides and every
+    rank learns it in the same step (one all-reduce of a flag), so they all stop at one step."""
+
+    def __init__(self, seconds: float | None, world: int = 1, device=None) -> None:
+        if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
+            raise InputError(f"time_limit must be a positive number of seconds, got {seconds!r}")
+        self.seconds = None if seconds is None else float(seconds)
+        self.world, self.device = world, device
+        self.t0 = time.perf_counter()
+
+    def spent(self) -> bool:
+        if self.seconds is None:
+            return False
+        over = time.perf_counter() - self.t0 >= self.seconds
+        if self.world > 1:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            flag = torch.tensor([1.0 if over else 0.0], device=self.device)
+            dist.broadcast(flag, src=0)
+            over = bool(flag.item())
+        return over
+
+
 def _default_log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -180,9 +205,17 @@ def train(
     device=None,
     log: Callable[[str], None] | None = _default_log,
     export: bool = True,
+    time_limit: float | None = None,
+    name: str | None = None,
 ) -> dict:
     """Train (or resume training) and write ``out_dir``'s checkpoint, EMA weights and record (and,
-    with ``export``, the pixel prior folder ``out_dir/prior``).
+    with ``export``, the pixel prior folder ``out_dir/prior``, whose card is named ``name``, by
+    default after ``out_dir``).
+
+    ``time_limit`` (seconds, counted from this call): the loop stops after the step during which
+    the budget ran out, and everything is written as at the end of a run (checkpoint, EMA weights,
+    record, prior folder), the record saying ``stopped_by_time_limit``; running the same command
+    again resumes from there. Saving takes a few seconds beyond the budget.
 
     ``dataset`` is a :class:`~medrecon.priors.training_data.TrainingSlices` (anything with
     ``len``, ``batch(indices, generator)`` and ``describe()``). ``resume``: continue from
@@ -206,6 +239,7 @@ def train(
     if image_size % (2 ** (len(unet_config.block_out_channels) - 1)):
         raise InputError(f"image size {image_size} must be divisible by 2^(levels - 1) of the UNet")
 
+    budget = TimeBudget(time_limit)
     rank, world, local_rank = _distributed()
     own_group = False
     if world > 1:
@@ -222,8 +256,10 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
 
+    budget.world, budget.device = world, device
     try:
-        return _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world, export)
+        return _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world,
+                      export, budget, name)
     finally:
         if own_group:
             import torch.distributed as dist  # noqa: PLC0415
@@ -231,7 +267,7 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world, export):
+def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overwrite, device, log, rank, world, export, budget, name):
     # diffusers initialises from the global RNG: fork it, so the caller's state is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(config.seed, "init"))
@@ -280,6 +316,7 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
     t0 = time.perf_counter()
     window_t, window_n, window_loss = t0, 0, []
     model.train()
+    end = max(config.steps, start)  # the step the run ends at (earlier when the time budget runs out)
 
     def checkpoint(step: int) -> None:
         if rank == 0:
@@ -332,12 +369,16 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
             ips = window_n / max(now - window_t, 1e-9)
             log(f"step {done}/{config.steps}  loss {sum(window_loss) / len(window_loss):.4f}  {ips:.1f} img/s")
             window_t, window_n, window_loss = now, 0, []
+        if done < config.steps and budget.spent():
+            end = done
+            log(f"time limit of {budget.seconds:g} s reached at step {done}/{config.steps}: saving")
+            break
         if done % config.checkpoint_every == 0 and done < config.steps:
             checkpoint(done)
     seconds = time.perf_counter() - t0
-    steps_run = config.steps - start if config.steps > start else 0
+    steps_run = end - start
     if steps_run or not ckpt_path.exists():
-        checkpoint(max(config.steps, start))
+        checkpoint(end)
 
     record = {
         "format": CHECKPOINT_FORMAT,
@@ -346,9 +387,11 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
         "parameterisation": "edm",
         "sigma_data": config.sigma_data,
         "parameters": parameter_count(net),
-        "steps": max(config.steps, start),
+        "steps": end,
         "steps_this_run": steps_run,
         "resumed_from_step": start,
+        "stopped_by_time_limit": end < config.steps,
+        "time_limit_s": budget.seconds,
         "seconds_this_run": round(seconds, 3),
         "seconds_total": None if seconds_before is None else round(seconds_before + seconds, 3),
         "images_per_s": round(steps_run * global_batch / seconds, 3) if steps_run and seconds > 0 else None,
@@ -372,7 +415,7 @@ def _train(config, unet_config, dataset, crop, out_dir, ckpt_path, resume, overw
         with atomic_output(out_dir / RECORD_NAME, overwrite=True) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
         if export:
-            export_prior(ema.net, unet_config, config, dataset, record, out_dir / PRIOR_DIR)
+            export_prior(ema.net, unet_config, config, dataset, record, out_dir / PRIOR_DIR, name=name)
     record = dict(record, losses=losses)
     record["ema_state"] = ema.net.state_dict()
     return record
@@ -395,29 +438,42 @@ def initial_weights(name_or_path: str, unet_config: UNetConfig, sigma_data: floa
     if abs(float(card.sigma_data) - float(sigma_data)) > 1e-12:
         raise InputError(f"init_from {name_or_path!r} has sigma_data {card.sigma_data}, the run {sigma_data}")
     state = {k: v.detach().float().clone() for k, v in prior.network.state_dict().items()}
-    described = {"prior": str(name_or_path), "sha256": dict(card.sha256), "steps": card.training.get("record", {}).get("steps")}
+    described = {"prior": card.name, "sha256": dict(card.sha256), "steps": card.training.get("record", {}).get("steps")}
     return state, described
 
 
-def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, record: dict, folder: Path) -> Path:
+def card_record(record: dict) -> dict:
+    """The training record as a card carries it: no data block, no weights, and no machine paths
+    (the init prior is named by its card's name, as ``initialised_from`` records it)."""
+    out = {k: v for k, v in record.items() if k not in ("data", "losses", "ema_state")}
+    init = out.get("initialised_from")
+    if init:
+        out["train_config"] = dict(out["train_config"], init_from=init["prior"])
+    return out
+
+
+def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, record: dict, folder: Path, *,
+                 name: str | None = None) -> Path:
     """Write the EMA network as a prior folder (``load_prior`` loads it): EDM parameterisation, the
-    data's normalisation, and the training record's summary on the card. Replaced at each export."""
+    data's normalisation, and the training record's summary on the card, named ``name`` (default:
+    the training folder's name). Replaced at each export."""
     from medrecon.priors.hub import PriorCard, save_prior  # noqa: PLC0415
 
     described = dataset.describe()
     summary = (
         f"{record['steps']} steps of batch {config.batch_size * record['world_size']} on {record['device']}, "
         f"{_total_time(record)}, sources {record['training_sources']} (training split)"
+        + (f"; stopped by its time limit of {record['time_limit_s']:g} s" if record.get("stopped_by_time_limit") else "")
     )
     card = PriorCard(
-        name=folder.parent.name,
+        name=name or folder.resolve().parent.name,
         modality=str(described["modality"]).upper(),
         image_size=unet_config.sample_size,
         channels=unet_config.in_channels,
         parameterisation="edm",
         normalisation=described["normalisation"],
         sigma_data=config.sigma_data,
-        training={"summary": summary, "record": {k: v for k, v in record.items() if k != "data"}, "data": described},
+        training={"summary": summary, "record": card_record(record), "data": described},
     )
     return save_prior(folder, unet, card, overwrite=True)
 
@@ -512,6 +568,7 @@ def train_autoencoder(
     overwrite: bool = False,
     device=None,
     log: Callable[[str], None] | None = _default_log,
+    time_limit: float | None = None,
 ) -> dict:
     """Train (or resume) the autoencoder of a latent prior on ``dataset`` (a ``TrainingSlices``,
     augmented as for :func:`train`), with :func:`train`'s seeding (step ``t`` draws from
@@ -519,7 +576,7 @@ def train_autoencoder(
     resume rules. Writes ``out_dir/checkpoint.pt``, ``out_dir/autoencoder/`` (diffusers
     ``save_pretrained``, float32, ``scaling_factor`` in its config) and ``train_record.json``;
     ``scaling_factor`` is ``1 / std`` of the posterior means of every (unaugmented) training slice.
-    Returns the record (plus ``"losses"``, ``"l1"`` of the steps run now)."""
+    ``time_limit``: as for :func:`train`. Returns the record (plus ``"losses"``, ``"l1"`` of the steps run now)."""
     from medrecon.priors.latent import latent_scaling_factor  # noqa: PLC0415
     from medrecon.priors.networks import AutoencoderConfig, build_autoencoder  # noqa: PLC0415
 
@@ -527,6 +584,7 @@ def train_autoencoder(
         raise InputError("train_autoencoder needs an AutoencoderTrainConfig and an AutoencoderConfig")
     if _distributed()[1] > 1:
         raise InputError("the autoencoder stage runs in one process (no torchrun)")
+    budget = TimeBudget(time_limit)
     log = log or (lambda line: None)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -590,6 +648,7 @@ def train_autoencoder(
     l1s: list[float] = []
     window: list[float] = []
     t0 = time.perf_counter()
+    end = max(config.steps, start)
     ae.train()
     for step in range(start, config.steps):
         idx = order.indices(step * config.batch_size, config.batch_size)
@@ -613,12 +672,16 @@ def train_autoencoder(
         if done % config.log_every == 0 or done == config.steps:
             log(f"autoencoder step {done}/{config.steps}  loss {sum(window) / len(window):.4f}")
             window = []
+        if done < config.steps and budget.spent():
+            end = done
+            log(f"time limit of {budget.seconds:g} s reached at autoencoder step {done}/{config.steps}: saving")
+            break
         if done % config.checkpoint_every == 0 and done < config.steps:
             checkpoint(done)
     seconds = time.perf_counter() - t0
-    steps_run = max(config.steps - start, 0)
+    steps_run = end - start
     if steps_run or not ckpt_path.exists():
-        checkpoint(max(config.steps, start))
+        checkpoint(end)
 
     ae.eval()
     scaling = latent_scaling_factor(ae, dataset.images)
@@ -628,9 +691,11 @@ def train_autoencoder(
         "train_config": config.to_dict(),
         "autoencoder_config": autoencoder_config.to_dict(),
         "parameters": parameter_count(ae),
-        "steps": max(config.steps, start),
+        "steps": end,
         "steps_this_run": steps_run,
         "resumed_from_step": start,
+        "stopped_by_time_limit": end < config.steps,
+        "time_limit_s": budget.seconds,
         "seconds_this_run": round(seconds, 3),
         "device": _device_name(device),
         "torch": torch.__version__,
@@ -665,6 +730,8 @@ def train_latent(
     device=None,
     half: bool = True,
     log: Callable[[str], None] | None = _default_log,
+    time_limit: float | None = None,
+    name: str | None = None,
 ) -> dict:
     """The latent denoiser of a latent prior: encode every slice of ``dataset`` once with the
     autoencoder of ``autoencoder_dir`` (an autoencoder-stage folder, or its ``autoencoder/``),
@@ -686,7 +753,7 @@ def train_latent(
     scaling = ae.config.scaling_factor
     ae_record = json.loads(stage_record.read_text()) if stage_record.is_file() else {}
     if ae_record.get("stage") != "autoencoder":
-        ae_record = {"provenance": f"autoencoder folder {autoencoder_dir} without an autoencoder-stage record"}
+        ae_record = {"provenance": f"autoencoder folder {autoencoder_dir.name!r} without an autoencoder-stage record"}
     latent = LatentPrior(ae, scaling)
     latents = LatentSlices.from_slices(latent, dataset)
     if unet_config is None:
@@ -698,14 +765,15 @@ def train_latent(
         )
     if config.crop_size is not None:
         raise InputError("the latent stage does not crop (crop_size must be None)")
-    record = train(config, unet_config, latents, out_dir, resume=resume, overwrite=overwrite, device=device, log=log, export=False)
+    record = train(config, unet_config, latents, out_dir, resume=resume, overwrite=overwrite, device=device, log=log, export=False,
+                   time_limit=time_limit)
     if _distributed()[0] != 0:
         return record
     unet = build_unet(unet_config)
     unet.load_state_dict(record["ema_state"])
     described = dataset.describe()
     card = PriorCard(
-        name=Path(out_dir).name,
+        name=name or Path(out_dir).resolve().name,
         modality=str(described["modality"]).upper(),
         image_size=dataset.size,
         channels=int(ae.config.in_channels),
@@ -716,7 +784,7 @@ def train_latent(
             "summary": f"autoencoder {ae_record.get('steps')} steps, latent denoiser {record['steps']} steps "
             f"on {record['device']}, sources {record['training_sources']} (training split)",
             "autoencoder": {k: v for k, v in ae_record.items() if k != "data"},
-            "denoiser": {k: v for k, v in record.items() if k not in ("data", "losses", "ema_state")},
+            "denoiser": card_record(record),
             "data": described,
             "latent_augmentation": "none (every slice encoded once, unaugmented)",
         },

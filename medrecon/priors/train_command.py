@@ -83,7 +83,9 @@ def run_train(args: argparse.Namespace) -> int:
     _check_stage_options(args)
     data = _training_data(args)
     device = "cpu" if args.cpu else None
-    common = dict(resume=not args.no_resume, overwrite=args.overwrite, device=device, log=_log)
+    common = dict(resume=not args.no_resume, overwrite=args.overwrite, device=device, log=_log, time_limit=args.time_limit)
+    if args.name is not None and args.stage == "autoencoder":
+        raise InputError("--name names the prior of the pixel and latent stages; the autoencoder stage writes no prior")
     if args.stage == "autoencoder":
         config = AutoencoderTrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, crop_size=args.crop,
@@ -102,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, sigma_data=1.0 if args.sigma_data is None else args.sigma_data,
             **_noise_levels(args),
         )
-        record = train_latent(config, unet, args.autoencoder, data, args.out, **common)
+        record = train_latent(config, unet, args.autoencoder, data, args.out, name=args.name, **common)
         print(f"trained the latent denoiser {record['steps']} steps: final loss {record['final_loss']} -> latent prior {args.out}/prior")
         return 0
     unet = _init_unet_config(args, unet)
@@ -111,9 +113,10 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, init_from=getattr(args, "init", None), **_noise_levels(args),
         **({} if args.sigma_data is None else {"sigma_data": args.sigma_data}),
     )
-    record = train(config, unet or UNetConfig(sample_size=args.crop or args.size), data, args.out, **common)
+    record = train(config, unet or UNetConfig(sample_size=args.crop or args.size), data, args.out, name=args.name, **common)
+    stopped = f" (stopped by --time-limit {args.time_limit:g} s)" if record.get("stopped_by_time_limit") else ""
     print(
-        f"trained {record['steps']} steps on {', '.join(map(str, record['training_sources']))}: "
+        f"trained {record['steps']} steps{stopped} on {', '.join(map(str, record['training_sources']))}: "
         f"final loss {record['final_loss']}, {record['images_per_s']} img/s -> {args.out}/prior"
     )
     return 0

@@ -189,7 +189,7 @@ class TrainingSlices(Dataset):
             record = _check_training_source(sid, modality) if sid else {"id": study.name, "split": "user"}
             path = (study.source or {}).get("path")
             if path:
-                record["path"] = str(path)
+                record["path"] = Path(str(path)).name  # the file's name only: records and cards carry no machine paths
             x = resample_slices(norm.apply(study.voxels), size)
             record["slices"] = int(x.shape[0])
             images.append(x)

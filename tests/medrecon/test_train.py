@@ -247,11 +247,12 @@ def test_fine_tuning_starts_from_a_prior(ct_slices, tmp_path):
     shipped = {k: v.float() for k, v in load_prior(base).network.state_dict().items()}
     start = train(_cfg(steps=0, init_from=str(base)), TINY, ct_slices, tmp_path / "start", log=None)
     assert _equal_states(start["ema_state"], shipped)  # model and EMA begin at the prior's weights
-    assert start["initialised_from"]["prior"] == str(base) and start["initialised_from"]["steps"] == 3
+    assert start["initialised_from"]["prior"] == "base" and start["initialised_from"]["steps"] == 3  # its card's name
     tuned = train(_cfg(steps=2, init_from=str(base), p_mean=0.0), TINY, ct_slices, tmp_path / "tuned", log=None)
     fresh = train(_cfg(steps=2, p_mean=0.0), TINY, ct_slices, tmp_path / "fresh", log=None)
     assert not _equal_states(tuned["ema_state"], fresh["ema_state"])
-    assert load_prior(tmp_path / "tuned" / "prior").card.training["record"]["initialised_from"]["prior"] == str(base)
+    card_record = load_prior(tmp_path / "tuned" / "prior").card.training["record"]
+    assert card_record["initialised_from"]["prior"] == "base" and card_record["train_config"]["init_from"] == "base"
 
     other = UNetConfig(sample_size=32, block_out_channels=(8, 8), attention_levels=(), norm_num_groups=4, layers_per_block=1)
     with pytest.raises(InputError, match="UNet config"):
@@ -276,3 +277,59 @@ def test_cli_init_takes_the_prior_config(tmp_path):
     assert record["train_config"]["init_from"] == str(base / "prior")
     assert main(["train", "--out", str(tmp_path / "z"), "--stage", "autoencoder", "--init", str(base / "prior"), *common]) == 2
     assert main(["train", "--out", str(tmp_path / "w"), "--stage", "autoencoder", "--p-mean", "0", *common]) == 2
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def absolute_paths(card: dict, *extra: str) -> list[str]:
+    """Every string of a card that is or holds an absolute path (or one of ``extra``)."""
+    return [s for s in _strings(card) if s.startswith(("/", "~", "\\")) or ":\\" in s or any(e in s for e in extra)]
+
+
+def test_time_limit_stops_cleanly_and_the_same_command_resumes(ct_slices, tmp_path):
+    from medrecon.priors.hub import load_prior
+    from medrecon.priors.train import TimeBudget
+
+    out = tmp_path / "budget"
+    rec = train(_cfg(steps=50), TINY, ct_slices, out, log=None, time_limit=1e-6, name="ct-budget")
+    assert rec["steps"] == 1 and rec["stopped_by_time_limit"] and rec["time_limit_s"] == 1e-6
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 1 and (out / "ema.safetensors").is_file()
+    card = load_prior(out / "prior").card
+    assert card.name == "ct-budget" and "time limit" in card.training["summary"]
+    assert card.training["record"]["steps"] == 1
+    resumed = train(_cfg(steps=3), TINY, ct_slices, out, log=None)  # the same run, no budget this time
+    assert resumed["resumed_from_step"] == 1 and resumed["steps"] == 3 and not resumed["stopped_by_time_limit"]
+    whole = train(_cfg(steps=3), TINY, ct_slices, tmp_path / "whole", log=None)
+    assert _equal_states(resumed["ema_state"], whole["ema_state"])  # stopping early loses nothing
+    for bad in (0, -1.0, "10"):
+        with pytest.raises(InputError, match="time_limit"):
+            TimeBudget(bad)
+
+
+def test_cli_time_limit_and_name_and_no_machine_paths_on_the_card(tmp_path):
+    from medrecon.cli import main
+
+    tiny = json.dumps(TINY.to_dict())
+    out = tmp_path / "run"
+    common = ["--modality", "ct", "--files", str(CT_FILE), "--batch-size", "2", "--size", "32", "--crop", "16"]
+    assert main(["train", "--out", str(out), "--steps", "1000", "--time-limit", "0.000001", "--name", "ct-tiny",
+                 "--unet-config", tiny, *common]) == 0
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["steps"] == 1 and record["stopped_by_time_limit"]
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--out", str(tuned), "--steps", "1", "--init", str(out / "prior"), *common]) == 0
+    card = json.loads((tuned / "prior" / "medrecon_prior.json").read_text())
+    assert card["name"] == "tuned" and card["training"]["record"]["initialised_from"]["prior"] == "ct-tiny"
+    assert absolute_paths(card, str(tmp_path), str(ROOT)) == []
+    assert card["training"]["data"]["sources"][0]["path"] == CT_FILE.name
+    assert main(["train", "--out", str(tmp_path / "ae"), "--stage", "autoencoder", "--name", "x", *common]) == 2
+    assert main(["train", "--out", str(tmp_path / "neg"), "--time-limit", "-1", *common]) == 2
