@@ -48,7 +48,9 @@ class Problem:
     ``op``: per-slice operator on images ``(B, *op.in_shape)`` (it may hold per-slice data such as
     coil maps; :meth:`~medrecon.operators.base.LinearOperator.batch_slice` selects them).
     ``y``: measurements ``(S, *op.out_shape)``. Native units are ``offset + scale * u`` (CT) or
-    ``scale * |u|`` (MR magnitude). ``noisy`` picks the sampler presets' noisy variant.
+    ``scale * |u|`` (MR magnitude). ``noisy`` picks the sampler presets' noisy variant. ``phase``
+    (MR, optional): the images' smooth phase ``(S, 1, H, W)`` in radians where it is known; a real
+    prior is then applied along it instead of along the phase estimated from the k-space centre.
     """
 
     op: object
@@ -58,6 +60,7 @@ class Problem:
     scale: float = 1.0
     offset: float = 0.0
     description: dict = field(default_factory=dict)
+    phase: torch.Tensor | None = None
 
     def __post_init__(self):
         self.modality = str(self.modality).upper()
@@ -66,6 +69,8 @@ class Problem:
         if not isinstance(self.y, torch.Tensor) or tuple(self.y.shape[1:]) != tuple(self.op.out_shape):
             got = tuple(self.y.shape) if isinstance(self.y, torch.Tensor) else type(self.y).__name__
             raise InputError(f"measurements must be (S, *{tuple(self.op.out_shape)}) for {self.op.name}, got {got}")
+        if self.phase is not None and tuple(self.phase.shape) != (self.slices, *self.op.in_shape):
+            raise InputError(f"phase must be (S, *{tuple(self.op.in_shape)}) radians, got {tuple(self.phase.shape)}")
 
     @property
     def slices(self) -> int:
@@ -250,9 +255,10 @@ def _slice_generators(seed: int, indices, sample: int, device) -> list[torch.Gen
     return gens
 
 
-def _batch_model(prior, op_b, y_b, sampler: str):
+def _batch_model(prior, op_b, y_b, sampler: str, phase=None):
     """``(model, counter)``: what a sampler takes for one batch (complex MR data go through the
-    phase adapter; ReSample takes the latent prior) and the call counter of its network."""
+    phase adapter, along ``phase`` where it is known, else along the k-space centre's; ReSample
+    takes the latent prior) and the call counter of its network."""
     from medrecon.priors.denoiser import PhaseAlignedDenoiser, TwoChannelDenoiser, low_resolution_phase  # noqa: PLC0415
     from medrecon.priors.latent import LatentPrior  # noqa: PLC0415
 
@@ -264,7 +270,8 @@ def _batch_model(prior, op_b, y_b, sampler: str):
     elif prior.card.channels == 2:
         counter = _CountingDenoiser(TwoChannelDenoiser(prior.denoiser))
     else:
-        counter = _CountingDenoiser(PhaseAlignedDenoiser(prior.denoiser, low_resolution_phase(op_b, y_b)))
+        phase = low_resolution_phase(op_b, y_b) if phase is None else phase.to(y_b.device)
+        counter = _CountingDenoiser(PhaseAlignedDenoiser(prior.denoiser, phase))
     return counter, counter
 
 
@@ -337,7 +344,8 @@ def reconstruct(
             stop = min(start + batch_size, n)
             op_b = op.batch_slice(slice(start, stop))
             y_b = y_all[start:stop].to(device)
-            model, counter = _batch_model(prior, op_b, y_b, sampler)
+            phase_b = None if problem.phase is None else problem.phase[start:stop]
+            model, counter = _batch_model(prior, op_b, y_b, sampler, phase_b)
             batch = stop - start
 
             def callback(i, _x, _batch=batch):
@@ -409,7 +417,8 @@ def reconstruct_sharded(problem: Problem, prior, *, device=None, slice_indices=N
     own = distributed.shard(n, rank, world_size)
     part = None
     if own.stop > own.start:
-        sub = dataclasses.replace(problem, op=problem.op.batch_slice(own), y=problem.y[own])
+        sub = dataclasses.replace(problem, op=problem.op.batch_slice(own), y=problem.y[own],
+                                  phase=None if problem.phase is None else problem.phase[own])
         part = reconstruct(sub, prior, device=dev, slice_indices=indices[own], progress=progress if rank == 0 else False, **kwargs)
     return distributed.gather_reconstruction(part, n, to_all=to_all)
 

@@ -86,9 +86,10 @@ def evaluation_slices(source_id: str, normalisation: dict, size: int, n_slices: 
 
 
 @torch.no_grad()
-def make_problem(setting: Setting, images: torch.Tensor, seed: int):
+def make_problem(setting: Setting, images: torch.Tensor, seed: int, *, with_phase: bool = True):
     """``(Problem, reference)`` of normalised ``images`` ``(S, 1, H, W)`` under ``setting``; the
-    reference is what the metrics compare with (MR: the magnitude)."""
+    reference is what the metrics compare with (MR: the magnitude). ``with_phase`` False: MR images
+    are real-valued (no simulated phase)."""
     from medrecon.acquisition import slice_generators  # noqa: PLC0415
     from medrecon.operators import CTProjector, FanBeamGeometry, MultiCoilMRI, ParallelBeamGeometry, simulated_maps  # noqa: PLC0415
     from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
@@ -108,7 +109,7 @@ def make_problem(setting: Setting, images: torch.Tensor, seed: int):
         return Problem(op, y, "CT", setting.noisy, description={"geometry": geometry.to_dict()}), images
     mask = CartesianSampling("equispaced_fraction", setting.accel, seed="bench").make(shape)
     op = MultiCoilMRI(simulated_maps(8, shape)[None], mask)
-    image = complex_image(images, slice_generators(seed, index, "phase"))
+    image = complex_image(images, slice_generators(seed, index, "phase"), with_phase=with_phase)
     y = simulate_kspace(op, image, noise_gens, noise_sigma=MR_NOISE_SIGMA if setting.noisy else 0.0)
     return Problem(op, y, "MR", setting.noisy, description={"mask": "equispaced_fraction", "accel": setting.accel}), images
 

@@ -19,6 +19,7 @@ from medrecon.operators import (
     LinearOperator,
     MultiCoilMRI,
     ParallelBeamGeometry,
+    RealImageEmbedding,
     SingleCoilMRI,
     limited_angles,
     simulated_maps,
@@ -92,6 +93,12 @@ CASES: list[Case] = [
     Case("compose-mri-difference", lambda: SingleCoilMRI(_mask("random")) - SingleCoilMRI(_mask("equispaced"))),
     Case("compose-sense-gram", lambda: MultiCoilMRI(_maps(1), _mask("random")).H @ MultiCoilMRI(_maps(1), _mask("random"))),
     Case("compose-adjoint-ct", lambda: CTProjector(_parallel()).H),
+    Case("real-image-zero-phase", lambda: RealImageEmbedding((1, H, W))),
+    Case("real-image-per-slice-phase", lambda: RealImageEmbedding((1, H, W), torch.linspace(-2, 2, 3 * H * W).reshape(3, 1, H, W))),
+    Case(
+        "compose-sense-real-image",
+        lambda: MultiCoilMRI(_maps(3), _mask("equispaced")) @ RealImageEmbedding((1, H, W), torch.rand(3, 1, H, W, generator=torch.Generator().manual_seed(5))),
+    ),
 ]
 
 

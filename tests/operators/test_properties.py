@@ -37,6 +37,10 @@ def test_adjoint_is_matched(case):
     y = random_input(op, "out", b, _dtype(op, "out", False), gen)
     lhs = _inner(op(x), y)
     rhs = _inner(x, op.adjoint(y))
+    if op.in_complex != op.out_complex:
+        # A map between a real and a complex space is only real-linear: its adjoint is the one of
+        # the real inner product Re<a, b>.
+        lhs, rhs = lhs.real, rhs.real
     error = (lhs - rhs).abs() / (op.norm_sq() ** 0.5 * x.norm() * y.norm())
     assert error < 1e-5, f"normalised adjoint error {error:.2e}"
 
