@@ -48,6 +48,11 @@ def astra_available() -> bool:
     return _load_astra()[0] is not None
 
 
+def load_error() -> str:
+    """Why astra cannot be loaded here ('' where it can)."""
+    return _load_astra()[1]
+
+
 def check_projector(geom: CTGeometry, projector: str) -> None:
     known = ASTRA_PROJECTORS[geom.kind]
     if projector not in known:

@@ -36,6 +36,13 @@ class Case:
     name: str
     build: Callable[[], LinearOperator]
     float32_inside: bool = False  # computes in float32 whatever the input (astra's own projectors)
+    needs_astra: bool = False  # asks for astra itself (its matrix, an astra-only projector, its backend)
+
+    def param(self):
+        """The case as a pytest parameter (marked ``astra`` where it needs it)."""
+        import pytest  # noqa: PLC0415
+
+        return pytest.param(self, id=self.name, marks=[pytest.mark.astra] if self.needs_astra else [])
 
 
 def _parallel(**kw) -> ParallelBeamGeometry:
@@ -57,20 +64,20 @@ def _maps(batch: int) -> torch.Tensor:
 
 
 CASES: list[Case] = [
-    Case("ct-parallel-linear-astra", lambda: CTProjector(_parallel(), matrix_source="astra")),
+    Case("ct-parallel-linear-astra", lambda: CTProjector(_parallel(), matrix_source="astra"), needs_astra=True),
     Case("ct-parallel-linear-torch", lambda: CTProjector(_parallel(), matrix_source="torch")),
-    Case("ct-parallel-line", lambda: CTProjector(_parallel(), projector="line", matrix_source="astra")),
-    Case("ct-parallel-strip", lambda: CTProjector(_parallel(), projector="strip", matrix_source="astra")),
+    Case("ct-parallel-line", lambda: CTProjector(_parallel(), projector="line", matrix_source="astra"), needs_astra=True),
+    Case("ct-parallel-strip", lambda: CTProjector(_parallel(), projector="strip", matrix_source="astra"), needs_astra=True),
     Case(
         "ct-parallel-anisotropic-units",
         lambda: CTProjector(_parallel(pixel_size=0.8, detector_spacing=1.1), matrix_source="torch"),
     ),
     Case("ct-parallel-song", lambda: CTProjector(ParallelBeamGeometry((H, W), song_angles(5, W)))),
     Case("ct-parallel-limited", lambda: CTProjector(ParallelBeamGeometry((H, W), limited_angles(6, math.pi / 2)))),
-    Case("ct-parallel-astra-backend", lambda: CTProjector(_parallel(), backend="astra"), float32_inside=True),
-    Case("ct-fan-line-astra", lambda: CTProjector(_fan(), matrix_source="astra")),
+    Case("ct-parallel-astra-backend", lambda: CTProjector(_parallel(), backend="astra"), float32_inside=True, needs_astra=True),
+    Case("ct-fan-line-astra", lambda: CTProjector(_fan(), matrix_source="astra"), needs_astra=True),
     Case("ct-fan-line-torch", lambda: CTProjector(_fan(), matrix_source="torch")),
-    Case("ct-fan-strip", lambda: CTProjector(_fan(), projector="strip_fanflat")),
+    Case("ct-fan-strip", lambda: CTProjector(_fan(), projector="strip_fanflat"), needs_astra=True),
     Case(
         "ct-fan-short-distances",
         lambda: CTProjector(
@@ -78,7 +85,7 @@ CASES: list[Case] = [
             matrix_source="torch",
         ),
     ),
-    Case("ct-fan-astra-backend", lambda: CTProjector(_fan(), backend="astra"), float32_inside=True),
+    Case("ct-fan-astra-backend", lambda: CTProjector(_fan(), backend="astra"), float32_inside=True, needs_astra=True),
     Case("mri-1coil-equispaced", lambda: SingleCoilMRI(_mask("equispaced_fraction"))),
     Case("mri-1coil-random", lambda: SingleCoilMRI(_mask("random"))),
     Case("mri-1coil-gaussian2d", lambda: SingleCoilMRI(_mask("gaussian2d", 3.0))),
@@ -87,7 +94,11 @@ CASES: list[Case] = [
     Case("mri-sense-shared-maps", lambda: MultiCoilMRI(_maps(1), _mask("equispaced"))),
     Case("mri-sense-per-slice-maps", lambda: MultiCoilMRI(_maps(3), _mask("gaussian1d"))),
     Case("compose-scaled-ct", lambda: 2.5 * CTProjector(_parallel())),
-    Case("compose-sum-ct", lambda: CTProjector(_parallel(), matrix_source="torch") + CTProjector(_parallel(), projector="strip")),
+    Case(
+        "compose-sum-ct",
+        lambda: CTProjector(_parallel(), matrix_source="torch") + CTProjector(_parallel(), projector="strip"),
+        needs_astra=True,
+    ),
     Case("compose-ct-after-identity", lambda: CTProjector(_fan()) @ IdentityOperator((1, H, W))),
     Case("compose-complex-scaled-mri", lambda: (1.0 - 2.0j) * SingleCoilMRI(_mask("random"))),
     Case("compose-mri-difference", lambda: SingleCoilMRI(_mask("random")) - SingleCoilMRI(_mask("equispaced"))),

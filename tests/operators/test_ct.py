@@ -70,6 +70,7 @@ def test_parallel_beam_matches_scikit_image_radon():
     ],
     ids=["parallel-23", "parallel-units", "fan-45", "fan-distances"],
 )
+@pytest.mark.astra
 def test_torch_builder_matches_astra_matrix(geom):
     astra_op = CTProjector(geom, matrix_source="astra")
     torch_op = CTProjector(geom, matrix_source="torch")
@@ -80,6 +81,7 @@ def test_torch_builder_matches_astra_matrix(geom):
 
 
 @pytest.mark.parametrize("kind", ["parallel", "fan"])
+@pytest.mark.astra
 def test_astra_backend_matches_matrix_backend(kind):
     geom = ParallelBeamGeometry.sparse_view(64, 30) if kind == "parallel" else FanBeamGeometry.full_scan(64, 40)
     image = as_batch(phantom(64), torch.float32).repeat(2, 1, 1, 1)
@@ -92,7 +94,7 @@ def test_astra_backend_matches_matrix_backend(kind):
 
 
 @pytest.mark.parametrize("kind", ["parallel", "fan"])
-@pytest.mark.parametrize("source", ["astra", "torch"])
+@pytest.mark.parametrize("source", [pytest.param("astra", marks=pytest.mark.astra), "torch"])
 def test_full_view_fbp_reproduces_a_phantom(kind, source):
     n = 96
     geom = ParallelBeamGeometry.sparse_view(n, 180) if kind == "parallel" else FanBeamGeometry.full_scan(n, 360)
@@ -234,3 +236,26 @@ def test_builder_runs_on_any_device_argument():
     geom = ParallelBeamGeometry.sparse_view(16, 4)
     mat = projection_matrix(geom, dtype=torch.float64, device="cpu")
     assert mat.layout == torch.sparse_csr and mat.dtype == torch.float64
+
+
+def test_suite_skips_astra_tests_where_astra_cannot_load(tmp_path):
+    """On a machine where ``import astra`` fails (the CUDA-13 GPU image), tests that ask for astra
+    skip with the reason, and the CT operators' own tests pass with the torch builder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fake = tmp_path / "astra"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise ImportError("libcufft.so.11: cannot open shared object file (simulated)")\n')
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(here / "test_ct.py"),
+         f"{here / 'test_properties.py'}::test_adjoint_is_matched", "-k", "not test_suite_skips_astra"],
+        capture_output=True, text=True, env=env, cwd=here.parents[1], timeout=600,
+    )
+    tail = run.stdout[-3000:]
+    assert run.returncode == 0, tail
+    assert "failed" not in tail and "astra-toolbox cannot be loaded here (ImportError: libcufft.so.11" in tail

@@ -8,7 +8,6 @@ import torch
 
 from .registry import CASES, batch_of, random_input
 
-IDS = [case.name for case in CASES]
 
 
 def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -23,7 +22,7 @@ def _dtype(op, side: str, double: bool) -> torch.dtype:
     return torch.float64 if double else torch.float32
 
 
-@pytest.fixture(params=CASES, ids=IDS)
+@pytest.fixture(params=[c.param() for c in CASES])
 def case(request):
     return request.param
 
