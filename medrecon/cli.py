@@ -53,6 +53,8 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     prior.add_argument("--grid", metavar="PNG", help="write real slices and DDIM samples side by side")
     prior.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's section for the prior")
     prior.add_argument("--seed", type=int, default=0)
+    prior.add_argument("--shifts", nargs="+", default=None, metavar="SHIFT",
+                       help="contrast shifts of the validation slices (default: gamma0.5 gamma2 invert; 'none' for none)")
     tune = sub.add_parser(
         "tune-baselines",
         help="choose the classical baselines' weights on slices of training patients (writes a Markdown table)",
@@ -78,6 +80,8 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     recon.add_argument("--batch-size", type=int, default=8)
     recon.add_argument("--device", default="auto")
     recon.add_argument("--seed", type=int, default=0)
+    recon.add_argument("--contrast", nargs="+", metavar="SHIFT", default=None,
+                       help="also run the settings on the slices under these contrast shifts (gamma0.5 gamma2 invert)")
     recon.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     recon.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
     gap = sub.add_parser("mr-gap", help="MR DDS under each phase protocol (phase or real image; complex or real unknowns; estimated or true phase)")
@@ -110,7 +114,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
         return bench_prior(
             args.prior, starter=args.starter, n_slices=args.slices, sigmas=args.sigmas, grid=args.grid,
-            write=args.write, seed=args.seed,
+            write=args.write, seed=args.seed, shifts=args.shifts,
         )
     if args.bench_command == "mr-gap":
         from medrecon.benchmarks.mr_gap import main as mr_gap  # noqa: PLC0415
@@ -284,6 +288,15 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "at the end (checkpoint, EMA weights, record, prior folder); the same command resumes",
     )
     parser.add_argument("--name", default=None, help="the prior's name on its card (default: the name of --out)")
+    parser.add_argument(
+        "--orientations", choices=["axial", "all"], default="axial",
+        help="all: isotropic volumes also give their coronal and sagittal slices (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--contrast-augment", nargs="?", const="{}", default=None, metavar="JSON",
+        help="random contrast per training image (gamma, tissue inversion; medrecon.contrast); optional JSON of "
+        "p_gamma, gamma_range, p_invert (default: 0.5, [0.5, 2], 0.25)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="do not continue from DIR/checkpoint.pt")
     parser.add_argument("--overwrite", action="store_true", help="with --no-resume: start again over an existing checkpoint")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")

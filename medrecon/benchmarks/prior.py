@@ -12,6 +12,11 @@ A latent prior (ReSample's) is measured where its denoiser works: the validation
 ``decode(D(z, sigma))`` and ``decode(wavelet(z))`` (the classical denoiser on each latent channel) are
 compared with ``x0`` in pixels; the autoencoder's round trip ``decode(encode(x0))`` is the ceiling of
 both and is reported beside them. Its sample grid is DDIM on latents, decoded.
+
+The contrast-shift check (pixel priors; ``shifts``, default all of :data:`medrecon.contrast.SHIFTS`):
+the same table on the validation slices under fixed intensity remappings (gamma 0.5, gamma 2, tissue
+inversion), the prior next to the wavelet denoiser, which is contrast-agnostic; a prior that learned
+only its training contrast falls back towards it there.
 """
 
 from __future__ import annotations
@@ -134,8 +139,21 @@ def sample_grid(prior, clean: torch.Tensor, path: Path, *, n: int = 8, steps: in
         Image.fromarray(np.uint8(np.round(255 * canvas.numpy()))).save(tmp)
 
 
+def shift_markdown(shift_rows: dict) -> list[str]:
+    """The contrast-shift table: one row per shift and sigma."""
+    if not shift_rows:
+        return []
+    lines = ["", "Contrast shift (the same validation slices remapped, `medrecon.contrast`; PSNR in dB):", "",
+             "| shift | sigma | noisy | prior D(x, sigma) | wavelet (BayesShrink) | prior - wavelet |", "|---|---|---|---|---|---|"]
+    for shift, rows in shift_rows.items():
+        for r in rows:
+            lines.append(f"| {shift} | {r['sigma']:g} | {r['noisy']:.2f} | {r['prior']:.2f} | {r['wavelet']:.2f} | "
+                         f"{r['prior'] - r['wavelet']:+.2f} |")
+    return lines
+
+
 def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: str | None, command: str,
-                round_trip: float | None = None) -> str:
+                round_trip: float | None = None, shift_rows: dict | None = None) -> str:
     latent = round_trip is not None
     what = ("| latent sigma | decode(noisy) PSNR | decode(D(z, sigma)) | decode(wavelet(z)) | prior s/slice |" if latent
             else "| sigma | noisy PSNR | prior D(x, sigma) | wavelet (BayesShrink) | prior s/slice |")
@@ -156,14 +174,20 @@ def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: st
     lines += [what, "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['sigma']:g} | {r['noisy']:.2f} | {r['prior']:.2f} | {r['wavelet']:.2f} | {r['prior_seconds_per_slice']:.3f} |")
+    lines += shift_markdown(shift_rows or {})
     if grid:
         lines += ["", f"Unconditional samples (DDIM, 50 steps; bottom) under real validation slices (top): `{grid}`"]
     return "\n".join(lines) + "\n"
 
 
-def main(prior_name: str, *, starter: str | None, n_slices: int, sigmas, grid: str | None, write: str | None, seed: int) -> int:
+def main(prior_name: str, *, starter: str | None, n_slices: int, sigmas, grid: str | None, write: str | None, seed: int,
+         shifts=None) -> int:
+    from medrecon.contrast import SHIFTS, remap  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
+    shifts = list(SHIFTS) if shifts is None else [s for s in shifts if s != "none"]
+    for shift in shifts:
+        remap(torch.zeros(1), shift)  # an unknown name is refused before any work
     prior = load_prior(prior_name)
     if write:
         report.check_write_target(write, f"prior:{prior.card.name}")
@@ -173,10 +197,12 @@ def main(prior_name: str, *, starter: str | None, n_slices: int, sigmas, grid: s
         rows, round_trip = latent_denoising_table(prior, clean, sigmas, seed=seed)
     else:
         rows = denoising_table(prior, clean, sigmas, seed=seed)
+    shift_rows = {} if prior.latent is not None else {s: denoising_table(prior, remap(clean, s), sigmas, seed=seed) for s in shifts}
     if grid:
         sample_grid(prior, clean, Path(grid), seed=seed)
-    command = f"medrecon bench prior {prior_name}" + (f" --grid {grid}" if grid else "") + (f" --write {write}" if write else "")
-    text = to_markdown(prior, rows, source_id, clean.shape[0], grid, command, round_trip)
+    command = (f"medrecon bench prior {prior_name}" + (f" --grid {grid}" if grid else "") + (f" --write {write}" if write else "")
+               + ("" if shifts == list(SHIFTS) else f" --shifts {' '.join(shifts) or 'none'}"))
+    text = to_markdown(prior, rows, source_id, clean.shape[0], grid, command, round_trip, shift_rows)
     print(text)
     if write:
         report.write_section(write, text, f"prior:{prior.card.name}")

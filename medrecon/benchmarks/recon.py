@@ -16,6 +16,9 @@ Protocol (ALGORITHMS.md, "Conventions of medrecon's own benchmarks"):
   Methods of 500 NFE or more (DPS, score-SDE, ReSample at their published step counts) run on
   ``--long-slices`` slices (default 2) and at ``--long-steps`` steps on the CPU; every row states
   its slices and NFE.
+- Contrast shift (``--contrast SHIFT ...``): the selected settings again on the same slices under
+  fixed intensity remappings (:mod:`medrecon.contrast`: gamma 0.5 / 2, tissue inversion), rows
+  named "..., contrast SHIFT"; the baselines, which know no contrast, are the reference there.
 - Metrics: PSNR per volume (data range 1, magnitudes for MR, clipped to [0, 1]) and SSIM per slice
   averaged; seconds per slice, NFE per slice, peak memory (CUDA peak allocation, or the process's
   peak resident size on the CPU — a process-wide high-water mark, so it only grows down a table).
@@ -23,6 +26,7 @@ Protocol (ALGORITHMS.md, "Conventions of medrecon's own benchmarks"):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import platform
@@ -234,11 +238,14 @@ def selected(name: str, only: list[str] | None) -> bool:
 def main(args) -> int:
     """Run the benchmark (``args`` from the ``bench recon`` parser)."""
     from medrecon.benchmarks import report  # noqa: PLC0415
+    from medrecon.contrast import remap  # noqa: PLC0415
     from medrecon.data.sources import validation_sources  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
     if args.write:
         report.check_write_target(args.write, "recon")
+    for shift in getattr(args, "contrast", None) or []:
+        remap(torch.zeros(1), shift)  # an unknown name is refused before any work
     device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
     modalities = [m.upper() for m in args.modalities]
     samplers = args.samplers
@@ -257,9 +264,13 @@ def main(args) -> int:
         source = validation_sources(modality)[0]
         images = evaluation_slices(source.id, pixel.card.normalisation, pixel.card.image_size, args.slices, args.starter)
         slices_note.append(f"{source.id}: {images.shape[0]} slices of the middle 60%, resampled to {pixel.card.image_size}x{pixel.card.image_size}")
-        for setting in (s for s in settings if s.modality == modality):
-            rows += run_setting(setting, images, priors, samplers, seed=args.seed, device=device, batch_size=args.batch_size,
-                                long_slices=args.long_slices, long_steps=args.long_steps, on_gpu=device.type == "cuda")
+        for shift in ["none", *(getattr(args, "contrast", None) or [])]:
+            shifted = remap(images, shift)
+            for setting in (s for s in settings if s.modality == modality):
+                if shift != "none":
+                    setting = dataclasses.replace(setting, name=f"{setting.name}, contrast {shift}")
+                rows += run_setting(setting, shifted, priors, samplers, seed=args.seed, device=device, batch_size=args.batch_size,
+                                    long_slices=args.long_slices, long_steps=args.long_steps, on_gpu=device.type == "cuda")
     header = {
         "command": "medrecon bench recon " + " ".join(args.argv or []),
         "machine": _machine(device),

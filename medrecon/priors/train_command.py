@@ -29,9 +29,12 @@ def _log(line: str) -> None:
 
 
 def _training_data(args: argparse.Namespace) -> TrainingSlices:
+    options = {"orientations": getattr(args, "orientations", "axial")}
+    if getattr(args, "contrast_augment", None) is not None:
+        options["intensity"] = _json_arg(args.contrast_augment, "--contrast-augment")
     if args.files:
-        return TrainingSlices.from_files(args.files, modality=args.modality, size=args.size)
-    return TrainingSlices.from_starter(args.modality, dest=args.starter, size=args.size)
+        return TrainingSlices.from_files(args.files, modality=args.modality, size=args.size, **options)
+    return TrainingSlices.from_starter(args.modality, dest=args.starter, size=args.size, **options)
 
 
 def _check_stage_options(args: argparse.Namespace) -> None:

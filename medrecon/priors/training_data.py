@@ -11,7 +11,10 @@
 - Augmentation (:meth:`TrainingSlices.batch`) draws everything from an explicit
   ``torch.Generator``: a random left-right flip, a small rotation (uniform in
   ``+-rotate_degrees``, ``affine_grid``/``grid_sample``, zero padding = air / background) and an
-  optional random ``crop_size`` crop. No global RNG state is touched.
+  optional random ``crop_size`` crop, then, where ``intensity`` is set, a random contrast
+  (:func:`medrecon.contrast.random_remap`: gamma and tissue inversion). No global RNG state is touched.
+- ``orientations="all"``: volumes with isotropic voxels (spacings within 10%) also give their
+  coronal and sagittal slices (superior at the top), so a prior sees every orientation of them.
 """
 
 from __future__ import annotations
@@ -150,6 +153,7 @@ class TrainingSlices(Dataset):
         crop_size: int | None = None,
         flip: bool = True,
         rotate_degrees: float = 10.0,
+        intensity: dict | None = None,
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1 or images.shape[0] < 1:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -164,11 +168,16 @@ class TrainingSlices(Dataset):
         self.crop_size = None if crop_size is None else int(crop_size)
         self.flip = bool(flip)
         self.rotate_degrees = float(rotate_degrees)
+        self.intensity = _check_intensity(intensity)
 
     # ---------------------------------------------------------------------------------------- build
     @classmethod
-    def from_studies(cls, studies: Iterable, *, size: int = 128, modality: str | None = None, **options) -> "TrainingSlices":
-        """From :class:`~medrecon.study.Study` objects of training patients (validation ones refused)."""
+    def from_studies(cls, studies: Iterable, *, size: int = 128, modality: str | None = None, orientations: str = "axial",
+                     **options) -> "TrainingSlices":
+        """From :class:`~medrecon.study.Study` objects of training patients (validation ones refused);
+        ``orientations`` ``"axial"`` (default) or ``"all"`` (see the module docstring)."""
+        if orientations not in ("axial", "all"):
+            raise InputError(f"orientations must be 'axial' or 'all', got {orientations!r}")
         studies = list(studies)
         if not studies:
             raise InputError("no training studies given")
@@ -190,8 +199,11 @@ class TrainingSlices(Dataset):
             path = (study.source or {}).get("path")
             if path:
                 record["path"] = Path(str(path)).name  # the file's name only: records and cards carry no machine paths
-            x = resample_slices(norm.apply(study.voxels), size)
+            volume = norm.apply(study.voxels)
+            planes = _planes(volume, study) if orientations == "all" else {"axial": volume}
+            x = torch.cat([resample_slices(v, size) for v in planes.values()])
             record["slices"] = int(x.shape[0])
+            record["orientations"] = list(planes)
             images.append(x)
             records.append(record)
         return cls(torch.cat(images), modality=modality, normalisation=norm, sources=records, **options)
@@ -260,7 +272,7 @@ class TrainingSlices(Dataset):
             "size": self.size,
             "crop_size": self.crop_size,
             "normalisation": self.normalisation.to_dict(),
-            "augmentation": {"flip": self.flip, "rotate_degrees": self.rotate_degrees},
+            "augmentation": {"flip": self.flip, "rotate_degrees": self.rotate_degrees, "intensity": self.intensity},
             "sources": self.sources,
         }
 
@@ -273,7 +285,10 @@ class TrainingSlices(Dataset):
         """sha256 of the slices (a checkpoint resumes only on the same data)."""
         import hashlib  # noqa: PLC0415
 
-        return hashlib.sha256(self.images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        digest = hashlib.sha256(self.images.detach().cpu().contiguous().numpy().tobytes())
+        if self.intensity is not None:  # a run resumes only with the same contrast augmentation
+            digest.update(repr(sorted(self.intensity.items())).encode())
+        return digest.hexdigest()
 
     def batch(self, indices, generator: torch.Generator | None = None, *, crop_size: int | None | str = "dataset") -> torch.Tensor:
         """Slices ``indices`` as ``(B, 1, c, c)``, augmented with draws from ``generator`` (a CPU
@@ -299,7 +314,7 @@ class TrainingSlices(Dataset):
                 grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
                 x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if c is None or (c == h and c == w):
-            return x.contiguous()
+            return self._contrast(x, generator).contiguous()
         if generator is None:
             top = torch.full((b,), (h - c) // 2, dtype=torch.long)
             left = torch.full((b,), (w - c) // 2, dtype=torch.long)
@@ -309,7 +324,42 @@ class TrainingSlices(Dataset):
         ar = torch.arange(c)
         rows = (top[:, None] + ar)[:, :, None].to(dev)
         cols = (left[:, None] + ar)[:, None, :].to(dev)
-        return x[torch.arange(b, device=dev)[:, None, None], 0, rows, cols][:, None].contiguous()
+        return self._contrast(x[torch.arange(b, device=dev)[:, None, None], 0, rows, cols][:, None], generator).contiguous()
+
+    def _contrast(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.intensity is None or generator is None:
+            return x
+        from medrecon.contrast import random_remap  # noqa: PLC0415
+
+        return random_remap(x, generator, **self.intensity)
+
+
+INTENSITY_KEYS = ("p_gamma", "gamma_range", "p_invert")
+DEFAULT_INTENSITY = {"p_gamma": 0.5, "gamma_range": [0.5, 2.0], "p_invert": 0.25}
+
+
+def _check_intensity(intensity: dict | None) -> dict | None:
+    """The contrast augmentation's settings (``p_gamma``, ``gamma_range``, ``p_invert``), checked."""
+    if intensity is None:
+        return None
+    unknown = set(intensity) - set(INTENSITY_KEYS)
+    if unknown:
+        raise InputError(f"intensity augmentation: unknown settings {sorted(unknown)}; known: {list(INTENSITY_KEYS)}")
+    out = {**DEFAULT_INTENSITY, **intensity}
+    lo, hi = (float(v) for v in out["gamma_range"])
+    if not (0 <= float(out["p_gamma"]) <= 1 and 0 <= float(out["p_invert"]) <= 1 and 0 < lo <= hi):
+        raise InputError(f"intensity augmentation needs probabilities in [0, 1] and 0 < gamma low <= high, got {out}")
+    return {"p_gamma": float(out["p_gamma"]), "gamma_range": [lo, hi], "p_invert": float(out["p_invert"])}
+
+
+def _planes(volume: torch.Tensor, study) -> dict:
+    """``{"axial": (S, H, W), ...}``: the axial slices, plus the coronal ``(H, S, W)`` and sagittal
+    ``(W, S, H)`` ones where the voxels are isotropic (spacings within 10%), superior at the top."""
+    spacing = study.spacing
+    if max(spacing) > 1.1 * min(spacing):
+        return {"axial": volume}
+    stack = volume.flip(0) if study.affine[2, 2] > 0 else volume  # rows run superior -> inferior
+    return {"axial": volume, "coronal": stack.permute(1, 0, 2), "sagittal": stack.permute(2, 0, 1)}
 
 
 __all__ = ["Normalisation", "TrainingSlices", "resample_slices", "CT_WINDOW", "MR_PERCENTILE"]

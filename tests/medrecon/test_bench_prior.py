@@ -31,6 +31,20 @@ def test_table_and_grid(tmp_path):
     assert "| 0.1 |" in text and "wavelet" in text
 
 
+def test_contrast_shift_rows_denoise_the_remapped_slices():
+    from medrecon.benchmarks.prior import shift_markdown
+    from medrecon.contrast import remap
+
+    prior = load_prior("mr-starter")
+    study = load_study(DATA / "mr-brain2-sample.nii.gz", modality="MR")
+    clean = resample_slices(Normalisation.from_dict(prior.card.normalisation).apply(study.voxels)[3:4], prior.card.image_size)
+    plain = denoising_table(prior, clean, [0.1])[0]
+    inverted = denoising_table(prior, remap(clean, "invert"), [0.1])[0]
+    assert plain["prior"] != inverted["prior"] and inverted["wavelet"] > inverted["noisy"]
+    text = "\n".join(shift_markdown({"invert": [inverted]}))
+    assert "| invert | 0.1 |" in text and f"{inverted['prior'] - inverted['wavelet']:+.2f}" in text
+
+
 def test_latent_prior_table_and_grid_with_the_shipped_latent_prior(tmp_path):
     from medrecon.benchmarks.prior import latent_denoising_table
 

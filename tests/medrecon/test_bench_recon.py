@@ -61,3 +61,10 @@ def test_only_picks_an_exact_setting_name_alone_or_every_setting_containing_the_
     assert [n for n in names if selected(n, ["CT parallel 23 views"])] == ["CT parallel 23 views"]
     assert [n for n in names if selected(n, ["23 views"])] == ["CT parallel 23 views", "CT parallel 23 views, 1% noise"]
     assert all(selected(n, None) for n in names)
+
+
+def test_an_unknown_contrast_shift_is_refused_before_any_work(capsys):
+    from medrecon.cli import main
+
+    assert main(["bench", "recon", "--modalities", "mr", "--contrast", "gamma2", "solarise"]) == 2
+    assert "unknown contrast shift 'solarise'" in capsys.readouterr().err

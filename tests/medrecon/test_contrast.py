@@ -1,0 +1,69 @@
+"""medrecon.contrast: the contrast-shift remappings and the training augmentation built on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medrecon.contrast import SHIFTS, invert_tissue, random_remap, remap
+from medrecon.errors import InputError
+from medrecon.priors.training_data import TrainingSlices
+from medrecon.study import Study
+
+
+def test_fixed_shifts():
+    x = torch.tensor([0.0, 0.01, 0.25, 0.5, 1.0])
+    torch.testing.assert_close(remap(x, "gamma0.5"), torch.tensor([0.0, 0.1, 0.5, 0.5**0.5, 1.0]))
+    torch.testing.assert_close(remap(x, "gamma2"), x**2)
+    inv = remap(x, "invert")
+    assert inv[0] == 0 and inv[1] == 0  # background stays dark
+    torch.testing.assert_close(inv[2:], 1 - x[2:])  # tissue inverted
+    assert set(SHIFTS) == {"gamma0.5", "gamma2", "invert"} and torch.equal(remap(x, "none"), x)
+    for bad in ("gammaX", "gamma-1", "solarise"):
+        with pytest.raises(InputError, match="contrast shift"):
+            remap(x, bad)
+
+
+def test_random_remap_draws_only_from_its_generator():
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    state = torch.get_rng_state()
+    a = random_remap(x, torch.Generator().manual_seed(1))
+    b = random_remap(x, torch.Generator().manual_seed(1))
+    c = random_remap(x, torch.Generator().manual_seed(2))
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(random_remap(x, torch.Generator().manual_seed(1), p_gamma=0.0, p_invert=0.0), x)
+    inverted = random_remap(x, torch.Generator().manual_seed(1), p_gamma=0.0, p_invert=1.0)
+    torch.testing.assert_close(inverted, invert_tissue(x))
+    changed = (a != x).flatten(1).any(1)
+    assert 0 < int(changed.sum()) < 16  # some images keep their contrast, some change
+
+
+def test_training_slices_with_contrast_augmentation_and_all_orientations():
+    vol = torch.rand(10, 12, 14, generator=torch.Generator().manual_seed(3)) * 100
+    iso = Study(vol, np.diag([1.0, 1.0, 1.05, 1.0]), "MR", name="iso")
+    aniso = Study(vol, np.diag([1.0, 1.0, 3.0, 1.0]), "MR", name="aniso")
+    axial = TrainingSlices.from_studies([iso], size=8, modality="MR")
+    every = TrainingSlices.from_studies([iso, aniso], size=8, modality="MR", orientations="all",
+                                        intensity={"p_invert": 0.5})
+    assert len(axial) == 10 and len(every) == (10 + 12 + 14) + 10  # the anisotropic volume stays axial
+    assert every.sources[0]["orientations"] == ["axial", "coronal", "sagittal"] and every.sources[1]["orientations"] == ["axial"]
+    assert every.describe()["augmentation"]["intensity"] == {"p_gamma": 0.5, "gamma_range": [0.5, 2.0], "p_invert": 0.5}
+    plain = TrainingSlices(every.images, modality="MR", normalisation=every.normalisation)
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    assert not torch.equal(every.batch(list(range(8)), g()), plain.batch(list(range(8)), g()))
+    assert torch.equal(every.batch([0, 1], None), plain.batch([0, 1], None))  # no generator, no augmentation
+    assert every.fingerprint() != plain.fingerprint()  # a run resumes only with the same augmentation
+    with pytest.raises(InputError, match="unknown settings"):
+        TrainingSlices(every.images, modality="MR", normalisation=every.normalisation, intensity={"p_solarise": 1})
+    with pytest.raises(InputError, match="orientations"):
+        TrainingSlices.from_studies([iso], size=8, modality="MR", orientations="oblique")
+
+
+def test_coronal_and_sagittal_slices_have_superior_at_the_top():
+    ramp = torch.arange(10, dtype=torch.float32)[:, None, None].expand(10, 12, 14) + 1  # brighter superiorly
+    study = Study(ramp.clone(), np.diag([1.0, 1.0, 1.0, 1.0]), "MR", name="ramp")  # slices run inferior -> superior
+    slices = TrainingSlices.from_studies([study], size=8, modality="MR", orientations="all")
+    for image in slices.images[10:]:  # coronal and sagittal
+        rows = image[0].mean(dim=1)
+        assert bool((rows[:-1] >= rows[1:]).all()) and rows[0] > rows[-1]
