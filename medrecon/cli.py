@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable
 
 from medrecon import __version__
@@ -53,6 +54,7 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     prior.add_argument("--grid", metavar="PNG", help="write real slices and DDIM samples side by side")
     prior.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's section for the prior")
     prior.add_argument("--seed", type=int, default=0)
+    prior.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     prior.add_argument("--shifts", nargs="+", default=None, metavar="SHIFT",
                        help="contrast shifts of the validation slices (default: gamma0.5 gamma2 invert; 'none' for none)")
     tune = sub.add_parser(
@@ -114,7 +116,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
         return bench_prior(
             args.prior, starter=args.starter, n_slices=args.slices, sigmas=args.sigmas, grid=args.grid,
-            write=args.write, seed=args.seed, shifts=args.shifts,
+            write=args.write, seed=args.seed, shifts=args.shifts, device=args.device,
         )
     if args.bench_command == "mr-gap":
         from medrecon.benchmarks.mr_gap import main as mr_gap  # noqa: PLC0415
@@ -172,9 +174,26 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
         "ct-cranium ct-lung2 ct-lung1 mr-colin27 mr-brain1 mr-kmeans mr-brain2; optional: mni152-nilearn "
         "ct-atlas-totalseg)",
     )
+    pack = sub.add_parser(
+        "pack",
+        help="a compact copy of the starter corpus (in-plane size capped, CT as uint8 over the window) that travels "
+        "with a run; use it as --starter DIR",
+    )
+    pack.add_argument("-o", "--out", required=True, metavar="DIR", help="the new pack folder")
+    pack.add_argument("--source", metavar="DIR", default=None, help="the starter folder (default: medrecon data fetch's)")
+    pack.add_argument("--size", type=int, default=256, help="cap of the shorter in-plane side (default: %(default)s)")
+    pack.add_argument("--only", nargs="+", metavar="ID", default=None, help="these sources (default: the training split)")
+    pack.add_argument("--overwrite", action="store_true", help="replace an existing pack folder")
 
 
 def _run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "pack":
+        from medrecon.data.pack import pack  # noqa: PLC0415
+
+        out = pack(args.source, args.out, size=args.size, ids=args.only, overwrite=args.overwrite,
+                   log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"wrote the pack {out} ({sum(f.stat().st_size for f in Path(out).iterdir()) / 2**20:.1f} MiB)")
+        return 0
     if args.data_command == "fetch":
         from medrecon.data.fetch import fetch, format_summary  # noqa: PLC0415
 
@@ -268,6 +287,8 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         help="starter folder whose training split is used (default: $MEDRECON_DATA, else ~/.cache/medrecon/starter)",
     )
     parser.add_argument("--files", nargs="+", metavar="FILE", default=None, help="train on these studies instead (training patients only)")
+    parser.add_argument("--sources", nargs="+", metavar="ID", default=None,
+                        help="train on these starter sources only (training split; default: all of the modality's)")
     parser.add_argument(
         "--unet-config", metavar="JSON", default=None, help="UNetConfig as a JSON file or string (default: UNetConfig())"
     )

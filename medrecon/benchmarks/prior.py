@@ -98,8 +98,9 @@ def denoising_table(prior, clean: torch.Tensor, sigmas, *, seed: int = 0) -> lis
         gens = [torch.Generator().manual_seed(seed * 1000 + k) for k in range(clean.shape[0])]
         noise = torch.stack([torch.randn(clean.shape[1:], generator=g) for g in gens])
         noisy = clean + sigma * noise
+        device = next(prior.network.parameters()).device
         start = time.perf_counter()
-        ours = prior.denoiser(noisy, sigma).clamp(0, 1)
+        ours = prior.denoiser(noisy.to(device), sigma).clamp(0, 1).cpu()
         seconds = time.perf_counter() - start
         classical = wavelet_denoise(noisy, sigma).clamp(0, 1)
         rows.append({
@@ -121,6 +122,7 @@ def sample_grid(prior, clean: torch.Tensor, path: Path, *, n: int = 8, steps: in
     from medrecon.samplers.schedules import karras_sigmas  # noqa: PLC0415
 
     size = prior.card.image_size
+    device = next(prior.network.parameters()).device
     gens = [torch.Generator().manual_seed(seed + k) for k in range(n)]
     sigmas = karras_sigmas(steps, 0.002, 80.0)
     if prior.latent is not None:
@@ -128,7 +130,7 @@ def sample_grid(prior, clean: torch.Tensor, path: Path, *, n: int = 8, steps: in
         z = sample_ddim(prior.denoiser, (n, prior.latent.latent_channels, side, side), sigmas, generator=gens)
         samples = prior.latent.decode(z)
     else:
-        samples = sample_ddim(prior.denoiser, (n, prior.card.channels, size, size), sigmas, generator=gens)
+        samples = sample_ddim(prior.denoiser, (n, prior.card.channels, size, size), sigmas, generator=gens, device=device).cpu()
     real = clean[:n]
     rows = [torch.cat(list(real[:, 0]), dim=1), torch.cat(list(samples[:, 0].clamp(0, 1)), dim=1)]
     width = max(r.shape[1] for r in rows)
@@ -162,7 +164,7 @@ def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: st
         "",
         f"- Command: `{command}`",
         f"- Date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, device cpu",
+        f"torch {torch.__version__}, device {_device_name(prior)}",
         f"- Data: {n_slices} slices of the validation patient {source_id}, {prior.card.image_size}x{prior.card.image_size}, "
         f"normalised as the card says ({prior.card.normalisation}); training: {prior.card.training.get('summary', 'see the card')}",
         "",
@@ -180,15 +182,22 @@ def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: st
     return "\n".join(lines) + "\n"
 
 
+def _device_name(prior) -> str:
+    device = next(prior.network.parameters()).device
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def main(prior_name: str, *, starter: str | None, n_slices: int, sigmas, grid: str | None, write: str | None, seed: int,
-         shifts=None) -> int:
+         shifts=None, device: str = "cpu") -> int:
     from medrecon.contrast import SHIFTS, remap  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
     shifts = list(SHIFTS) if shifts is None else [s for s in shifts if s != "none"]
     for shift in shifts:
         remap(torch.zeros(1), shift)  # an unknown name is refused before any work
-    prior = load_prior(prior_name)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    prior = load_prior(prior_name, device=device)
     if write:
         report.check_write_target(write, f"prior:{prior.card.name}")
     clean, source_id = validation_slices(prior, starter=starter, n_slices=n_slices)

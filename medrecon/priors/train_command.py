@@ -33,8 +33,10 @@ def _training_data(args: argparse.Namespace) -> TrainingSlices:
     if getattr(args, "contrast_augment", None) is not None:
         options["intensity"] = _json_arg(args.contrast_augment, "--contrast-augment")
     if args.files:
+        if getattr(args, "sources", None):
+            raise InputError("--files and --sources exclude each other")
         return TrainingSlices.from_files(args.files, modality=args.modality, size=args.size, **options)
-    return TrainingSlices.from_starter(args.modality, dest=args.starter, size=args.size, **options)
+    return TrainingSlices.from_starter(args.modality, ids=getattr(args, "sources", None), dest=args.starter, size=args.size, **options)
 
 
 def _check_stage_options(args: argparse.Namespace) -> None:

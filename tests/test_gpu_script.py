@@ -1,0 +1,59 @@
+"""scripts/gpu-priors.sh, the one-call GPU training of the larger priors, run on the CPU with a tiny
+budget and a tiny network: it trains both stages for both modalities within the budget, measures
+them, and leaves at most 8 files of at most 16 MiB that hold loadable priors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from medrecon.data.fetch import MANIFEST_FORMAT, sha256_file
+from medrecon.priors.hub import load_prior
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = {
+    "ct-lung2": ROOT / "data/train/ct-lung2-train64.nii.gz",
+    "mr-brain1": ROOT / "data/train/mr-brain1-train64.nii.gz",
+    "ct-lung1": ROOT / "data/ct-lung1-sample.nii.gz",
+    "mr-brain2": ROOT / "data/mr-brain2-sample.nii.gz",
+}
+TINY = {"sample_size": 32, "block_out_channels": [8, 16], "attention_levels": [1], "norm_num_groups": 4, "layers_per_block": 1}
+
+
+def test_gpu_priors_script_with_a_tiny_budget_on_the_cpu(tmp_path):
+    starter = tmp_path / "starter"  # the shipped slices of two training and the two validation patients
+    starter.mkdir()
+    sources = {}
+    for sid, path in FILES.items():
+        shutil.copyfile(path, starter / f"{sid}.nii.gz")
+        split = "validation" if sid in ("ct-lung1", "mr-brain2") else "train"
+        sources[sid] = {"id": sid, "split": split, "nifti": f"{sid}.nii.gz", "nifti_sha256": sha256_file(starter / f"{sid}.nii.gz")}
+    (starter / "manifest.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "format_version": 1, "sources": sources}))
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable)
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts/gpu-priors.sh"), "--out", str(out), "--seconds", "8", "--starter", str(starter),
+         "--size", "32", "--crop", "16", "--crop-batch", "4", "--whole-batch", "4", "--unet-config", json.dumps(TINY),
+         "--sources-ct", "ct-lung2", "--sources-mr", "mr-brain1", "--bench-slices", "2"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["ct-large.tar", "ct.log", "mr-large.tar", "mr.log", "prior-ct-large.png", "prior-mr-large.png"]
+    assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
+    for m in ("ct", "mr"):
+        log = (out / f"{m}.log").read_text()
+        assert log.count("reached at step") == 2 and "bench prior" in log and "prior - wavelet" in log
+        with tarfile.open(out / f"{m}-large.tar") as tar:
+            tar.extractall(tmp_path / "unpacked", filter="data")
+        prior = load_prior(tmp_path / "unpacked" / f"{m}-large")
+        card = prior.card
+        assert card.name == f"{m}-large" and card.training["record"]["initialised_from"]["prior"] == f"{m}-large-crops"
+        assert card.training["record"]["stopped_by_time_limit"] and card.training["record"]["unet_config"]["attention_levels"] == [1]
+        augmentation = card.training["data"]["augmentation"]["intensity"]
+        assert (augmentation is not None) == (m == "mr")
