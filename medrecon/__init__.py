@@ -41,7 +41,7 @@ _LAZY_NAMES = {
     "problem_from_acquisition": "medrecon.reconstruct",
     "problem_from_kspace": "medrecon.reconstruct",
     "reconstruct": "medrecon.reconstruct",
-    "reconstruct_sharded": "medrecon.reconstruct",
+    "reconstruct_sharded": "medrecon.distributed",
     "load_prior": "medrecon.priors.hub",
     "SAMPLERS": "medrecon.samplers",
     "psnr": "medrecon.metrics",

@@ -4,7 +4,9 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set (:func:`world`). Each one initialises the default process
 group (:func:`init_if_launched`: ``gloo`` on the CPU, ``nccl`` on CUDA), takes the device of its
 local rank (:func:`rank_device`: ``cuda:{local_rank}``), reconstructs the slices :func:`shard`
-gives it, and :func:`gather_reconstruction` collects the parts on rank 0 in slice order.
+gives it, and :func:`gather_reconstruction` collects the parts on rank 0 in slice order;
+:func:`reconstruct_sharded` does all of it around :func:`medrecon.reconstruct.reconstruct`. This
+module sits above the single-process reconstruction, never below it.
 
 Because slice ``k``'s generator for posterior sample ``j`` is seeded from ``(seed, k, j)`` (its
 *global* index), the gathered volume is the one a single process makes with the same seed (up to
@@ -180,4 +182,53 @@ def _to_cpu(part):
     return dataclasses.replace(part, mean=part.mean.detach().cpu(), std=None if part.std is None else part.std.detach().cpu())
 
 
-__all__ = ["destroy", "gather_reconstruction", "init_if_launched", "launched", "rank_device", "shard", "world"]
+def reconstruct_sharded(problem, prior, *, device=None, slice_indices=None, progress: bool | None = None,
+                        to_all: bool = False, **kwargs):
+    """:func:`~medrecon.reconstruct.reconstruct` with the slices shared among the processes of ``torchrun``.
+
+    Launched by torchrun (``WORLD_SIZE`` > 1, or an initialised default process group of > 1
+    ranks): this rank reconstructs its contiguous :func:`~medrecon.distributed.shard` of the slices
+    (the sub-problem ``op.batch_slice(shard)``, ``y[shard]``, seeded by the slices' global indices)
+    on its own device (``device`` None or ``"cuda"``: ``cuda:{LOCAL_RANK}`` when CUDA is available),
+    and the parts are gathered in slice order: rank 0 gets the volume's
+    :class:`~medrecon.reconstruct.Reconstruction`
+    (with ``ranks``, one summary per rank), the other ranks None (every rank gets it with
+    ``to_all``). With the same seed the volume is the one a single process makes (up to
+    floating-point differences of batch composition, as between batch sizes). Only rank 0 shows
+    the progress line (of its own shard).
+
+    The default process group: one that exists is used as it is. Otherwise it is initialised here
+    (:func:`init_if_launched`) and left initialised for later calls, then
+    destroyed at exit (or by :func:`destroy`): torch cannot reliably initialise
+    a default group again after destroying one in the same process (the new group reuses the old
+    one's store keys; pytorch issues 55967, 114585), so a function called more than once must not
+    init and destroy it each time.
+
+    Not launched: plain ``reconstruct``. ``**kwargs``: the other arguments of ``reconstruct``.
+    """
+    import dataclasses  # noqa: PLC0415
+
+    from medrecon.reconstruct import reconstruct  # noqa: PLC0415
+
+    if not launched():
+        return reconstruct(problem, prior, device=device, slice_indices=slice_indices, progress=progress, **kwargs)
+    dev = rank_device(device)
+    if init_if_launched(dev):
+        import atexit  # noqa: PLC0415
+
+        atexit.register(destroy)
+    rank, world_size, _ = world()
+    n = problem.slices
+    indices = list(range(n)) if slice_indices is None else [int(k) for k in slice_indices]
+    if len(indices) != n:
+        raise InputError(f"slice_indices has {len(indices)} entries for {n} slices")
+    own = shard(n, rank, world_size)
+    part = None
+    if own.stop > own.start:
+        sub = dataclasses.replace(problem, op=problem.op.batch_slice(own), y=problem.y[own],
+                                  phase=None if problem.phase is None else problem.phase[own])
+        part = reconstruct(sub, prior, device=dev, slice_indices=indices[own], progress=progress if rank == 0 else False, **kwargs)
+    return gather_reconstruction(part, n, to_all=to_all)
+
+
+__all__ = ["destroy", "gather_reconstruction", "init_if_launched", "launched", "rank_device", "reconstruct_sharded", "shard", "world"]

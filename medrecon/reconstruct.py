@@ -148,7 +148,7 @@ class Reconstruction:
     standard deviation over ``samples`` posterior samples (of the magnitude for complex images; None
     for one sample). ``nfe``: network evaluations per slice and sample. ``seconds``: wall time;
     ``peak_memory_bytes``: CUDA peak allocation on a GPU, else the process's peak resident size.
-    ``ranks``: None for one process; for a volume sharded over processes (:func:`reconstruct_sharded`)
+    ``ranks``: None for one process; for a volume sharded over processes (:func:`medrecon.distributed.reconstruct_sharded`)
     one summary per rank, and then ``seconds`` and ``peak_memory_bytes`` are the largest rank's.
     """
 
@@ -375,56 +375,8 @@ def reconstruct(
     return Reconstruction(mean, std, samples, nfe, seconds, int(peak), settings.to_dict(), str(device))
 
 
-def reconstruct_sharded(problem: Problem, prior, *, device=None, slice_indices=None, progress: bool | None = None,
-                        to_all: bool = False, **kwargs) -> Reconstruction | None:
-    """:func:`reconstruct` with the slices shared among the processes of ``torchrun``.
-
-    Launched by torchrun (``WORLD_SIZE`` > 1, or an initialised default process group of > 1
-    ranks): this rank reconstructs its contiguous :func:`~medrecon.distributed.shard` of the slices
-    (the sub-problem ``op.batch_slice(shard)``, ``y[shard]``, seeded by the slices' global indices)
-    on its own device (``device`` None or ``"cuda"``: ``cuda:{LOCAL_RANK}`` when CUDA is available),
-    and the parts are gathered in slice order: rank 0 gets the volume's :class:`Reconstruction`
-    (with ``ranks``, one summary per rank), the other ranks None (every rank gets it with
-    ``to_all``). With the same seed the volume is the one a single process makes (up to
-    floating-point differences of batch composition, as between batch sizes). Only rank 0 shows
-    the progress line (of its own shard).
-
-    The default process group: one that exists is used as it is. Otherwise it is initialised here
-    (:func:`~medrecon.distributed.init_if_launched`) and left initialised for later calls, then
-    destroyed at exit (or by :func:`medrecon.distributed.destroy`): torch cannot reliably initialise
-    a default group again after destroying one in the same process (the new group reuses the old
-    one's store keys; pytorch issues 55967, 114585), so a function called more than once must not
-    init and destroy it each time.
-
-    Not launched: plain :func:`reconstruct`. ``**kwargs``: the other arguments of :func:`reconstruct`.
-    """
-    import dataclasses  # noqa: PLC0415
-
-    from medrecon import distributed  # noqa: PLC0415
-
-    if not distributed.launched():
-        return reconstruct(problem, prior, device=device, slice_indices=slice_indices, progress=progress, **kwargs)
-    dev = distributed.rank_device(device)
-    if distributed.init_if_launched(dev):
-        import atexit  # noqa: PLC0415
-
-        atexit.register(distributed.destroy)
-    rank, world_size, _ = distributed.world()
-    n = problem.slices
-    indices = list(range(n)) if slice_indices is None else [int(k) for k in slice_indices]
-    if len(indices) != n:
-        raise InputError(f"slice_indices has {len(indices)} entries for {n} slices")
-    own = distributed.shard(n, rank, world_size)
-    part = None
-    if own.stop > own.start:
-        sub = dataclasses.replace(problem, op=problem.op.batch_slice(own), y=problem.y[own],
-                                  phase=None if problem.phase is None else problem.phase[own])
-        part = reconstruct(sub, prior, device=dev, slice_indices=indices[own], progress=progress if rank == 0 else False, **kwargs)
-    return distributed.gather_reconstruction(part, n, to_all=to_all)
-
-
 __all__ = ["Problem", "Progress", "Reconstruction", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace",
-           "reconstruct", "reconstruct_sharded"]
+           "reconstruct"]
 
 
 class _CallableModule(types.ModuleType):

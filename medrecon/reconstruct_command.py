@@ -240,7 +240,7 @@ def _write_volume(paths, kind: str, study, native: torch.Tensor, problem, overwr
 def run_reconstruct(args: argparse.Namespace) -> int:
     """The command. Under ``torchrun`` (``WORLD_SIZE`` > 1) every process builds the problem, takes
     the device of its local rank and reconstructs its shard of the slices
-    (:func:`~medrecon.reconstruct.reconstruct_sharded`); rank 0 gathers the volume, runs the classical
+    (:func:`~medrecon.distributed.reconstruct_sharded`); rank 0 gathers the volume, runs the classical
     baseline and writes every output, the other ranks return 0 without writing or printing. The
     process group is initialised here and destroyed before returning."""
     from medrecon import distributed  # noqa: PLC0415
@@ -256,7 +256,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def _run_reconstruct(args: argparse.Namespace, device) -> int:
     from medrecon.io.atomic import atomic_output  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
-    from medrecon.reconstruct import check_prior_fits, reconstruct_sharded  # noqa: PLC0415
+    from medrecon.distributed import reconstruct_sharded  # noqa: PLC0415
+    from medrecon.reconstruct import check_prior_fits  # noqa: PLC0415
 
     t_start = time.perf_counter()
     inp = Path(args.input)

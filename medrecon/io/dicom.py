@@ -43,7 +43,7 @@ import torch
 
 from medrecon.errors import InputError, MissingResourceError
 from medrecon.io.atomic import atomic_output
-from medrecon.study import Study
+from medrecon.io.base import Study
 
 __all__ = [
     "DicomDecoderMissingError",

@@ -17,7 +17,7 @@ import torch
 
 from medrecon.errors import InputError
 from medrecon.io.atomic import atomic_output
-from medrecon.study import Study, axis_closest_to, from_study_layout, to_study_layout
+from medrecon.io.base import Study, axis_closest_to, from_study_layout, to_study_layout
 
 
 def read_nifti(

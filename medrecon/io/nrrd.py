@@ -104,7 +104,7 @@ def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis
     """Read a 3-D NRRD volume as a :class:`~medrecon.study.Study` (axial slices by default)."""
     import torch  # noqa: PLC0415
 
-    from medrecon.study import Study, axis_closest_to, to_study_layout  # noqa: PLC0415
+    from medrecon.io.base import Study, axis_closest_to, to_study_layout  # noqa: PLC0415
 
     if modality is None:
         raise InputError(f"{path}: NRRD does not record the modality; say whether it is CT or MR")

@@ -16,7 +16,8 @@ import torch
 
 from medrecon.distributed import init_if_launched, rank_device, shard, world
 from medrecon.errors import InputError
-from medrecon.reconstruct import reconstruct, reconstruct_sharded
+from medrecon.distributed import reconstruct_sharded
+from medrecon.reconstruct import reconstruct
 
 from .test_reconstruct import CT_SAMPLE, gaussian_prior, small_ct_problem, tiny_prior
 
@@ -62,7 +63,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
     import json, os, sys, torch
     import torch.distributed as dist
     from medrecon.distributed import world
-    from medrecon.reconstruct import reconstruct_sharded
+    from medrecon.distributed import reconstruct_sharded
     from tests.medrecon.test_distributed import KWARGS
     from tests.medrecon.test_reconstruct import gaussian_prior, small_ct_problem
 
