@@ -298,16 +298,26 @@ TASK_SETTINGS = {"ct-clean": SETTINGS[0], "ct-noisy": SETTINGS[1], "mr-clean": S
 
 @torch.no_grad()
 def tune_samplers(args) -> int:
-    """``medrecon bench tune-samplers``: a grid over one option of one sampler, per task, on slices of
-    the TRAINING patients (ct-lung2, mr-brain1; never a validation patient), printed as a table of
-    mean PSNR/SSIM. The chosen values are copied into presets.json by hand, with the table in
-    docs/samplers.md."""
+    """``medrecon bench tune-samplers``: a grid over one option of one sampler (``--option``,
+    ``--values``), the other options fixed by ``--set KEY=VALUE`` on top of the preset, per task, on
+    slices of the TRAINING patients (ct-lung2, mr-brain1; never a validation patient), printed as a
+    table of mean PSNR/SSIM; ``--samples K`` scores the posterior mean of K samples; ``--baselines``
+    adds the task's tuned baselines on the same slices. The chosen values are copied into
+    presets.json by hand, with the table in docs/samplers.md."""
     from medrecon.data.sources import get_source  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
     from medrecon.reconstruct import reconstruct  # noqa: PLC0415
 
     device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
-    values = [json.loads(v) if v not in ("none", "None") else None for v in args.values]
+    values = [_json_value(v) for v in args.values]
+    fixed = {}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set takes KEY=VALUE, got {item!r}")
+        fixed[key] = _json_value(value)
+    samples = int(getattr(args, "samples", 1) or 1)
+    fixed_note = ", ".join(f"{k} {v}" for k, v in fixed.items())
     rows = []
     for task in args.tasks:
         if task not in TASK_SETTINGS:
@@ -319,17 +329,34 @@ def tune_samplers(args) -> int:
         prior = load_prior(args.ct_prior if setting.modality == "CT" else args.mr_prior, device=device)
         images = evaluation_slices(source.id, prior.card.normalisation, prior.card.image_size, args.slices, args.starter)
         problem, reference = make_problem(setting, images, args.seed)
+        if getattr(args, "baselines", False):
+            for name, fn in baselines(setting).items():
+                rows.append({"task": task, "source": source.id, "label": name, **score(fn(problem), reference), "seconds_per_slice": 0.0})
+                print(f"{task:9s} {source.id:10s} {name:40s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f}", flush=True)
         for value in values:
-            result = reconstruct(problem, prior, sampler=args.sampler, steps=args.steps, options={args.option: value},
+            options = {**fixed, args.option: value}
+            result = reconstruct(problem, prior, sampler=args.sampler, steps=args.steps, options=options, samples=samples,
                                  batch_size=args.batch_size, device=device, seed=args.seed, progress=False)
-            rows.append({"task": task, "source": source.id, args.option: value, **score(result.mean, reference),
+            label = f"{args.option} {value}" + (f" ({fixed_note})" if fixed_note else "") + (f", mean of {samples}" if samples > 1 else "")
+            rows.append({"task": task, "source": source.id, "label": label, **score(result.mean, reference),
                          "seconds_per_slice": result.seconds_per_slice})
-            print(f"{task:9s} {source.id:10s} {args.option}={value!s:8s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f} "
+            print(f"{task:9s} {source.id:10s} {label:40s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f} "
                   f"({rows[-1]['seconds_per_slice']:.1f} s/slice)", flush=True)
-    print(f"\n| task | training slices | {args.option} | PSNR (dB) | SSIM |\n|---|---|---|---|---|")
+    steps = f", {args.steps} steps" if args.steps else ""
+    print(f"\n| task | training slices | {args.sampler}{steps} | PSNR (dB) | SSIM |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['task']} | {r['source']} x {args.slices} | {r[args.option]} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
+        print(f"| {r['task']} | {r['source']} x {args.slices} | {r['label']} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
     return 0
+
+
+def _json_value(text: str):
+    """A command-line value as JSON (``none`` for None; a bare word stays a string)."""
+    if text in ("none", "None"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 # ------------------------------------------------------------------------- medrecon reproduce starter

@@ -9,7 +9,8 @@ One step from ``sigma_i`` to ``sigma_{i+1}`` (ALGORITHMS.md):
 3. re-noise: ``x_{i+1} = x0_tilde + sigma_{i+1} (eta z + sqrt(1 - eta^2) eps_hat)`` — DDIM's update
    written for ``x = x0 + sigma n`` (the VP form divided by ``sqrt(abar)``).
 
-The last step returns ``x0_tilde``. NFE = ``len(sigmas)``. Complex images (MR) work unchanged with a
+The last step returns ``x0_tilde`` (or, with ``final_denoise_sigma``, one more prior denoise of it:
+NFE + 1). NFE = ``len(sigmas)``. Complex images (MR) work unchanged with a
 complex-aware denoiser; every random draw of item i comes from generator i.
 """
 
@@ -39,6 +40,7 @@ def sample_dds(
     gamma_rel: float | None = None,
     eta: float = 0.85,
     dc_sigma_min: float = 0.0,
+    final_denoise_sigma: float = 0.0,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Reconstruct ``(B, *op.in_shape)`` images from measurements ``y`` ``(B, *op.out_shape)``.
@@ -54,12 +56,17 @@ def sample_dds(
             steps are the prior's alone (DDIM with DDS's eta), so the last step returns the prior's
             estimate. 0 (default, the paper) keeps data consistency to the end; with noisy data a
             level near the noise left in the image lets the prior remove what CG fitted of it.
+        final_denoise_sigma: > 0: the result is ``D(x0_tilde, final_denoise_sigma)``, one more
+            network call that removes measurement noise of about that level which the last data
+            consistency fitted (our extension for noisy data; 0, the paper, returns ``x0_tilde``).
         callback: ``callback(i, x0_tilde)`` after each step.
     """
     if not 0 <= eta <= 1:
         raise InputError(f"eta must lie in [0, 1], got {eta}")
     if not dc_sigma_min >= 0:
         raise InputError(f"dc_sigma_min must be >= 0, got {dc_sigma_min}")
+    if not final_denoise_sigma >= 0:
+        raise InputError(f"final_denoise_sigma must be >= 0, got {final_denoise_sigma}")
     if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 0:
         raise InputError(f"cg_iters must be an integer >= 0, got {cg_iters!r}")
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).tolist()
@@ -74,7 +81,7 @@ def sample_dds(
         if callback is not None:
             callback(i, x0_tilde)
         if i + 1 == len(sigmas):
-            return x0_tilde
+            return denoiser(x0_tilde, final_denoise_sigma) if final_denoise_sigma > 0 else x0_tilde
         eps_hat = tweedie_epsilon(x, x0_hat, sigma)
         noise = diffusion_noise(x, gens) if eta > 0 else torch.zeros_like(x)
         x = x0_tilde + sigmas[i + 1] * (eta * noise + math.sqrt(1 - eta**2) * eps_hat)

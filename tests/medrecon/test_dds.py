@@ -92,3 +92,23 @@ def test_dc_sigma_min_leaves_the_last_steps_to_the_prior():
     assert float(torch.linalg.vector_norm(op(split) - y)) > float(torch.linalg.vector_norm(op(full) - y))
     with pytest.raises(InputError, match="dc_sigma_min"):
         run(dc_sigma_min=-1.0)
+
+
+def test_final_denoise_is_one_more_prior_call_on_the_result():
+    op = CTProjector(ParallelBeamGeometry.sparse_view(8, 4))
+    x_true = MEAN + STD * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    y = op(x_true) + 0.05 * torch.randn(1, *op.out_shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    prior = GaussianDenoiser(MEAN, STD)
+    calls = []
+
+    def counting(x, sigma):
+        calls.append(sigma)
+        return prior(x, sigma)
+
+    kw = dict(sigmas=karras_sigmas(6, 0.002, 10.0), cg_iters=5, gamma_rel=1.0)
+    plain = sample_dds(prior, op, y, generator=gens(1), **kw)
+    final = sample_dds(counting, op, y, generator=gens(1), final_denoise_sigma=0.05, **kw)
+    assert len(calls) == 7 and calls[-1] == 0.05  # NFE + 1
+    torch.testing.assert_close(final, prior(plain, 0.05))
+    with pytest.raises(InputError, match="final_denoise_sigma"):
+        sample_dds(prior, op, y, generator=gens(1), final_denoise_sigma=-0.1, **kw)
