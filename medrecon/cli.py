@@ -246,6 +246,11 @@ def _add_reconstruct(parser: argparse.ArgumentParser) -> None:
     rec = parser.add_argument_group("reconstruction")
     rec.add_argument("--sampler", choices=["dds", "dps", "score_sde", "resample"], default="dds", help="(default: %(default)s)")
     rec.add_argument("--prior", default=None, help="a shipped prior name or a prior folder (default: MODALITY-starter[-latent])")
+    rec.add_argument(
+        "--grid", choices=["prior", "input"], default="prior",
+        help="prior: a study of another matrix is reconstructed on the prior's grid (field of view kept, made square) and "
+        "the result resampled to the input's grid; input: the prior runs at the input's size (default: %(default)s)",
+    )
     rec.add_argument("--steps", type=int, default=None, help="sampler steps (default: the task's preset)")
     rec.add_argument("--option", action="append", metavar="KEY=VALUE", help="override a preset option (repeatable), e.g. gamma_rel=0.5")
     rec.add_argument("--samples", type=int, default=1, help="posterior samples per slice; > 1 adds an uncertainty map (default: 1)")

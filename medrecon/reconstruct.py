@@ -51,6 +51,9 @@ class Problem:
     ``scale * |u|`` (MR magnitude). ``noisy`` picks the sampler presets' noisy variant. ``phase``
     (MR, optional): the images' smooth phase ``(S, 1, H, W)`` in radians where it is known; a real
     prior is then applied along it instead of along the phase estimated from the k-space centre.
+    ``grid`` (a :class:`~medrecon.grid.GridMap`): the operator's images are on a reconstruction grid
+    other than the study's; :meth:`to_native` and :meth:`std_to_native` map results back to the
+    study's grid.
     """
 
     op: object
@@ -61,6 +64,7 @@ class Problem:
     offset: float = 0.0
     description: dict = field(default_factory=dict)
     phase: torch.Tensor | None = None
+    grid: object | None = None  # a medrecon.grid.GridMap when the images are on another grid than the study's
 
     def __post_init__(self):
         self.modality = str(self.modality).upper()
@@ -77,29 +81,44 @@ class Problem:
         return int(self.y.shape[0])
 
     def to_native(self, u: torch.Tensor) -> torch.Tensor:
-        """Normalised images ``(S, 1, H, W)`` -> native ``(S, H, W)`` float32 (HU, or MR magnitude)."""
+        """Normalised images ``(S, 1, h, w)`` -> native ``(S, H, W)`` float32 (HU, or MR magnitude) on
+        the study's grid."""
         v = u[:, 0]
         v = v.abs() if v.is_complex() else v
-        return (self.offset + self.scale * v.float()).cpu()
+        return self._to_study_grid((self.offset + self.scale * v.float()).cpu())
 
     def std_to_native(self, std: torch.Tensor) -> torch.Tensor:
-        """A standard deviation in normalised units -> native units ``(S, H, W)``."""
-        return (abs(self.scale) * std[:, 0].float()).cpu()
+        """A standard deviation in normalised units -> native units ``(S, H, W)`` on the study's grid."""
+        return self._to_study_grid((abs(self.scale) * std[:, 0].float()).cpu())
+
+    def _to_study_grid(self, images: torch.Tensor) -> torch.Tensor:
+        return images if self.grid is None else self.grid.to_input(images)
 
 
-def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window: tuple[float, float] | None = None) -> Problem:
+def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window: tuple[float, float] | None = None,
+                             grid=None) -> Problem:
     """The :class:`Problem` of measurements simulated (or recorded) under a medrecon acquisition.
 
     CT: ``measurements`` ``(S, 1, n_angles, n_det)`` line integrals; ``window`` (low, high) HU is the
     prior's window (default: the starter priors' [-1000, 2000]). MR: ``(S, coils, H, W)`` k-space
-    of the image divided by ``acquisition.scale``.
+    of the image divided by ``acquisition.scale``. ``grid`` (a :class:`~medrecon.grid.GridMap` of
+    the study the data were acquired from): reconstruct on its ``size x size`` grid instead (CT: the
+    same rays through a square field of view of that many pixels; MR: the central block of the
+    k-space; :mod:`medrecon.grid`), the results mapped back by :meth:`Problem.to_native`.
     """
     from medrecon.priors.training_data import CT_WINDOW  # noqa: PLC0415
 
     measurements = torch.as_tensor(measurements)
+    grid = None if grid is None or grid.identity else grid
     if acquisition.kind == "ct":
         low, high = window or CT_WINDOW
         op = acquisition.operator()
+        if grid is not None:
+            import dataclasses  # noqa: PLC0415
+
+            from medrecon.operators import CTProjector  # noqa: PLC0415
+
+            op = CTProjector(dataclasses.replace(op.geometry, image_shape=(grid.size, grid.size), pixel_size=grid.pixel_mm))
         y = measurements.to(torch.float32)
         offset_term = (1 + low / 1000.0)
         if offset_term != 0:
@@ -108,13 +127,29 @@ def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window:
             y = y / acquisition.mu_water_per_mm
         y = y * (1000.0 / (high - low))
         noisy = acquisition.noise != "none"
-        return Problem(op, y, "CT", noisy, scale=high - low, offset=low,
-                       description={"units": f"HU = {low} + {high - low} u", "acquisition": acquisition.to_dict()})
+        return Problem(op, y, "CT", noisy, scale=high - low, offset=low, grid=grid, description=_described(
+            {"units": f"HU = {low} + {high - low} u", "acquisition": acquisition.to_dict()}, grid))
     shape = tuple(measurements.shape[-2:])
-    op = acquisition.operator(shape)
     y = measurements.to(torch.complex64)
-    return Problem(op, y, "MR", acquisition.noise_sigma > 0, scale=acquisition.scale,
-                   description={"units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict()})
+    if grid is None:
+        op = acquisition.operator(shape)
+    else:
+        from medrecon.grid import centre_block, crop_or_pad_kspace  # noqa: PLC0415
+        from medrecon.operators import MultiCoilMRI  # noqa: PLC0415
+
+        if shape != grid.square_shape:
+            raise InputError(f"k-space {shape[0]}x{shape[1]} is not that of the grid's padded study {grid.square_shape}")
+        mask = centre_block(acquisition.mask(shape).to(torch.float32), grid.size)
+        op = MultiCoilMRI(acquisition.coil_maps((grid.size, grid.size)), mask)
+        y = crop_or_pad_kspace(y, grid.size) * mask
+    return Problem(op, y, "MR", acquisition.noise_sigma > 0, scale=acquisition.scale, grid=grid, description=_described(
+        {"units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict()}, grid))
+
+
+def _described(description: dict, grid) -> dict:
+    if grid is not None:
+        description["grid"] = grid.to_dict()
+    return description
 
 
 @torch.no_grad()
@@ -228,16 +263,26 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def check_prior_fits(prior, problem: Problem, sampler: str) -> None:
-    """Refuse a prior of the wrong modality or image size, or a latent prior for a pixel sampler."""
+def check_prior_fits(prior, problem: Problem, sampler: str, *, other_size: bool = False) -> None:
+    """Refuse a prior of the wrong modality or image size, or a latent prior for a pixel sampler.
+    ``other_size``: a pixel prior may run at another image size (its UNet is fully convolutional)
+    where each side is divisible by its downsampling (the CLI's ``--grid input``)."""
     card = prior.card
     if card.modality != problem.modality:
         raise InputError(f"the prior {card.name!r} is a {card.modality} prior; the data are {problem.modality}")
     shape = tuple(problem.op.in_shape[-2:])
-    if shape != (card.image_size, card.image_size):
+    if other_size and prior.latent is None:
+        levels = len(getattr(getattr(prior.network, "config", None), "block_out_channels", ()) or ())
+        factor = 2 ** max(levels - 1, 0)
+        if any(side % factor for side in shape):
+            raise InputError(
+                f"the prior {card.name!r} downsamples by {factor}: it cannot run on {shape[0]}x{shape[1]} images "
+                f"(use --grid prior, which reconstructs on its {card.image_size}x{card.image_size} grid)"
+            )
+    elif shape != (card.image_size, card.image_size):
         raise InputError(
             f"the prior {card.name!r} is for {card.image_size}x{card.image_size} images; this operator's images are "
-            f"{shape[0]}x{shape[1]} (reconstruct on the prior's grid, or use a prior of that size)"
+            f"{shape[0]}x{shape[1]} (reconstruct on the prior's grid: medrecon.grid.GridMap, the CLI's --grid prior)"
         )
     if sampler == "resample" and prior.latent is None:
         raise InputError(f"resample needs a latent prior (e.g. {problem.modality.lower()}-starter-latent), not {card.name!r}")
@@ -289,6 +334,7 @@ def reconstruct(
     seed: int = 0,
     slice_indices=None,
     progress: bool | None = None,
+    other_size: bool = False,
 ) -> Reconstruction:
     """Reconstruct every slice of ``problem`` with ``sampler`` over ``prior``.
 
@@ -304,6 +350,8 @@ def reconstruct(
         slice_indices: the global index of each of the problem's slices (default ``0..S-1``) —
             what makes a shard of a volume reproduce its part of the whole.
         progress: a progress line on stderr (None: when stderr is a terminal).
+        other_size: let a pixel prior run at the operator's image size though it was trained at
+            another (:func:`check_prior_fits`).
     """
     from medrecon.operators.base import real_dtype_of  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
@@ -322,7 +370,7 @@ def reconstruct(
         raise InputError("--device cuda was asked for, but torch sees no CUDA device")
     if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
         prior = load_prior(prior, device=device)
-    check_prior_fits(prior, problem, sampler)
+    check_prior_fits(prior, problem, sampler, other_size=other_size)
     settings = sampler_settings(sampler, task_name(problem.modality, problem.noisy), steps=steps, **(options or {}))
     sigmas = settings.sigmas()
     n = problem.slices

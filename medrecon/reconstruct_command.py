@@ -9,13 +9,17 @@ INPUT is one of
 - a fastMRI multi-coil HDF5 file: the k-space is read, the mask is the set of sampled columns,
   coil maps come from ESPIRiT, and ``reconstruction_rss`` (when there) is the reference.
 
-OUTPUT is written in the input's format (DICOM -> DICOM series, NIfTI -> NIfTI, fastMRI -> an HDF5
-file with a ``reconstruction`` dataset as fastMRI submissions have; a simulation folder -> the
-format OUTPUT's name says), and beside it ``<OUTPUT stem>.json`` (acquisition, sampler, prior with
-checksum, versions, timings, metrics) and ``<OUTPUT stem>.png`` (reference, baseline,
-reconstruction, error, uncertainty for a few slices). Every output is checked before the work
-starts (refused if it exists, unless ``--overwrite``) and written through a temporary file, so a
-failed run leaves none of them.
+OUTPUT is written in the format its name says, whatever the input's (a DICOM series folder, NIfTI,
+NRRD; fastMRI input -> an HDF5 file with a ``reconstruction`` dataset as fastMRI submissions have),
+with the input's geometry, and beside it ``<OUTPUT stem>.json`` (acquisition, grid, sampler, prior
+with checksum, versions, timings, metrics; for NIfTI/NRRD also the image's BIDS-style sidecar with
+its ``Modality``) and ``<OUTPUT stem>.png`` (reference, baseline, reconstruction, error,
+uncertainty for a few slices). Every output is checked before the work starts (a name of unknown
+format, an existing output without ``--overwrite``, a DICOM series whose headers cannot be reused)
+and written through a temporary file, so a failed run leaves none of them.
+
+A study whose matrix is not the prior's is reconstructed on the prior's grid and the result
+resampled to the study's (:mod:`medrecon.grid`; ``--grid input`` runs the prior at the study's size).
 
 ``torchrun --nproc_per_node N -m medrecon reconstruct ...`` shares the slices among N processes
 (one per GPU, or gloo processes on the CPU; :mod:`medrecon.distributed`); rank 0 gathers the
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import platform
 import sys
@@ -75,18 +80,30 @@ def _input_kind(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------ inputs
-def _from_study(args):
+def _grid(args, shape, spacing, prior):
+    """The :class:`~medrecon.grid.GridMap` onto the prior's grid (None: the prior runs on this grid)."""
+    from medrecon.grid import GridMap  # noqa: PLC0415
+
+    if args.grid == "input" or tuple(shape) == (prior.card.image_size,) * 2:
+        return None
+    return GridMap.for_study(shape, spacing, prior.card.image_size)
+
+
+def _from_study(args, study, prior):
     from medrecon.reconstruct import problem_from_acquisition  # noqa: PLC0415
-    from medrecon.simulation import acquisition_for_study, load_input_study, simulate  # noqa: PLC0415
+    from medrecon.simulation import acquisition_for_study, simulate  # noqa: PLC0415
 
-    study = load_input_study(args)
+    grid = _grid(args, study.shape[1:], (study.spacing[1], study.spacing[0]), prior)
     acquisition = acquisition_for_study(study, args)
-    measurements = simulate(study, acquisition)
+    measured = study
+    if grid is not None and study.modality == "MR":  # k-space of the padded square study (medrecon.grid)
+        measured = dataclasses.replace(study, voxels=grid.pad_images(study.voxels, 0.0))
+    measurements = simulate(measured, acquisition)
     reference = study.voxels.abs() if study.voxels.is_complex() else study.voxels
-    return problem_from_acquisition(acquisition, measurements), study, reference.float(), acquisition.to_dict()
+    return problem_from_acquisition(acquisition, measurements, grid=grid), reference.float(), acquisition.to_dict()
 
 
-def _from_simulation(args):
+def _from_simulation(args, prior_for):
     from medrecon.io.kspace import read_fastmri_h5  # noqa: PLC0415
     from medrecon.reconstruct import problem_from_acquisition  # noqa: PLC0415
     from medrecon.simulation import KSPACE_FILE, _slice_range, load_measurements  # noqa: PLC0415
@@ -96,6 +113,7 @@ def _from_simulation(args):
     modality = "CT" if acquisition.kind == "ct" else "MR"
     if args.modality and args.modality.upper() != modality:
         raise InputError(f"--modality {args.modality} contradicts the simulation's acquisition ({modality})")
+    prior = prior_for(modality)
     sel = _slice_range(args.slices, measurements.shape[0])
     measurements = measurements[sel]
     reference = None
@@ -103,13 +121,18 @@ def _from_simulation(args):
         target = read_fastmri_h5(Path(args.input) / KSPACE_FILE).target
         if target is not None:
             reference = target[sel].float() * acquisition.scale
-    problem = problem_from_acquisition(acquisition, measurements)
     affine = np.asarray(record["study"]["affine"], dtype=float)
     affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
-    shape = tuple(problem.op.in_shape[-2:])
+    shape = tuple(acquisition.operator().geometry.image_shape) if acquisition.kind == "ct" else tuple(measurements.shape[-2:])
+    spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0])))
+    grid = _grid(args, shape, spacing, prior)
+    if grid is not None and acquisition.kind == "mr" and grid.square_shape != shape:
+        raise InputError(f"{args.input}: the simulated k-space is {shape[0]}x{shape[1]}, not square; reconstruct the study "
+                         "itself (medrecon reconstruct STUDY pads it to a square before simulating), or use --grid input")
+    problem = problem_from_acquisition(acquisition, measurements, grid=grid)
     study = Study(torch.zeros((measurements.shape[0], *shape)), affine, modality, name=record["study"]["name"],
                   source={"format": "simulation", "path": str(args.input)})
-    return problem, study, reference, acquisition.to_dict()
+    return problem, study, reference, acquisition.to_dict(), prior
 
 
 def _from_fastmri(args):
@@ -209,31 +232,41 @@ def _versions() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def _write_volume(paths, kind: str, study, native: torch.Tensor, problem, overwrite: bool, stack: contextlib.ExitStack) -> None:
+def _output_study(study, native: torch.Tensor):
+    """The study holding the reconstruction (the input's geometry and, for DICOM, headers)."""
+    voxels = native if study.modality == "MR" else native.round()
+    return study.with_voxels(voxels.to(study.voxels.dtype) if not study.voxels.is_complex() else voxels.abs())
+
+
+def _check_volume_output(paths, kind: str, study, overwrite: bool) -> str:
+    """Every refusal of the volume's writer, before any work; returns the output format."""
+    from medrecon.study import check_save  # noqa: PLC0415
+
+    out = paths["volume"]
+    if kind == "fastmri":
+        if not out.name.lower().endswith((".h5", ".hdf5")):
+            raise InputError(f"a fastMRI input is written as fastMRI HDF5: give an OUTPUT ending in .h5, not {out.name}")
+        return "kspace"
+    probe = study if not study.voxels.is_complex() else study.with_voxels(study.voxels.abs())
+    return check_save(probe, out, overwrite=overwrite, sidecar=False)  # the record is the sidecar
+
+
+def _write_volume(paths, kind: str, study, native: torch.Tensor, overwrite: bool, stack: contextlib.ExitStack) -> None:
     from medrecon.io.atomic import atomic_output  # noqa: PLC0415
-    from medrecon.study import save_study  # noqa: PLC0415
+    from medrecon.study import save_study, study_format  # noqa: PLC0415
 
     out = paths["volume"]
     if kind == "fastmri":
         import h5py  # noqa: PLC0415
 
-        if not out.name.lower().endswith((".h5", ".hdf5")):
-            raise InputError(f"a fastMRI input is written as fastMRI HDF5: give an OUTPUT ending in .h5, not {out.name}")
         tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, suffix=".h5"))
         with h5py.File(tmp, "w") as f:
             f.create_dataset("reconstruction", data=native.numpy().astype(np.float32))
             f.attrs["units"] = "magnitude, the k-space's units"
         return
-    if kind == "study" and study.source.get("format") in ("dicom", "nifti", "nrrd"):
-        from medrecon.study import study_format  # noqa: PLC0415
-
-        wanted = "nifti" if study.source["format"] == "nrrd" else study.source["format"]
-        got = study_format(out, for_writing=True)
-        if got != wanted:
-            raise InputError(f"the input is {study.source['format']}; write the result as {wanted} too (OUTPUT {out} is {got})")
-    voxels = native if study.modality == "MR" else native.round()
+    options = {"sidecar": False} if study_format(out, for_writing=True) in ("nifti", "nrrd") else {}
     # save_study is atomic on its own; it runs last, after the record and figure are staged
-    save_study(study.with_voxels(voxels.to(study.voxels.dtype) if not study.voxels.is_complex() else voxels), out, overwrite=overwrite)
+    save_study(_output_study(study, native), out, overwrite=overwrite, **options)
 
 
 @torch.no_grad()
@@ -259,6 +292,8 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     from medrecon.distributed import reconstruct_sharded  # noqa: PLC0415
     from medrecon.reconstruct import check_prior_fits  # noqa: PLC0415
 
+    from medrecon.simulation import load_input_study  # noqa: PLC0415
+
     t_start = time.perf_counter()
     inp = Path(args.input)
     kind = _input_kind(inp)
@@ -266,17 +301,31 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     _check_outputs(paths, args.overwrite)
     if args.samples < 1:
         raise InputError(f"--samples must be >= 1, got {args.samples}")
-    problem, study, reference, acquisition = {"study": _from_study, "simulation": _from_simulation, "fastmri": _from_fastmri}[kind](args)
-    prior_name = args.prior or f"{problem.modality.lower()}-starter{'-latent' if args.sampler == 'resample' else ''}"
-    prior = load_prior(prior_name, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    check_prior_fits(prior, problem, args.sampler)
     options = _parse_options(args.option)
+
+    def prior_for(modality: str):
+        name = args.prior or f"{modality.lower()}-starter{'-latent' if args.sampler == 'resample' else ''}"
+        return load_prior(name, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    if kind == "study":
+        study = load_input_study(args)
+        out_format = _check_volume_output(paths, kind, study, args.overwrite)
+        prior = prior_for(study.modality)
+        problem, reference, acquisition = _from_study(args, study, prior)
+    elif kind == "simulation":
+        problem, study, reference, acquisition, prior = _from_simulation(args, prior_for)
+        out_format = _check_volume_output(paths, kind, study, args.overwrite)
+    else:
+        out_format = _check_volume_output(paths, kind, None, args.overwrite)
+        problem, study, reference, acquisition = _from_fastmri(args)
+        prior = prior_for(problem.modality)
+    check_prior_fits(prior, problem, args.sampler, other_size=args.grid == "input")
 
     # the sampler first (sharded over torchrun's processes), then the baseline on rank 0 alone, so
     # that the other ranks do not wait for it inside the gather
     result = reconstruct_sharded(problem, prior, sampler=args.sampler, steps=args.steps, options=options, samples=args.samples,
                                  batch_size=args.batch_size, device=device, seed=args.seed,
-                                 progress=None if not args.quiet else False)
+                                 progress=None if not args.quiet else False, other_size=args.grid == "input")
     if result is None:  # a rank other than 0: rank 0 writes the outputs
         return 0
     baseline_name, baseline, baseline_seconds = classical_baseline(problem)
@@ -293,12 +342,19 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     if kind == "fastmri" and reference is not None:
         native = _center_crop(native, reference.shape[-2:])
 
+    from medrecon.io.sidecar import sidecar_fields  # noqa: PLC0415
+
+    sidecar = sidecar_fields(_output_study(study, native)) if out_format in ("nifti", "nrrd") else {}
     record = {
+        **sidecar,
         "command": "medrecon reconstruct " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reconstruct"] else None,
-        "input": {"path": str(inp), "kind": kind},
-        "output": {k: str(v) for k, v in paths.items()},
+        "input": {"path": str(inp), "kind": kind, "format": None if study is None else study.source.get("format")},
+        "output": {**{k: str(v) for k, v in paths.items()}, "format": out_format},
         "study": None if study is None else {"name": study.name, "shape": list(study.shape), "modality": study.modality},
         "acquisition": acquisition,
+        "grid": problem.description.get("grid") or {
+            "reconstructed_on": "the input's grid" + (" (--grid input)" if args.grid == "input" else ""),
+            "image_shape": list(problem.op.in_shape[-2:])},
         "units": problem.description.get("units"),
         "prior": {"name": prior.card.name, "path": str(prior.path), "sha256": prior.card.sha256,
                   "training": prior.card.training.get("summary")},
@@ -314,7 +370,7 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
         figure_tmp = stack.enter_context(atomic_output(paths["figure"], overwrite=args.overwrite, suffix=".png"))
         record_tmp = stack.enter_context(atomic_output(paths["record"], overwrite=args.overwrite, suffix=".json"))
         write_figure(figure_tmp, columns, scores)
-        _write_volume(paths, kind, study, native, problem, args.overwrite, stack)
+        _write_volume(paths, kind, study, native, args.overwrite, stack)
         record["seconds_total"] = round(time.perf_counter() - t_start, 2)
         record_tmp.write_text(json.dumps(record, indent=2) + "\n")
     line = f"wrote {paths['volume']} ({result.mean.shape[0]} slices, {args.sampler}, {result.nfe} NFE, {result.seconds_per_slice:.2f} s/slice)"

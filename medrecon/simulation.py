@@ -233,7 +233,8 @@ def _slice_range(text: str | None, n: int) -> slice:
 
 def load_input_study(args):
     """The study named by ``args.input`` (a DICOM folder, NIfTI or NRRD), restricted to
-    ``args.slices``; ``args.modality`` is required for NIfTI/NRRD and must agree with DICOM's tag."""
+    ``args.slices``; ``args.modality`` must agree with what the file records (DICOM's tag, the
+    sidecar or header tag medrecon writes) and is required where it records nothing."""
     from medrecon.study import load_study, study_format  # noqa: PLC0415
 
     modality = args.modality.upper() if args.modality else None
@@ -242,9 +243,12 @@ def load_input_study(args):
         if modality and modality != study.modality:
             raise InputError(f"--modality {args.modality} contradicts the DICOM Modality {study.modality}")
     else:
-        if modality is None:
-            raise InputError(f"{args.input}: give --modality ct or mr (the file does not record it)")
-        study = load_study(args.input, modality=modality)
+        try:
+            study = load_study(args.input, modality=modality)
+        except InputError as exc:
+            if "does not record the modality" in str(exc):
+                raise InputError(f"{args.input}: give --modality ct or mr (the file does not record it)") from None
+            raise
     sel = _slice_range(args.slices, study.shape[0])
     if sel != slice(0, study.shape[0]):
         study = _subset(study, sel)
@@ -309,12 +313,17 @@ def run_simulate(args) -> None:
 
 
 def _subset(study, sel: slice):
-    """Slices ``sel`` of a study, with the affine's origin moved and per-slice DICOM headers kept."""
+    """Slices ``sel`` of a study, with the affine's origin moved and per-slice DICOM headers kept;
+    a DICOM study's affine is then that of the kept headers (for a series with uneven spacing its
+    mean step is the subset's own, so the subset writes back with each slice's own position)."""
     from dataclasses import replace  # noqa: PLC0415
 
     affine = study.affine.copy()
     affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
     source = dict(study.source)
     if isinstance(source.get("headers"), list) and len(source["headers"]) == study.shape[0]:
+        from medrecon.io.dicom import headers_geometry  # noqa: PLC0415
+
         source["headers"] = source["headers"][sel]
+        affine = headers_geometry(source["headers"])[1]
     return replace(study, voxels=study.voxels[sel].clone(), affine=affine, name=f"{study.name}[{sel.start}:{sel.stop}]", source=source)

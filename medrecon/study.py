@@ -11,9 +11,16 @@ Conventions
   input's geometry (the format name, the path, and format-specific entries such as the axis order
   of a NIfTI file or the DICOM headers); it is not interpreted elsewhere.
 
-``load_study(path)`` and ``save_study(study, path, like=source)`` dispatch on the format: a folder
-or ``.dcm`` files are DICOM, ``.nii``/``.nii.gz`` NIfTI, ``.nrrd`` NRRD (read only), ``.h5`` fastMRI
-raw k-space (read by :mod:`medrecon.io.kspace`, not a Study).
+``load_study(path)`` and ``save_study(study, path)`` dispatch on the format the name says: a folder
+or ``.dcm`` files are DICOM, ``.nii``/``.nii.gz`` NIfTI, ``.nrrd`` NRRD, ``.h5`` fastMRI raw k-space
+(read by :mod:`medrecon.io.kspace`, not a Study). Any study writes to any of the three image formats
+with its geometry: NIfTI and NRRD from its affine, DICOM by copying its source's per-slice headers
+(a DICOM source) or as a new series built from the affine. NIfTI and NRRD record the modality in a
+JSON sidecar and a header tag (:mod:`medrecon.io.sidecar`), so what medrecon writes loads back
+without flags. :func:`check_save` makes every refusal of :func:`save_study` without writing.
+
+Module layout: the :class:`Study` type lives in :mod:`medrecon.io.base`, below the format modules;
+this module, the dispatch, sits above them.
 """
 
 from __future__ import annotations
@@ -61,6 +68,30 @@ def load_study(path: str | Path, *, modality: str | None = None, **options) -> S
     raise InputError(f"{path} is raw k-space: read it with medrecon.io.kspace.read_fastmri_h5")
 
 
+def check_save(study: Study, path: str | Path, *, overwrite: bool = False, sidecar: bool = True) -> str:
+    """Every refusal :func:`save_study` would make for ``study`` at ``path``, before any work;
+    returns the format. An unknown suffix is refused here."""
+    from medrecon.io.sidecar import sidecar_path  # noqa: PLC0415
+
+    path = Path(path)
+    fmt = study_format(path, for_writing=True)
+    if fmt == "dicom":
+        from medrecon.io.dicom import check_writable  # noqa: PLC0415
+
+        check_writable(study, path, overwrite=overwrite)
+        return fmt
+    if fmt not in ("nifti", "nrrd"):
+        raise InputError(f"cannot write {fmt} files; write NIfTI (.nii.gz), NRRD (.nrrd) or a DICOM folder")
+    if fmt == "nrrd" and study.voxels.is_complex():
+        raise InputError(f"{path}: NRRD output takes real voxels (write the magnitude)")
+    for target in [path] + ([sidecar_path(path)] if sidecar else []):
+        if target.exists() and not overwrite:
+            raise InputError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+    if not path.parent.is_dir():
+        raise InputError(f"the output folder {path.parent} does not exist")
+    return fmt
+
+
 def save_study(study: Study, path: str | Path, *, overwrite: bool = False, **options) -> Path:
     """Write a study in the format its path names, with the source's geometry (atomic: a temporary
     file renamed at the end; an existing output is replaced only with ``overwrite``)."""
@@ -73,9 +104,13 @@ def save_study(study: Study, path: str | Path, *, overwrite: bool = False, **opt
         from medrecon.io.dicom import write_dicom_series  # noqa: PLC0415
 
         return write_dicom_series(study, path, overwrite=overwrite, **options)
-    raise InputError(f"cannot write {fmt} files; write NIfTI (.nii.gz) or a DICOM folder")
+    if fmt == "nrrd":
+        from medrecon.io.nrrd import write_nrrd  # noqa: PLC0415
+
+        return write_nrrd(study, path, overwrite=overwrite, **options)
+    raise InputError(f"cannot write {fmt} files; write NIfTI (.nii.gz), NRRD (.nrrd) or a DICOM folder")
 
 
 
-__all__ = ["MODALITIES", "Study", "axis_closest_to", "from_study_layout", "load_study", "save_study", "study_format",
-           "to_study_layout"]
+__all__ = ["MODALITIES", "Study", "axis_closest_to", "check_save", "from_study_layout", "load_study", "save_study",
+           "study_format", "to_study_layout"]

@@ -616,6 +616,28 @@ def _like_source(study: Study, like) -> dict | None:
     return source
 
 
+def headers_geometry(headers: list) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, affine)`` of a study's per-slice DICOM headers, as reading computes them: the slice
+    order along the normal and the RAS affine (mean slice step where the spacing is uneven; each
+    header keeps its slice's own position)."""
+    slices = [_slice(Path("source header"), None, hd, {kw: hd for kw in _GEOMETRY_SOURCES}) for hd in headers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnevenSliceSpacingWarning)
+        return _sort_and_affine(slices, "the DICOM source")
+
+
+def check_writable(study: Study, path: str | Path, *, overwrite: bool = False, like=None) -> None:
+    """Every refusal :func:`write_dicom_series` would make for ``study`` at ``path``, without writing
+    (a command checks its outputs before its work)."""
+    path = Path(path)
+    if torch.is_complex(study.voxels):
+        raise InputError("DICOM images are real: the study has complex voxels; write their magnitudes (study.voxels.abs())")
+    _check_target(path, overwrite)
+    source = _like_source(study, like)
+    if source is not None and source.get("headers") is not None:
+        _check_headers_match(study, source["headers"])
+
+
 def _check_headers_match(study: Study, headers: list) -> None:
     s, h, w = study.shape
     first = headers[0]
@@ -625,10 +647,7 @@ def _check_headers_match(study: Study, headers: list) -> None:
             f"the study has {s} slices of {h}x{w} but its DICOM source has {len(headers)} slices of "
             f"{rows}x{columns}; write it to NIfTI, or as a new DICOM series from a study without DICOM source"
         )
-    slices = [_slice(Path("source header"), None, hd, {kw: hd for kw in _GEOMETRY_SOURCES}) for hd in headers]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnevenSliceSpacingWarning)
-        order, affine = _sort_and_affine(slices, "the DICOM source")
+    order, affine = headers_geometry(headers)
     if not np.array_equal(order, np.arange(s)) or not np.allclose(affine, study.affine, rtol=0, atol=1e-3):
         raise InputError(
             "the study's affine differs from the geometry of its DICOM source headers, so they cannot be "

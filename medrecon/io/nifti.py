@@ -5,7 +5,8 @@ scaling (``scl_slope``/``scl_inter``). The slice axis defaults to the array axis
 superior direction (axial slices); ``slice_axis`` picks another. 4-D files are refused unless a
 ``volume`` index is given. Writing uses the source's axis order and affine (so the result overlays
 the input in any viewer) and picks the datatype: int16 with an exact scale for CT in HU,
-float32 otherwise.
+float32 otherwise. The modality, which NIfTI has no field for, is recorded in a BIDS-style JSON
+sidecar and in the header's ``descrip`` (:mod:`medrecon.io.sidecar`) and read back from them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from medrecon.errors import InputError
 from medrecon.io.atomic import atomic_output
 from medrecon.io.base import Study, axis_closest_to, from_study_layout, to_study_layout
+from medrecon.io.sidecar import header_tag, modality_from_tag, recorded_modality, resolve_modality, sidecar_fields, sidecar_path
 
 
 def read_nifti(
@@ -30,22 +32,23 @@ def read_nifti(
     """Read a NIfTI file as a :class:`Study`.
 
     Args:
-        modality: ``CT`` or ``MR``; NIfTI does not record it, so it is required (the CLI asks for
-            ``--modality``).
+        modality: ``CT`` or ``MR``; NIfTI has no field for it: read from the JSON sidecar or the
+            header tag medrecon writes, else required (the CLI asks for ``--modality``).
         slice_axis: the array axis to slice along (default: the one closest to superior).
         volume: the index along the 4th axis of a 4-D file (required for 4-D files).
     """
     import nibabel as nib  # noqa: PLC0415
 
     path = Path(path)
-    if modality is None:
-        raise InputError(f"{path}: NIfTI does not record the modality; say whether it is CT or MR")
     try:
         image = nib.load(str(path))
     except FileNotFoundError:
         raise InputError(f"no such NIfTI file: {path}") from None
     except Exception as exc:  # nibabel raises several types for damaged files
         raise InputError(f"{path} is not a readable NIfTI file: {exc}") from None
+    descrip = image.header.get("descrip")
+    tag = modality_from_tag(None if descrip is None else np.asarray(descrip).item())
+    modality = resolve_modality(path, modality, recorded_modality(path, tag), "NIfTI")
     shape = image.shape
     if len(shape) == 4:
         if volume is None:
@@ -77,11 +80,13 @@ def read_nifti(
     return Study(torch.from_numpy(voxels), study_affine, modality, source=source, name=name)
 
 
-def write_nifti_array(data: np.ndarray, affine: np.ndarray, path: str | Path, *, overwrite: bool = False, hu: bool = False) -> Path:
+def write_nifti_array(data: np.ndarray, affine: np.ndarray, path: str | Path, *, overwrite: bool = False, hu: bool = False,
+                      modality: str | None = None) -> Path:
     """Write an ``(i, j, k)`` array with its affine to ``.nii``/``.nii.gz``, atomically.
 
     ``hu``: the values are CT numbers; they are stored as int16 (rounded, clipped to the int16
-    range, exact for integer HU). Otherwise float32 (complex64 for complex data).
+    range, exact for integer HU). Otherwise float32 (complex64 for complex data). ``modality``:
+    recorded in the header's ``descrip`` tag.
     """
     import nibabel as nib  # noqa: PLC0415
 
@@ -94,6 +99,8 @@ def write_nifti_array(data: np.ndarray, affine: np.ndarray, path: str | Path, *,
         stored = data.astype(np.complex64 if np.iscomplexobj(data) else np.float32)
     image = nib.Nifti1Image(stored, np.asarray(affine, dtype=np.float64))
     image.header.set_xyzt_units("mm")
+    if modality is not None:
+        image.header["descrip"] = header_tag(modality).encode()
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
@@ -102,13 +109,25 @@ def write_nifti_array(data: np.ndarray, affine: np.ndarray, path: str | Path, *,
     return path
 
 
-def write_nifti(study: Study, path: str | Path, *, overwrite: bool = False) -> Path:
+def write_nifti(study: Study, path: str | Path, *, overwrite: bool = False, sidecar: bool = True) -> Path:
     """Write a study to NIfTI in its source's axis order and affine (or the study layout if the
-    source was not NIfTI). CT is stored as int16 HU, MR as float32."""
+    source was not NIfTI). CT is stored as int16 HU, MR as float32. The modality goes into the
+    header tag and, with ``sidecar``, the JSON sidecar (both files written atomically; neither is
+    written if either exists without ``overwrite``)."""
+    path = Path(path)
+    if sidecar and sidecar_path(path).exists() and not overwrite:
+        raise InputError(f"{sidecar_path(path)} exists; pass --overwrite (overwrite=True) to replace it")
     voxels = study.voxels.detach().cpu().numpy()
     order = study.source.get("axis_order") if study.source.get("format") == "nifti" else None
     if order is not None:
         data, affine = from_study_layout(voxels, study.affine, tuple(order))
     else:
         data, affine = np.transpose(voxels, (2, 1, 0)), study.affine
-    return write_nifti_array(data, affine, path, overwrite=overwrite, hu=study.modality == "CT")
+    if not sidecar:
+        return write_nifti_array(data, affine, path, overwrite=overwrite, hu=study.modality == "CT", modality=study.modality)
+    import json  # noqa: PLC0415
+
+    with atomic_output(sidecar_path(path), overwrite=overwrite, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(sidecar_fields(study), indent=2) + "\n")
+        write_nifti_array(data, affine, path, overwrite=overwrite, hu=study.modality == "CT", modality=study.modality)
+    return path

@@ -4,10 +4,15 @@ Supports what medical NRRD files use: ``raw`` and ``gzip`` encodings, scalar typ
 float64, either endianness, attached data, ``space directions``/``space origin`` in
 ``left-posterior-superior`` or ``right-anterior-superior`` space. The affine is returned in RAS
 (nibabel's convention) and maps array indices ``(i, j, k)`` in the file's axis order to mm.
+
+Writing (:func:`write_nrrd`): attached gzip data, ``left-posterior-superior`` space, CT as int16 HU
+and MR as float32, in the source's axis order when the source was NRRD; the modality goes into a
+``medrecon_modality:=`` key/value line and a JSON sidecar (:mod:`medrecon.io.sidecar`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 from dataclasses import dataclass
@@ -101,14 +106,16 @@ def read_nrrd(path: str | Path) -> NrrdVolume:
 
 
 def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis: int | None = None):
-    """Read a 3-D NRRD volume as a :class:`~medrecon.study.Study` (axial slices by default)."""
+    """Read a 3-D NRRD volume as a :class:`~medrecon.study.Study` (axial slices by default). The
+    modality: the caller's, else the sidecar's or the ``medrecon_modality`` field's."""
     import torch  # noqa: PLC0415
 
     from medrecon.io.base import Study, axis_closest_to, to_study_layout  # noqa: PLC0415
+    from medrecon.io.sidecar import NRRD_KEY, recorded_modality, resolve_modality  # noqa: PLC0415
 
-    if modality is None:
-        raise InputError(f"{path}: NRRD does not record the modality; say whether it is CT or MR")
     volume = read_nrrd(path)
+    tag = volume.header.get(NRRD_KEY.lower())
+    modality = resolve_modality(path, modality, recorded_modality(path, tag.upper() if tag else None), "NRRD")
     if volume.data.ndim != 3:
         raise InputError(f"{path}: expected a 3-D NRRD volume, got shape {volume.data.shape}")
     axis = axis_closest_to(volume.affine) if slice_axis is None else slice_axis
@@ -116,3 +123,46 @@ def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis
     source = {"format": "nrrd", "path": str(path), "axis_order": list(order), "file_affine": volume.affine.tolist()}
     name = Path(path).name.removesuffix(".nrrd")
     return Study(torch.from_numpy(voxels), affine, modality, source=source, name=name)
+
+
+def write_nrrd(study, path: str | Path, *, overwrite: bool = False, sidecar: bool = True) -> Path:
+    """Write a study as a NRRD file (module docstring), atomically, with its JSON sidecar."""
+    import json  # noqa: PLC0415
+
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+    from medrecon.io.base import from_study_layout  # noqa: PLC0415
+    from medrecon.io.sidecar import NRRD_KEY, sidecar_fields, sidecar_path  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.name.lower().endswith(".nrrd"):
+        raise InputError(f"{path}: a NRRD file name ends in .nrrd")
+    if study.voxels.is_complex():
+        raise InputError(f"{path}: NRRD output takes real voxels (write the magnitude)")
+    if sidecar and sidecar_path(path).exists() and not overwrite:
+        raise InputError(f"{sidecar_path(path)} exists; pass --overwrite (overwrite=True) to replace it")
+    voxels = study.voxels.detach().cpu().numpy()
+    order = study.source.get("axis_order") if study.source.get("format") == "nrrd" else None
+    if order is not None:
+        data, affine = from_study_layout(voxels, study.affine, tuple(order))
+    else:
+        data, affine = np.transpose(voxels, (2, 1, 0)), study.affine
+    if study.modality == "CT":
+        data, type_name = np.clip(np.round(data), -32768, 32767).astype("<i2"), "short"
+    else:
+        data, type_name = data.astype("<f4"), "float"
+    lps = np.diag([-1.0, -1.0, 1.0])
+    directions = " ".join("(" + ",".join(f"{v:.10g}" for v in lps @ affine[:3, n]) + ")" for n in range(3))
+    origin = "(" + ",".join(f"{v:.10g}" for v in lps @ affine[:3, 3]) + ")"
+    header = "\n".join([
+        "NRRD0004", "# written by medrecon", f"type: {type_name}", "dimension: 3", "space: left-posterior-superior",
+        f"sizes: {' '.join(str(n) for n in data.shape)}", f"space directions: {directions}", "kinds: domain domain domain",
+        "endian: little", "encoding: gzip", f"space origin: {origin}", f"{NRRD_KEY}:={study.modality}",
+    ]) + "\n\n"
+    payload = gzip.compress(np.ascontiguousarray(data.transpose()).tobytes(), compresslevel=6)  # fastest axis first
+    with contextlib.ExitStack() as stack:
+        if sidecar:
+            side = stack.enter_context(atomic_output(sidecar_path(path), overwrite=overwrite, suffix=".json"))
+            side.write_text(json.dumps(sidecar_fields(study), indent=2) + "\n")
+        with atomic_output(path, overwrite=overwrite, suffix=".nrrd") as tmp:
+            tmp.write_bytes(header.encode("latin-1") + payload)
+    return path

@@ -1,0 +1,97 @@
+"""What NIfTI and NRRD have no field for, recorded where other tools see it too.
+
+NIfTI and NRRD files record voxels and geometry but not the modality. A file medrecon writes must
+load back without flags, so the writers record it twice:
+
+- a **BIDS-style JSON sidecar** beside the image, with the same stem (``recon.nii.gz`` ->
+  ``recon.json``): ``{"Modality": "CT" | "MR", "medrecon": {...}}`` (BIDS's own key for the
+  modality; medrecon's extra entries under their own key), the convention neuroimaging tools know;
+- a **short tag in the header**: NIfTI's 80-character ``descrip`` field holds
+  ``medrecon modality=CT``; NRRD holds a key/value line ``medrecon_modality:=CT``.
+
+Reading: the sidecar first, then the header tag; a file from elsewhere with neither still needs
+the modality from the caller. A modality given by the caller that contradicts the file's is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from medrecon.errors import InputError
+
+MODALITIES = ("CT", "MR")
+_TAG = re.compile(r"medrecon modality=(CT|MR)\b")
+NRRD_KEY = "medrecon_modality"
+
+
+def image_stem(path: str | Path) -> str:
+    """The file name without its image suffix (``.nii.gz``, ``.nii``, ``.nrrd``)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".nrrd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``recon.nii.gz`` -> ``recon.json`` (the same folder)."""
+    return Path(path).with_name(image_stem(path) + ".json")
+
+
+def sidecar_fields(study) -> dict:
+    """The sidecar's content for ``study`` (also merged into ``medrecon reconstruct``'s record)."""
+    from medrecon import __version__  # noqa: PLC0415
+
+    return {
+        "Modality": study.modality,
+        "medrecon": {
+            "name": study.name,
+            "units": "HU" if study.modality == "CT" else "arbitrary (MR magnitude)",
+            "shape_slices_rows_columns": list(study.shape),
+            "written_by": f"medrecon {__version__}",
+        },
+    }
+
+
+def header_tag(modality: str) -> str:
+    """The NIfTI ``descrip`` text (at most 80 characters)."""
+    return f"medrecon modality={modality}"
+
+
+def modality_from_tag(text: str | bytes | None) -> str | None:
+    """The modality a header tag records, or None."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1", "replace")
+    match = _TAG.search(text or "")
+    return match.group(1) if match else None
+
+
+def recorded_modality(path: str | Path, tag: str | None) -> str | None:
+    """The modality the sidecar of ``path`` records, else the header ``tag``'s, else None."""
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            value = json.loads(side.read_text()).get("Modality")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, str) and value.upper() in MODALITIES:
+            return value.upper()
+    return tag if tag in MODALITIES else None
+
+
+def resolve_modality(path: str | Path, given: str | None, recorded: str | None, fmt: str) -> str:
+    """The study's modality: the caller's, checked against what the file records, or the file's."""
+    if given is not None:
+        given = str(given).upper()
+        if recorded is not None and recorded != given:
+            raise InputError(f"{path}: the file records modality {recorded}, not {given}")
+        return given
+    if recorded is None:
+        raise InputError(f"{path}: {fmt} does not record the modality; say whether it is CT or MR")
+    return recorded
+
+
+__all__ = ["NRRD_KEY", "header_tag", "image_stem", "modality_from_tag", "recorded_modality", "resolve_modality",
+           "sidecar_fields", "sidecar_path"]
