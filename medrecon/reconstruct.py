@@ -300,7 +300,7 @@ def _slice_generators(seed: int, indices, sample: int, device) -> list[torch.Gen
     return gens
 
 
-def _batch_model(prior, op_b, y_b, sampler: str, phase=None):
+def _batch_model(prior, op_b, y_b, sampler: str, phase=None, imag_std: float = 0.05):
     """``(model, counter)``: what a sampler takes for one batch (complex MR data go through the
     phase adapter, along ``phase`` where it is known, else along the k-space centre's; ReSample
     takes the latent prior) and the call counter of its network."""
@@ -316,7 +316,7 @@ def _batch_model(prior, op_b, y_b, sampler: str, phase=None):
         counter = _CountingDenoiser(TwoChannelDenoiser(prior.denoiser))
     else:
         phase = low_resolution_phase(op_b, y_b) if phase is None else phase.to(y_b.device)
-        counter = _CountingDenoiser(PhaseAlignedDenoiser(prior.denoiser, phase))
+        counter = _CountingDenoiser(PhaseAlignedDenoiser(prior.denoiser, phase, imag_std=imag_std))
     return counter, counter
 
 
@@ -342,7 +342,8 @@ def reconstruct(
         problem: a :class:`Problem` (see :func:`problem_from_acquisition`).
         prior: a loaded prior (:func:`medrecon.priors.hub.load_prior`) or a shipped name / folder.
         sampler: a name of :data:`medrecon.samplers.SAMPLERS` (``dds`` is the default and fastest).
-        steps, options: override the preset's step count and options (``presets.json``).
+        steps, options: override the preset's step count and options (``presets.json``); ``options``
+            may also set the prior adapter's ``imag_std`` (complex MR with a real prior).
         samples: posterior samples per slice; > 1 gives the mean and the standard deviation.
         batch_size: slices per network call.
         device: ``cuda``/``cpu``/None (CUDA when available).
@@ -357,7 +358,7 @@ def reconstruct(
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
     from .samplers import SAMPLERS  # noqa: PLC0415
-    from .samplers.presets import sampler_settings, task_name  # noqa: PLC0415
+    from .samplers.presets import ADAPTER_OPTIONS, adapter_settings, sampler_settings, task_name  # noqa: PLC0415
 
     if sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
@@ -371,7 +372,10 @@ def reconstruct(
     if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
         prior = load_prior(prior, device=device)
     check_prior_fits(prior, problem, sampler, other_size=other_size)
-    settings = sampler_settings(sampler, task_name(problem.modality, problem.noisy), steps=steps, **(options or {}))
+    task = task_name(problem.modality, problem.noisy)
+    options = dict(options or {})
+    adapter = {**adapter_settings(task), **{k: options.pop(k) for k in ADAPTER_OPTIONS if k in options}}
+    settings = sampler_settings(sampler, task, steps=steps, **options)
     sigmas = settings.sigmas()
     n = problem.slices
     indices = list(range(n)) if slice_indices is None else [int(k) for k in slice_indices]
@@ -393,7 +397,7 @@ def reconstruct(
             op_b = op.batch_slice(slice(start, stop))
             y_b = y_all[start:stop].to(device)
             phase_b = None if problem.phase is None else problem.phase[start:stop]
-            model, counter = _batch_model(prior, op_b, y_b, sampler, phase_b)
+            model, counter = _batch_model(prior, op_b, y_b, sampler, phase_b, **adapter)
             batch = stop - start
 
             def callback(i, _x, _batch=batch):
@@ -420,7 +424,10 @@ def reconstruct(
     if samples > 1:  # per pixel, of the value (CT) or magnitude (MR) over the samples
         std = (value_sq / samples - (value_sum / samples) ** 2).clamp_min(0).sqrt()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return Reconstruction(mean, std, samples, nfe, seconds, int(peak), settings.to_dict(), str(device))
+    recorded = settings.to_dict()
+    if adapter and op.in_complex and prior.card.channels == 1 and sampler != "resample":
+        recorded["adapter"] = {"phase_aligned": dict(adapter)}
+    return Reconstruction(mean, std, samples, nfe, seconds, int(peak), recorded, str(device))
 
 
 __all__ = ["Problem", "Progress", "Reconstruction", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace",

@@ -28,9 +28,24 @@ SCHEDULE_KEYS = ("steps", "schedule", "sigma_max", "sigma_min")
 
 
 @lru_cache(maxsize=1)
+def _presets_file() -> dict:
+    return json.loads(PRESETS_FILE.read_text())
+
+
 def load_presets() -> dict:
     """``{sampler: {task: preset}}`` from ``presets.json``."""
-    return json.loads(PRESETS_FILE.read_text())["presets"]
+    return _presets_file()["presets"]
+
+
+ADAPTER_OPTIONS = ("imag_std",)
+
+
+def adapter_settings(task: str) -> dict:
+    """The prior adapter's settings of a task (``presets.json``'s ``adapters``; every sampler):
+    ``imag_std`` of :class:`~medrecon.priors.denoiser.PhaseAlignedDenoiser` for the MR tasks."""
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; known: {TASKS}")
+    return dict(_presets_file().get("adapters", {}).get(task, {}))
 
 
 def task_name(modality: str, noisy: bool) -> str:
@@ -104,4 +119,4 @@ def _option_names(fn) -> set[str]:
     return {p.name for p in params if p.kind == p.KEYWORD_ONLY} - {"sigmas", "generator", "callback"}
 
 
-__all__ = ["SamplerSettings", "TASKS", "load_presets", "sampler_settings", "task_name"]
+__all__ = ["ADAPTER_OPTIONS", "SamplerSettings", "TASKS", "adapter_settings", "load_presets", "sampler_settings", "task_name"]

@@ -233,3 +233,16 @@ def test_real_unknowns_times_a_phase_run_on_the_real_prior_and_fit_the_data():
     assert not out.mean.is_complex()  # a real image: the prior runs on it directly
     rel = torch.linalg.vector_norm(problem.op(out.mean) - y) / torch.linalg.vector_norm(y)
     assert float(rel) < 1e-3
+
+
+def test_the_phase_adapters_imag_std_comes_from_the_task_and_can_be_overridden():
+    from medrecon.samplers.presets import adapter_settings
+
+    op, y, truth, _ = _mr_problem()
+    problem = Problem(op, y, "MR", True)
+    kwargs = dict(sampler="dds", steps=4, seed=1, progress=False)
+    preset = reconstruct(problem, gaussian_prior("MR"), **kwargs)
+    assert preset.settings["adapter"] == {"phase_aligned": adapter_settings("mr-noisy")}
+    other = reconstruct(problem, gaussian_prior("MR"), options={"imag_std": 0.5}, **kwargs)
+    assert other.settings["adapter"] == {"phase_aligned": {"imag_std": 0.5}} and not torch.allclose(other.mean, preset.mean)
+    assert "adapter" not in reconstruct(small_ct_problem()[0], gaussian_prior(), **kwargs).settings
