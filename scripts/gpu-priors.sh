@@ -16,8 +16,11 @@
 # (both stages' logs and the benchmark), prior-{ct,mr}-large.png (samples, where benchmarked).
 #
 # Usage (the GPU machine has no network: carry a pack of the starter corpus and the wheels):
-#   medrecon data pack -o pack                      # on the development machine, about 10 MiB
+#   medrecon data pack -o pack                      # on the development machine, about 9.5 MiB
 #   ../shared/tools/device-prep.sh                  # wheels of what the GPU image lacks, in .whl/
+#   rm .whl/pydicom-* .whl/pywavelets-*             # not used by this run (no DICOM; no benchmark
+#                                                   # without validation slices): 6.5 MiB less, so the
+#                                                   # tree (38 MiB), wheels and pack fit in 64 MiB
 #   then, on the GPU machine, with pack and .whl carried, the install line device-prep.sh prints and
 #   scripts/gpu-priors.sh --out "$OUT" --seconds 480 --starter pack
 # Options: --out DIR --seconds N [--starter DIR] [--size 256] [--crop 128] [--crop-batch 64]
