@@ -53,6 +53,7 @@ _LAZY_NAMES = {
     "SingleCoilMRI": "medrecon.operators",
     "MultiCoilMRI": "medrecon.operators",
     "CartesianSampling": "medrecon.operators.masks",
+    "GridMap": "medrecon.grid",
 }
 
 
