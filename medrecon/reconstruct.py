@@ -91,6 +91,10 @@ class Problem:
         """A standard deviation in normalised units -> native units ``(S, H, W)`` on the study's grid."""
         return self._to_study_grid((abs(self.scale) * std[:, 0].float()).cpu())
 
+    def on_study_grid(self, u: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``(S, 1, h, w)`` on the operator's grid -> ``(S, 1, H, W)`` on the study's."""
+        return u if self.grid is None else self.grid.to_input(u[:, 0].cpu())[:, None]
+
     def _to_study_grid(self, images: torch.Tensor) -> torch.Tensor:
         return images if self.grid is None else self.grid.to_input(images)
 

@@ -252,7 +252,7 @@ def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS
                     details = f"{result.settings.get('steps')} steps, {result.settings.get('schedule')} schedule, " \
                               f"options {json.dumps(result.settings.get('options', {}), sort_keys=True)}"
                     method_details[sampler] = details
-                    entry = (sampler, "sampler", result.mean, result.seconds_per_slice, result.nfe, details)
+                    entry = (sampler, "sampler", case.problem.on_study_grid(result.mean), result.seconds_per_slice, result.nfe, details)
                     _record(protocol, case, entry, rows, per_slice, figure if i == 0 else None, figure_slice,
                             lambda s, e=entry: report(i, item.name, case, e[0], s, e[3]))
                     if not math.isfinite(rows[-1]["psnr"]):

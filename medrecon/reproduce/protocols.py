@@ -233,7 +233,7 @@ class Protocol:
         t0 = time.perf_counter()
         image = fn(op, y)
         _sync(device)
-        return image.cpu(), text, time.perf_counter() - t0
+        return case.problem.on_study_grid(image.cpu()), text, time.perf_counter() - t0
 
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
         """A reconstruction in normalised units -> the real ``(S, 1, h, w)`` image compared with
@@ -305,6 +305,15 @@ class LidcProtocol(Protocol):
     size: int = 320
     convention: str = "song"
     _operators: dict = field(default_factory=dict, repr=False, compare=False)
+    _grid: object = field(default=None, repr=False, compare=False)
+
+    def fit_to_prior(self, card) -> None:
+        """A prior of another image size reconstructs on its own grid (:mod:`medrecon.grid`): the
+        sinograms are those of the protocol's ``size x size`` slices, the reconstruction operator
+        the same rays through the prior's grid, the result resampled back to ``size`` for scoring."""
+        from medrecon.grid import GridMap  # noqa: PLC0415
+
+        self._grid = None if int(card.image_size) == self.size else GridMap.for_study((self.size, self.size), (1.0, 1.0), int(card.image_size))
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, numbers.Integral) or self.size < 8:
@@ -350,8 +359,19 @@ class LidcProtocol(Protocol):
         geometry = op.geometry
         acquisition = {"kind": "ct", "geometry": geometry.to_dict(), "convention": self.convention, "views": value,
                        "noise": "none"}
-        problem = Problem(op, y, "CT", noisy=False, description={
-            "units": "the volume's min-max normalisation to [0, 1] (Song et al.)", "acquisition": acquisition})
+        description = {"units": "the volume's min-max normalisation to [0, 1] (Song et al.)", "acquisition": acquisition}
+        if self._grid is not None:  # the prior's grid (fit_to_prior)
+            import dataclasses  # noqa: PLC0415
+
+            from medrecon.operators import CTProjector  # noqa: PLC0415
+
+            key = ("grid", value)
+            if key not in self._operators:
+                self._operators[key] = CTProjector(dataclasses.replace(
+                    geometry, image_shape=(self._grid.size, self._grid.size), pixel_size=self._grid.pixel_mm))
+            op = self._operators[key]
+            description["grid"] = self._grid.to_dict()
+        problem = Problem(op, y, "CT", noisy=False, description=description, grid=self._grid)
         return Case(item.name, self.setting_label(value), value, problem, x, index, int(images.shape[0]), 1.0,
                     acquisition)
 
