@@ -101,4 +101,15 @@ def from_study_layout(voxels: np.ndarray, affine: np.ndarray, order: tuple) -> t
     return data, new_affine
 
 
-__all__ = ["MODALITIES", "Study", "axis_closest_to", "from_study_layout", "to_study_layout"]
+
+def file_layout(study: Study, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(i, j, k)`` array and affine a ``fmt`` writer stores: the source's axis order and
+    affine where the study was read from ``fmt``, else the study layout ``(w, h, s)``."""
+    voxels = study.voxels.detach().cpu().numpy()
+    order = study.source.get("axis_order") if study.source.get("format") == fmt else None
+    if order is not None:
+        return from_study_layout(voxels, study.affine, tuple(order))
+    return np.transpose(voxels, (2, 1, 0)), study.affine
+
+
+__all__ = ["MODALITIES", "Study", "axis_closest_to", "file_layout", "from_study_layout", "to_study_layout"]

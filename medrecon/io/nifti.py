@@ -18,8 +18,8 @@ import torch
 
 from medrecon.errors import InputError
 from medrecon.io.atomic import atomic_output
-from medrecon.io.base import Study, axis_closest_to, from_study_layout, to_study_layout
-from medrecon.io.sidecar import header_tag, modality_from_tag, recorded_modality, resolve_modality, sidecar_fields, sidecar_path
+from medrecon.io.base import Study, axis_closest_to, file_layout, to_study_layout
+from medrecon.io.sidecar import header_tag, modality_from_tag, recorded_modality, resolve_modality, staged_sidecar
 
 
 def read_nifti(
@@ -115,19 +115,7 @@ def write_nifti(study: Study, path: str | Path, *, overwrite: bool = False, side
     header tag and, with ``sidecar``, the JSON sidecar (both files written atomically; neither is
     written if either exists without ``overwrite``)."""
     path = Path(path)
-    if sidecar and sidecar_path(path).exists() and not overwrite:
-        raise InputError(f"{sidecar_path(path)} exists; pass --overwrite (overwrite=True) to replace it")
-    voxels = study.voxels.detach().cpu().numpy()
-    order = study.source.get("axis_order") if study.source.get("format") == "nifti" else None
-    if order is not None:
-        data, affine = from_study_layout(voxels, study.affine, tuple(order))
-    else:
-        data, affine = np.transpose(voxels, (2, 1, 0)), study.affine
-    if not sidecar:
-        return write_nifti_array(data, affine, path, overwrite=overwrite, hu=study.modality == "CT", modality=study.modality)
-    import json  # noqa: PLC0415
-
-    with atomic_output(sidecar_path(path), overwrite=overwrite, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(sidecar_fields(study), indent=2) + "\n")
+    data, affine = file_layout(study, "nifti")
+    with staged_sidecar(study, path, overwrite=overwrite, enabled=sidecar):
         write_nifti_array(data, affine, path, overwrite=overwrite, hu=study.modality == "CT", modality=study.modality)
     return path

@@ -12,7 +12,6 @@ and MR as float32, in the source's axis order when the source was NRRD; the moda
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import re
 from dataclasses import dataclass
@@ -127,25 +126,16 @@ def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis
 
 def write_nrrd(study, path: str | Path, *, overwrite: bool = False, sidecar: bool = True) -> Path:
     """Write a study as a NRRD file (module docstring), atomically, with its JSON sidecar."""
-    import json  # noqa: PLC0415
-
     from medrecon.io.atomic import atomic_output  # noqa: PLC0415
-    from medrecon.io.base import from_study_layout  # noqa: PLC0415
-    from medrecon.io.sidecar import NRRD_KEY, sidecar_fields, sidecar_path  # noqa: PLC0415
+    from medrecon.io.base import file_layout  # noqa: PLC0415
+    from medrecon.io.sidecar import NRRD_KEY, staged_sidecar  # noqa: PLC0415
 
     path = Path(path)
     if not path.name.lower().endswith(".nrrd"):
         raise InputError(f"{path}: a NRRD file name ends in .nrrd")
     if study.voxels.is_complex():
         raise InputError(f"{path}: NRRD output takes real voxels (write the magnitude)")
-    if sidecar and sidecar_path(path).exists() and not overwrite:
-        raise InputError(f"{sidecar_path(path)} exists; pass --overwrite (overwrite=True) to replace it")
-    voxels = study.voxels.detach().cpu().numpy()
-    order = study.source.get("axis_order") if study.source.get("format") == "nrrd" else None
-    if order is not None:
-        data, affine = from_study_layout(voxels, study.affine, tuple(order))
-    else:
-        data, affine = np.transpose(voxels, (2, 1, 0)), study.affine
+    data, affine = file_layout(study, "nrrd")
     if study.modality == "CT":
         data, type_name = np.clip(np.round(data), -32768, 32767).astype("<i2"), "short"
     else:
@@ -159,10 +149,7 @@ def write_nrrd(study, path: str | Path, *, overwrite: bool = False, sidecar: boo
         "endian: little", "encoding: gzip", f"space origin: {origin}", f"{NRRD_KEY}:={study.modality}",
     ]) + "\n\n"
     payload = gzip.compress(np.ascontiguousarray(data.transpose()).tobytes(), compresslevel=6)  # fastest axis first
-    with contextlib.ExitStack() as stack:
-        if sidecar:
-            side = stack.enter_context(atomic_output(sidecar_path(path), overwrite=overwrite, suffix=".json"))
-            side.write_text(json.dumps(sidecar_fields(study), indent=2) + "\n")
+    with staged_sidecar(study, path, overwrite=overwrite, enabled=sidecar):
         with atomic_output(path, overwrite=overwrite, suffix=".nrrd") as tmp:
             tmp.write_bytes(header.encode("latin-1") + payload)
     return path

@@ -15,6 +15,7 @@ the modality from the caller. A modality given by the caller that contradicts th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -53,6 +54,23 @@ def sidecar_fields(study) -> dict:
             "written_by": f"medrecon {__version__}",
         },
     }
+
+
+@contextlib.contextmanager
+def staged_sidecar(study, image_path: str | Path, *, overwrite: bool, enabled: bool = True):
+    """Around the writing of an image: refuse an existing sidecar (without ``overwrite``) before
+    anything is written, stage the sidecar, and move it into place only when the block succeeds."""
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+
+    if not enabled:
+        yield
+        return
+    side = sidecar_path(image_path)
+    if side.exists() and not overwrite:
+        raise InputError(f"{side} exists; pass --overwrite (overwrite=True) to replace it")
+    with atomic_output(side, overwrite=overwrite, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(sidecar_fields(study), indent=2) + "\n")
+        yield
 
 
 def header_tag(modality: str) -> str:
@@ -94,4 +112,4 @@ def resolve_modality(path: str | Path, given: str | None, recorded: str | None, 
 
 
 __all__ = ["NRRD_KEY", "header_tag", "image_stem", "modality_from_tag", "recorded_modality", "resolve_modality",
-           "sidecar_fields", "sidecar_path"]
+           "sidecar_fields", "sidecar_path", "staged_sidecar"]
