@@ -304,7 +304,7 @@ def _slice_generators(seed: int, indices, sample: int, device) -> list[torch.Gen
     return gens
 
 
-def _batch_model(prior, op_b, y_b, sampler: str, phase=None, imag_std: float = 0.05):
+def _batch_model(prior, op_b, y_b, sampler: str, phase=None, imag_std: float = 0.003):
     """``(model, counter)``: what a sampler takes for one batch (complex MR data go through the
     phase adapter, along ``phase`` where it is known, else along the k-space centre's; ReSample
     takes the latent prior) and the call counter of its network."""

@@ -133,7 +133,7 @@ def test_phase_aligned_denoiser_denoises_the_real_part_in_the_phase_frame():
     phase = torch.rand(2, 1, 6, 6, generator=gen, dtype=torch.float64)
     x = torch.complex(torch.randn(2, 1, 6, 6, generator=gen, dtype=torch.float64),
                       torch.randn(2, 1, 6, 6, generator=gen, dtype=torch.float64))
-    out = PhaseAlignedDenoiser(GaussianDenoiser(MEAN, STD), phase)(x, 0.3)
+    out = PhaseAlignedDenoiser(GaussianDenoiser(MEAN, STD), phase, imag_std=0.05)(x, 0.3)
     u = x * torch.exp(-1j * phase)
     # the aligned imaginary part is N(0, 0.05^2): its exact denoiser shrinks it by 0.05^2 / (0.05^2 + sigma^2)
     shrink = 0.05**2 / (0.05**2 + 0.3**2)
