@@ -212,6 +212,9 @@ def reconstruct_sharded(problem, prior, *, device=None, slice_indices=None, prog
 
     if not launched():
         return reconstruct(problem, prior, device=device, slice_indices=slice_indices, progress=progress, **kwargs)
+    if (kwargs.get("options") or {}).get("volume_prior") is not None:
+        raise InputError("a volume prior (TV along the slice axis) couples every slice of the volume: run it in one "
+                         "process, not sharded over torchrun processes")
     dev = rank_device(device)
     if init_if_launched(dev):
         import atexit  # noqa: PLC0415

@@ -12,6 +12,9 @@ the Python API):
   seeding slice ``k``'s generator for posterior sample ``j`` from ``(seed, k, j)`` so that the
   volume is the same whatever the batch size, chunking or number of processes; with ``samples``
   > 1 it returns the posterior mean and the per-pixel standard deviation (the uncertainty map).
+  With a volume prior (DDS's ``volume_prior="tv-z"``, DDS-3D) the slices are coupled: the sampler
+  gets the whole volume at once, and its network and operator run ``batch_size`` slices at a time,
+  so memory is the volume's few state tensors plus one chunk's work.
 
 CT units: the prior's images are ``u = (HU - low) / (high - low)`` (its card's HU window) and a
 sinogram holds line integrals of ``mu = mu_water (1 + HU / 1000)``, so
@@ -324,6 +327,39 @@ def _batch_model(prior, op_b, y_b, sampler: str, phase=None, imag_std: float = 0
     return counter, counter
 
 
+class _ChunkedModel(torch.nn.Module):
+    """A denoiser over a whole volume: ``models[k]`` (each with its own slices' adapter data, such as
+    the MR phase) denoises the items ``bounds[k]`` of the batch, one chunk per network call."""
+
+    def __init__(self, models, bounds) -> None:
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+        self.bounds = list(bounds)
+
+    def forward(self, x, sigma):
+        n = x.shape[0]
+        per_item = isinstance(sigma, torch.Tensor) and sigma.ndim > 0 and sigma.shape[0] == n
+
+        def part(s):
+            return sigma[s] if per_item else sigma
+
+        return torch.cat([m(x[s], part(s)) for m, s in zip(self.models, self.bounds)])
+
+    def denoise(self, x, sigma):
+        return self.forward(x, sigma)
+
+
+def _volume_model(prior, op, y, sampler: str, phase, adapter: dict, chunk: int):
+    """``(model, counter)`` for a whole volume ``y`` ``(S, ...)``: :func:`_batch_model` for each chunk
+    of ``chunk`` slices, called chunk by chunk; ``counter`` counts the first chunk's network calls
+    (one per step, as for every slice)."""
+    n = y.shape[0]
+    bounds = [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    parts = [_batch_model(prior, op.batch_slice(s), y[s], sampler, None if phase is None else phase[s], **adapter)
+             for s in bounds]
+    return _ChunkedModel([m for m, _ in parts], bounds), parts[0][1]
+
+
 @torch.no_grad()
 def reconstruct(
     problem: Problem,
@@ -349,7 +385,7 @@ def reconstruct(
         steps, options: override the preset's step count and options (``presets.json``); ``options``
             may also set the prior adapter's ``imag_std`` (complex MR with a real prior).
         samples: posterior samples per slice; > 1 gives the mean and the standard deviation.
-        batch_size: slices per network call.
+        batch_size: slices per network call (and, with a volume prior, per operator call).
         device: ``cuda``/``cpu``/None (CUDA when available).
         seed: slice ``k``'s sample ``j`` draws from a generator seeded by ``(seed, k, j)``.
         slice_indices: the global index of each of the problem's slices (default ``0..S-1``) —
@@ -358,7 +394,7 @@ def reconstruct(
         other_size: let a pixel prior run at the operator's image size though it was trained at
             another (:func:`check_prior_fits`).
     """
-    from medrecon.operators.base import real_dtype_of  # noqa: PLC0415
+    from medrecon.operators.base import SliceChunkedOperator, real_dtype_of  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
     from .samplers import SAMPLERS  # noqa: PLC0415
@@ -382,6 +418,12 @@ def reconstruct(
     settings = sampler_settings(sampler, task, steps=steps, **options)
     sigmas = settings.sigmas()
     n = problem.slices
+    volume = settings.options.get("volume_prior") is not None
+    if volume:
+        from .samplers.tv_z import check_tv_z  # noqa: PLC0415
+
+        o = settings.options
+        check_tv_z(o.get("tv_lam_rel", 0.0), o.get("tv_rho_rel", 1.0), o.get("tv_boundary", "neumann"), n)
     indices = list(range(n)) if slice_indices is None else [int(k) for k in slice_indices]
     if len(indices) != n:
         raise InputError(f"slice_indices has {len(indices)} entries for {n} slices")
@@ -395,13 +437,19 @@ def reconstruct(
     total = value_sum = value_sq = None
     nfe = 0
     t0 = time.perf_counter()
+    # slice-wise: independent batches of slices; a volume prior: the whole volume in one sampler call
+    # (its operator and network applied batch_size slices at a time)
+    blocks = [(0, n)] if volume else [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
     for j in range(samples):
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            op_b = op.batch_slice(slice(start, stop))
+        for start, stop in blocks:
             y_b = y_all[start:stop].to(device)
-            phase_b = None if problem.phase is None else problem.phase[start:stop]
-            model, counter = _batch_model(prior, op_b, y_b, sampler, phase_b, **adapter)
+            if volume:
+                op_b = SliceChunkedOperator(op, batch_size)
+                model, counter = _volume_model(prior, op, y_b, sampler, problem.phase, adapter, batch_size)
+            else:
+                op_b = op.batch_slice(slice(start, stop))
+                phase_b = None if problem.phase is None else problem.phase[start:stop]
+                model, counter = _batch_model(prior, op_b, y_b, sampler, phase_b, **adapter)
             batch = stop - start
 
             def callback(i, _x, _batch=batch):

@@ -17,6 +17,7 @@ from .base import (
     LinearOperator,
     RealImageEmbedding,
     ScaledOperator,
+    SliceChunkedOperator,
     SumOperator,
     power_iteration,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "IdentityOperator",
     "RealImageEmbedding",
     "ScaledOperator",
+    "SliceChunkedOperator",
     "SumOperator",
     "power_iteration",
     "conjugate_gradient",

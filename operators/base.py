@@ -424,6 +424,59 @@ class RealImageEmbedding(LinearOperator):
         return RealImageEmbedding(self.in_shape, self.phase[index])
 
 
+class SliceChunkedOperator(LinearOperator):
+    """``op`` applied to a batch ``chunk`` items at a time (``op.batch_slice`` for each chunk).
+
+    The same map as ``op`` on the whole batch, in bounded memory: a whole volume passes through an
+    operator whose intermediate tensors are large (multi-coil k-space) or which holds per-slice
+    data, one chunk of slices after another. ``norm_sq`` is the largest of the chunks' values.
+    """
+
+    def __init__(self, op: LinearOperator, chunk: int) -> None:
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ShapeError(f"SliceChunkedOperator: chunk must be a positive integer, got {chunk!r}")
+        super().__init__(op.in_shape, op.out_shape, in_complex=op.in_complex, out_complex=op.out_complex,
+                         batch_size=op.batch_size)
+        self.op = op
+        self.chunk = chunk
+
+    @property
+    def name(self) -> str:
+        return f"SliceChunked({self.op.name})"
+
+    def _chunks(self, n: int):
+        return [slice(a, min(a + self.chunk, n)) for a in range(0, n, self.chunk)]
+
+    def _map(self, t: torch.Tensor, method: str, **kwargs) -> torch.Tensor:
+        n = t.shape[0]
+        if n <= self.chunk:
+            return getattr(self.op, method)(t, **kwargs)
+        return torch.cat([getattr(self.op.batch_slice(s), method)(t[s], **kwargs) for s in self._chunks(n)])
+
+    def _forward(self, x):
+        return self._map(x, "forward")
+
+    def _adjoint(self, y):
+        return self._map(y, "adjoint")
+
+    def _normal(self, x):
+        return self._map(x, "normal")
+
+    def pinv(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        self._check(y, self.out_shape, self.out_complex, "pinv")
+        return self._map(y, "pinv", **kwargs)
+
+    def norm_sq(self, *, n_iter: int = 50, device=None, dtype=None) -> float:
+        if self._norm_sq is None:
+            n = self.op.batch_size
+            parts = [self.op] if n is None else [self.op.batch_slice(s) for s in self._chunks(n)]
+            self._norm_sq = max(part.norm_sq(n_iter=n_iter, device=device, dtype=dtype) for part in parts)
+        return self._norm_sq
+
+    def batch_slice(self, index: slice) -> LinearOperator:
+        return self if self.batch_size is None else SliceChunkedOperator(self.op.batch_slice(index), self.chunk)
+
+
 def _common_batch(a: LinearOperator, b: LinearOperator) -> int | None:
     if a.batch_size is not None and b.batch_size is not None and a.batch_size != b.batch_size:
         raise ShapeError(
@@ -440,6 +493,7 @@ __all__ = [
     "SumOperator",
     "IdentityOperator",
     "RealImageEmbedding",
+    "SliceChunkedOperator",
     "power_iteration",
     "complex_dtype_of",
     "real_dtype_of",

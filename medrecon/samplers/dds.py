@@ -12,6 +12,13 @@ One step from ``sigma_i`` to ``sigma_{i+1}`` (ALGORITHMS.md):
 The last step returns ``x0_tilde`` (or, with ``final_denoise_sigma``, one more prior denoise of it:
 NFE + 1). NFE = ``len(sigmas)``. Complex images (MR) work unchanged with a
 complex-aware denoiser; every random draw of item i comes from generator i.
+
+**DDS-3D** (``volume_prior="tv-z"``, the paper's 3-D solver): the batch is the S slices of one
+volume, in order, and step 2 is one ADMM iteration with total variation along the slice axis
+(:class:`~medrecon.samplers.tv_z.TVzADMM`: ``cg_iters`` CG iterations of the x-update from
+``x0_hat``, then the soft-threshold and dual updates), its auxiliaries kept across the steps; the
+network still sees each slice alone. As in the released code, ADMM runs at every step where data
+consistency runs.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from medrecon.operators.base import complex_dtype_of, real_dtype_of
 from medrecon.operators.noise import as_generator_list
 
 from .consistency import cg_data_consistency, diffusion_noise, tweedie_epsilon
+from .tv_z import TVzADMM
+
+VOLUME_PRIORS = (None, "tv-z")
 
 
 @torch.no_grad()
@@ -41,6 +51,10 @@ def sample_dds(
     eta: float = 0.85,
     dc_sigma_min: float = 0.0,
     final_denoise_sigma: float = 0.0,
+    volume_prior: str | None = None,
+    tv_lam_rel: float = 0.0,
+    tv_rho_rel: float = 1.0,
+    tv_boundary: str = "neumann",
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Reconstruct ``(B, *op.in_shape)`` images from measurements ``y`` ``(B, *op.out_shape)``.
@@ -59,6 +73,10 @@ def sample_dds(
         final_denoise_sigma: > 0: the result is ``D(x0_tilde, final_denoise_sigma)``, one more
             network call that removes measurement noise of about that level which the last data
             consistency fitted (our extension for noisy data; 0, the paper, returns ``x0_tilde``).
+        volume_prior: None (each slice on its own, the 2-D paper) or ``"tv-z"`` (DDS-3D: the batch is
+            one volume's slices in order, coupled by ADMM-TV_z in data consistency).
+        tv_lam_rel, tv_rho_rel: TV_z weight and ADMM penalty relative to ``||A||^2`` (soft-threshold
+            ``tv_lam_rel / tv_rho_rel`` in image units); ``tv_boundary``: ``neumann`` or ``circular``.
         callback: ``callback(i, x0_tilde)`` after each step.
     """
     if not 0 <= eta <= 1:
@@ -69,6 +87,11 @@ def sample_dds(
         raise InputError(f"final_denoise_sigma must be >= 0, got {final_denoise_sigma}")
     if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 0:
         raise InputError(f"cg_iters must be an integer >= 0, got {cg_iters!r}")
+    if volume_prior not in VOLUME_PRIORS:
+        raise InputError(f"volume_prior must be one of {VOLUME_PRIORS}, got {volume_prior!r}")
+    admm = None
+    if volume_prior == "tv-z":
+        admm = TVzADMM(op, y, lam_rel=tv_lam_rel, rho_rel=tv_rho_rel, gamma_rel=gamma_rel, boundary=tv_boundary)
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).tolist()
     gens = as_generator_list(generator, y.shape[0])
     real = real_dtype_of(y.dtype)
@@ -77,7 +100,12 @@ def sample_dds(
     for i, sigma in enumerate(sigmas):
         x0_hat = denoiser(x, sigma)
         consistent = cg_iters > 0 and sigma >= dc_sigma_min
-        x0_tilde = cg_data_consistency(op, y, x0_hat, n_iter=cg_iters, gamma_rel=gamma_rel) if consistent else x0_hat
+        if not consistent:
+            x0_tilde = x0_hat
+        elif admm is not None:
+            x0_tilde = admm.step(x0_hat, cg_iters=cg_iters)
+        else:
+            x0_tilde = cg_data_consistency(op, y, x0_hat, n_iter=cg_iters, gamma_rel=gamma_rel)
         if callback is not None:
             callback(i, x0_tilde)
         if i + 1 == len(sigmas):

@@ -21,6 +21,7 @@ from medrecon.operators import (
     ParallelBeamGeometry,
     RealImageEmbedding,
     SingleCoilMRI,
+    SliceChunkedOperator,
     limited_angles,
     simulated_maps,
     song_angles,
@@ -110,6 +111,8 @@ CASES: list[Case] = [
         "compose-sense-real-image",
         lambda: MultiCoilMRI(_maps(3), _mask("equispaced")) @ RealImageEmbedding((1, H, W), torch.rand(3, 1, H, W, generator=torch.Generator().manual_seed(5))),
     ),
+    Case("chunked-ct", lambda: SliceChunkedOperator(CTProjector(_parallel()), 2)),
+    Case("chunked-sense-per-slice-maps", lambda: SliceChunkedOperator(MultiCoilMRI(_maps(3), _mask("gaussian1d")), 2)),
 ]
 
 
