@@ -86,6 +86,27 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
                        help="also run the settings on the slices under these contrast shifts (gamma0.5 gamma2 invert)")
     recon.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     recon.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
+    p = sub.add_parser("recon-volume", help="coherent volumes: slice-wise DDS, DDS-3D (TV along z) and 3-D TV on a "
+                                             "contiguous CT block, scored on axial, coronal and sagittal views")
+    p.add_argument("--source", default="ct-lung1", help="starter CT volume (default: the validation patient ct-lung1; "
+                                                        "a training patient such as ct-lung2 for choosing settings)")
+    p.add_argument("--slices", type=int, default=16, help="contiguous slices from the middle of the volume (0: all)")
+    p.add_argument("--only", nargs="+", metavar="TEXT", help="settings whose name contains TEXT (e.g. '8 views')")
+    p.add_argument("--steps", type=int, default=None, help="DDS steps (default: the ct-clean preset's)")
+    p.add_argument("--tv-lam-rel", type=float, nargs="*", default=[], help="DDS-3D TV_z weights to run (grid)")
+    p.add_argument("--tv-rho-rel", type=float, nargs="*", default=[1.0], help="DDS-3D ADMM penalties to run (grid)")
+    p.add_argument("--tv-boundary", default="neumann", choices=["neumann", "circular"])
+    p.add_argument("--preset-tv-z", action="store_true", help="also run DDS-3D with the preset's TV_z settings")
+    p.add_argument("--no-slicewise", action="store_true", help="skip slice-by-slice DDS")
+    p.add_argument("--tv2d-lam-rel", type=float, nargs="*", default=[], help="2-D TV-PDHG weights to run")
+    p.add_argument("--tv3d-lam-rel", type=float, nargs="*", default=[], help="3-D TV-PDHG weights to run")
+    p.add_argument("--prior", default="ct-starter")
+    p.add_argument("--starter", metavar="DIR")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--write", metavar="MARKDOWN", help="replace the recon-volume section of this file (docs/benchmarks.md)")
     gap = sub.add_parser("mr-gap", help="MR DDS under each phase protocol (phase or real image; complex or real unknowns; estimated or true phase)")
     gap.add_argument("--prior", default="mr-starter")
     gap.add_argument("--accel", type=int, choices=[4, 8], default=4)
@@ -134,6 +155,11 @@ def _run_bench(args: argparse.Namespace) -> int:
 
         args.argv = sys.argv[3:] if sys.argv[1:3] == ["bench", "recon"] else []
         return bench_recon(args)
+    if args.bench_command == "recon-volume":
+        from medrecon.benchmarks.volume import main as bench_volume  # noqa: PLC0415
+
+        args.argv = sys.argv[3:] if sys.argv[1:3] == ["bench", "recon-volume"] else []
+        return bench_volume(args)
     if args.bench_command == "tune-baselines":
         from medrecon.benchmarks.tune_baselines import main as tune  # noqa: PLC0415
 

@@ -83,6 +83,23 @@ def finite_differences_adjoint(g: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def finite_differences_3d(x: torch.Tensor) -> torch.Tensor:
+    """Forward differences of a volume ``(S, 1, H, W) -> (S, 3, H, W)`` (slices, rows, columns), zero
+    at the far border of each axis (the batch axis is the slice axis, in order)."""
+    grad = torch.zeros((x.shape[0], 3, *x.shape[-2:]), dtype=x.dtype, device=x.device)
+    grad[:-1, 0] = x[1:, 0] - x[:-1, 0]
+    grad[:, 1:] = finite_differences(x)
+    return grad
+
+
+def finite_differences_3d_adjoint(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`finite_differences_3d`: ``(S, 3, H, W) -> (S, 1, H, W)``."""
+    out = finite_differences_adjoint(g[:, 1:])
+    out[:-1, 0] -= g[:-1, 0]
+    out[1:, 0] += g[:-1, 0]
+    return out
+
+
 def tv_pdhg(
     op: LinearOperator,
     y: torch.Tensor,
@@ -90,30 +107,39 @@ def tv_pdhg(
     lam_rel: float = 1e-3,
     n_iter: int = 500,
     nonnegative: bool = True,
+    volume: bool = False,
 ) -> torch.Tensor:
     """Isotropic total-variation reconstruction by PDHG (Chambolle & Pock 2011).
 
     Solves ``min_x  1/2 ||A x - y||^2 / ||A||^2 + lam_rel * TV(x)`` (``x >= 0`` with
     ``nonnegative``), i.e. the usual ``1/2 ||A x - y||^2 + lam TV(x)`` with
     ``lam = lam_rel * ||A||^2``. The operator is scaled to norm 1 so that step sizes
-    ``tau = sigma = 0.99 / 3`` (``||[A / ||A||; grad]||^2 <= 9``) converge for any geometry.
+    ``tau = sigma = 0.99 / ||[A / ||A||; grad]||`` (``<= 0.99 / 3`` in 2-D, ``0.99 / sqrt(13)`` in
+    3-D) converge for any geometry.
+
+    ``volume`` False: TV of each slice, every slice solved on its own. True (3-D TV, the classical
+    baseline of coherent-volume methods): the batch is one volume's slices in order, and the
+    gradient has a third component along the slice axis (voxel units, whatever the slice spacing).
     """
     _check_iters(n_iter)
     if not (lam_rel >= 0):
         raise InputError(f"lam_rel must be >= 0, got {lam_rel!r}")
+    if volume and y.shape[0] < 2:
+        raise InputError(f"3-D TV needs a volume of at least 2 slices, got {y.shape[0]}")
+    grad, grad_adjoint = (finite_differences_3d, finite_differences_3d_adjoint) if volume else (finite_differences, finite_differences_adjoint)
     scale = op.norm_sq(device=y.device, dtype=y.dtype) ** 0.5
     y_s = y / scale
-    tau = sigma = 0.99 / 3.0
+    tau = sigma = 0.99 / (13.0**0.5 if volume else 3.0)
     x = torch.zeros((y.shape[0], *op.in_shape), dtype=y.dtype, device=y.device)
     x_bar = x
     p = torch.zeros_like(y)
-    q = torch.zeros((y.shape[0], 2, *op.in_shape[-2:]), dtype=y.dtype, device=y.device)
+    q = torch.zeros_like(grad(x))
     for _ in range(n_iter):
         p = (p + sigma * (op(x_bar) / scale - y_s)) / (1.0 + sigma)
-        q = q + sigma * finite_differences(x_bar)
+        q = q + sigma * grad(x_bar)
         magnitude = torch.sqrt(torch.sum(q * q, dim=1, keepdim=True))
         q = q / torch.clamp(magnitude / max(lam_rel, 1e-30), min=1.0)
-        x_new = x - tau * (op.adjoint(p) / scale + finite_differences_adjoint(q))
+        x_new = x - tau * (op.adjoint(p) / scale + grad_adjoint(q))
         if nonnegative:
             x_new = x_new.clamp_min(0)
         x_bar = 2 * x_new - x
@@ -121,4 +147,5 @@ def tv_pdhg(
     return x
 
 
-__all__ = ["fbp", "sirt", "cgls", "tv_pdhg", "finite_differences", "finite_differences_adjoint"]
+__all__ = ["fbp", "sirt", "cgls", "tv_pdhg", "finite_differences", "finite_differences_adjoint", "finite_differences_3d",
+           "finite_differences_3d_adjoint"]

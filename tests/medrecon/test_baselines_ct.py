@@ -11,7 +11,16 @@ import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
-from medrecon.baselines.ct import cgls, fbp, finite_differences, finite_differences_adjoint, sirt, tv_pdhg
+from medrecon.baselines.ct import (
+    cgls,
+    fbp,
+    finite_differences,
+    finite_differences_3d,
+    finite_differences_3d_adjoint,
+    finite_differences_adjoint,
+    sirt,
+    tv_pdhg,
+)
 from medrecon.errors import InputError
 from medrecon.metrics import psnr
 from medrecon.operators import CTProjector, FanBeamGeometry, IdentityOperator, ParallelBeamGeometry, add_gaussian_noise
@@ -52,6 +61,27 @@ def test_tv_pdhg_matches_scikit_image_tv_denoising():
     for i in range(2):
         reference = denoise_tv_chambolle(noisy[i, 0].numpy(), weight=0.1, eps=1e-10, max_num_iter=10000)
         np.testing.assert_allclose(ours[i, 0].numpy(), reference, atol=1e-4)
+
+
+def test_3d_tv_pdhg_matches_scikit_image_tv_denoising_of_a_volume():
+    # the volume's slices are the batch, in order; scikit-image's Chambolle solver takes the 3-D array
+    from skimage.restoration import denoise_tv_chambolle
+
+    noisy = torch.rand(5, 1, 12, 14, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = tv_pdhg(IdentityOperator((1, 12, 14)), noisy, lam_rel=0.1, n_iter=1500, nonnegative=False, volume=True)
+    reference = denoise_tv_chambolle(noisy[:, 0].numpy(), weight=0.1, eps=1e-10, max_num_iter=10000)
+    np.testing.assert_allclose(ours[:, 0].numpy(), reference, atol=2e-4)
+    with pytest.raises(InputError, match="at least 2 slices"):
+        tv_pdhg(IdentityOperator((1, 12, 14)), noisy[:1], volume=True)
+
+
+def test_finite_differences_3d_adjoint():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 1, 5, 6, generator=gen, dtype=torch.float64)
+    g = torch.randn(4, 3, 5, 6, generator=gen, dtype=torch.float64)
+    lhs = torch.sum(finite_differences_3d(x) * g)
+    rhs = torch.sum(x * finite_differences_3d_adjoint(g))
+    assert float(abs(lhs - rhs)) < 1e-12
 
 
 def test_finite_differences_adjoint():
