@@ -92,6 +92,8 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="ct-lung1", help="starter CT volume (default: the validation patient ct-lung1; "
                                                         "a training patient such as ct-lung2 for choosing settings)")
     p.add_argument("--slices", type=int, default=16, help="contiguous slices from the middle of the volume (0: all)")
+    p.add_argument("--repeat-to", type=int, default=None, metavar="N",
+                   help="repeat the block back and forth to N slices (to measure a long volume's memory and speed)")
     p.add_argument("--only", nargs="+", metavar="TEXT", help="settings whose name contains TEXT (e.g. '8 views')")
     p.add_argument("--steps", type=int, default=None, help="DDS steps (default: the ct-clean preset's)")
     p.add_argument("--tv-lam-rel", type=float, nargs="*", default=[], help="DDS-3D TV_z weights to run (grid)")
@@ -277,6 +279,11 @@ def _add_reconstruct(parser: argparse.ArgumentParser) -> None:
         "--grid", choices=["prior", "input"], default="prior",
         help="prior: a study of another matrix is reconstructed on the prior's grid (field of view kept, made square) and "
         "the result resampled to the input's grid; input: the prior runs at the input's size (default: %(default)s)",
+    )
+    rec.add_argument(
+        "--volume-prior", choices=["none", "tv-z"], default="none",
+        help="tv-z: DDS-3D, the slices coupled by total variation along the slice axis (ADMM in data consistency; the "
+        "preset's tv_lam_rel / tv_rho_rel, see docs/samplers.md); none: each slice on its own (default: %(default)s)",
     )
     rec.add_argument("--steps", type=int, default=None, help="sampler steps (default: the task's preset)")
     rec.add_argument("--option", action="append", metavar="KEY=VALUE", help="override a preset option (repeatable), e.g. gamma_rel=0.5")

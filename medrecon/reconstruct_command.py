@@ -206,23 +206,53 @@ def _display(native: torch.Tensor, problem) -> np.ndarray:
     return ((native - problem.offset) / problem.scale).clamp(0, 1).numpy()
 
 
-def write_figure(path: Path, columns: dict[str, np.ndarray], scores: dict[str, dict], *, tile: int = 192) -> None:
-    """A PNG grid: one row per slice, one column per image kind, labelled (PSNR/SSIM when known)."""
+def write_figure(path: Path, columns: dict[str, np.ndarray], scores: dict[str, dict], *, tile: int = 192,
+                 reslices: dict[str, dict[str, np.ndarray]] | None = None, slice_aspect: float = 1.0) -> None:
+    """A PNG grid: one row per slice, one column per image kind, labelled (PSNR/SSIM when known).
+
+    Images are ``tile`` high and as wide as their aspect makes them. ``reslices`` (``{"coronal":
+    {column: (S, W) image}, "sagittal": ...}``): rows added under the axial ones, as wide as an axial
+    image and as high as the slices' thickness makes them (``slice_aspect`` = slice spacing /
+    in-plane pixel size)."""
     from PIL import Image, ImageDraw  # noqa: PLC0415
 
     names = list(columns)
-    rows = next(iter(columns.values())).shape[0]
+    rows, image_h, image_w = next(iter(columns.values())).shape
+    tile_w = max(96, round(tile * image_w / image_h))  # non-square images keep their aspect
     label_h = 28
-    canvas = Image.new("L", (len(names) * tile, rows * tile + label_h), color=0)
+    extra = []  # (label, height, {column: image})
+    for view, images in (reslices or {}).items():
+        depth, width = next(iter(images.values())).shape
+        extra.append((view, max(8, round(tile_w * depth * slice_aspect / width)), images))
+    height = rows * tile + label_h + sum(h + 14 for _, h, _ in extra)
+    canvas = Image.new("L", (len(names) * tile_w, height), color=0)
     draw = ImageDraw.Draw(canvas)
     for c, name in enumerate(names):
         score = scores.get(name)
         text = name if not score else f"{name}\n{score['psnr']:.2f} dB / {score['ssim']:.3f}"
-        draw.multiline_text((c * tile + 3, 1), text, fill=255, spacing=1)
+        draw.multiline_text((c * tile_w + 3, 1), text, fill=255, spacing=1)
         for r in range(rows):
             pixels = Image.fromarray(np.uint8(np.round(255 * np.clip(columns[name][r], 0, 1))))
-            canvas.paste(pixels.resize((tile, tile), Image.BILINEAR), (c * tile, label_h + r * tile))
+            canvas.paste(pixels.resize((tile_w, tile), Image.BILINEAR), (c * tile_w, label_h + r * tile))
+    top = label_h + rows * tile
+    for view, h, images in extra:
+        draw.text((3, top + 1), view, fill=255)
+        for c, name in enumerate(names):
+            if name in images:
+                pixels = Image.fromarray(np.uint8(np.round(255 * np.clip(images[name], 0, 1))))
+                canvas.paste(pixels.resize((tile_w, h), Image.BILINEAR), (c * tile_w, top + 14))
+        top += h + 14
     canvas.save(path, format="PNG")
+
+
+def _reslices(columns_3d: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """The coronal (middle row) and sagittal (middle column) reslices ``(S, W)`` / ``(S, H)`` of
+    each column's whole volume ``(S, H, W)``."""
+    out = {"coronal": {}, "sagittal": {}}
+    for name, v in columns_3d.items():
+        out["coronal"][name] = v[:, v.shape[1] // 2, :]
+        out["sagittal"][name] = v[:, :, v.shape[2] // 2]
+    return out
 
 
 def _versions() -> dict:
@@ -302,6 +332,10 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     if args.samples < 1:
         raise InputError(f"--samples must be >= 1, got {args.samples}")
     options = _parse_options(args.option)
+    if getattr(args, "volume_prior", "none") != "none":
+        if args.sampler != "dds":
+            raise InputError(f"--volume-prior {args.volume_prior} is DDS-3D: it needs --sampler dds, not {args.sampler}")
+        options.setdefault("volume_prior", args.volume_prior)
 
     def prior_for(modality: str):
         name = args.prior or f"{modality.lower()}-starter{'-latent' if args.sampler == 'resample' else ''}"
@@ -366,10 +400,18 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     }
     columns = _figure_columns(problem, reference, baseline_native, native if kind != "fastmri" else native, result, kind)
     scores = {"baseline": metrics.get("baseline"), "reconstruction": metrics.get("reconstruction")} if metrics else {}
+    reslices, slice_aspect = None, 1.0
+    if options.get("volume_prior") and kind != "fastmri" and study is not None:  # a coherent volume: show it across slices
+        whole = {"baseline": _display(baseline_native, problem), "reconstruction": _display(native, problem)}
+        if reference is not None:
+            whole = {"reference": _display(reference, problem), **whole}
+        reslices = _reslices(whole)
+        sx, sy, sz = study.spacing
+        slice_aspect = sz / (0.5 * (sx + sy))
     with contextlib.ExitStack() as stack:
         figure_tmp = stack.enter_context(atomic_output(paths["figure"], overwrite=args.overwrite, suffix=".png"))
         record_tmp = stack.enter_context(atomic_output(paths["record"], overwrite=args.overwrite, suffix=".json"))
-        write_figure(figure_tmp, columns, scores)
+        write_figure(figure_tmp, columns, scores, reslices=reslices, slice_aspect=slice_aspect)
         _write_volume(paths, kind, study, native, args.overwrite, stack)
         record["seconds_total"] = round(time.perf_counter() - t_start, 2)
         record_tmp.write_text(json.dumps(record, indent=2) + "\n")

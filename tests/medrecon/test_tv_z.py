@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from medrecon.operators.masks import make_mask
 from medrecon.reconstruct import Problem, reconstruct
 from medrecon.samplers.tv_z import TVzADMM, slice_difference, slice_difference_adjoint, soft_threshold
 
-from .test_reconstruct import gaussian_prior, small_ct_problem
+from .test_reconstruct import gaussian_prior, priors, small_ct_problem  # noqa: F401 - priors is a fixture
 
 
 def _gen(seed):
@@ -161,3 +163,60 @@ def test_other_samplers_have_no_volume_prior_yet():
     problem, _ = small_ct_problem()
     with pytest.raises(InputError, match="dps has no option"):
         reconstruct(problem, gaussian_prior(), sampler="dps", steps=2, options={"volume_prior": "tv-z"}, progress=False)
+
+
+# ------------------------------------------------------------------------------ the command
+def test_cli_volume_prior_runs_dds3d_records_it_and_draws_reslices(tmp_path, priors):
+    from PIL import Image
+
+    from .test_reconstruct import CT_SAMPLE, run
+
+    common = ("--modality", "ct", "--slices", "2:5", "--steps", "2", "--prior", priors["CT"], "--views", "8")
+    assert run(CT_SAMPLE, "-o", tmp_path / "flat.nii.gz", *common) == 0
+    assert run(CT_SAMPLE, "-o", tmp_path / "tvz.nii.gz", *common, "--volume-prior", "tv-z",
+               "--option", "tv_lam_rel=0.001", "--option", "tv_rho_rel=0.1") == 0
+    record = json.loads((tmp_path / "tvz.json").read_text())
+    options = record["reconstruction"]["settings"]["options"]
+    assert options["volume_prior"] == "tv-z" and options["tv_lam_rel"] == 0.001 and options["tv_rho_rel"] == 0.1
+    flat, tvz = (Image.open(tmp_path / f"{n}.png") for n in ("flat", "tvz"))
+    assert tvz.size[0] == flat.size[0] and tvz.size[1] > flat.size[1]  # the coronal and sagittal rows
+
+
+def test_cli_volume_prior_needs_dds_and_two_slices(tmp_path, priors, capsys):
+    from .test_reconstruct import CT_SAMPLE, run
+
+    assert run(CT_SAMPLE, "-o", tmp_path / "a.nii.gz", "--modality", "ct", "--slices", "2:4", "--prior", priors["CT"],
+               "--sampler", "dps", "--volume-prior", "tv-z") == 2
+    assert "needs --sampler dds" in capsys.readouterr().err
+    assert run(CT_SAMPLE, "-o", tmp_path / "b.nii.gz", "--modality", "ct", "--slices", "2:3", "--steps", "1",
+               "--prior", priors["CT"], "--volume-prior", "tv-z") == 2
+    assert "at least 2 slices" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ bench recon-volume
+def test_volume_scores_see_the_reslices_and_the_slice_differences():
+    from medrecon.benchmarks.volume import reslices, score_volume
+
+    ref = torch.rand(8, 1, 12, 10, generator=_gen(0))
+    stacks = reslices(ref)
+    assert stacks["coronal"].shape == (12, 1, 8, 10) and stacks["sagittal"].shape == (10, 1, 8, 12)
+    torch.testing.assert_close(stacks["coronal"][3, 0, 5], ref[5, 0, 3])
+    # a slice-independent error and one that flickers from slice to slice, of the same size
+    steady = (ref + 0.05).clamp(0, 1)
+    sign = torch.tensor([1.0, -1.0] * 4).reshape(8, 1, 1, 1)
+    flicker = (ref + 0.05 * sign).clamp(0, 1)
+    a, b = score_volume(steady, ref), score_volume(flicker, ref)
+    assert abs(a["psnr"] - b["psnr"]) < 0.5
+    assert a["dz_psnr"] > b["dz_psnr"] + 6.0
+
+
+def test_bench_recon_volume_refuses_bad_arguments_before_any_work(capsys):
+    from medrecon.cli import main
+
+    assert main(["bench", "recon-volume", "--slices", "3"]) == 2
+    assert "at least 7" in capsys.readouterr().err
+    assert main(["bench", "recon-volume", "--source", "mr-brain2"]) == 2
+    assert "not a CT source" in capsys.readouterr().err
+    assert main(["bench", "recon-volume", "--tv-lam-rel", "-1"]) == 2
+    assert "tv_lam_rel must be >= 0" in capsys.readouterr().err
