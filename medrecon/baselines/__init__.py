@@ -5,14 +5,16 @@
 
 :data:`TUNED_WEIGHTS` holds, per benchmark setting, the weight or iteration count of each method
 chosen on training patients only (``medrecon bench tune-baselines``; the full grids are in
-docs/baselines.md). Settings are named ``ct-parallel-{23,60}v-{clean,noisy}`` (256x256, parallel
+docs/baselines.md). Settings are named ``ct-parallel-{8,23,60}v-{clean,noisy}`` (256x256, parallel
 beam, 1% sinogram noise) and ``mr-8coil-{4,8}x-{clean,noisy}`` (256x256, 8 coils,
 ``equispaced_fraction`` masks, complex noise 0.02), images normalised as the priors are
 (CT HU window [-1000, 2000], MR magnitude / 99.5th percentile).
 """
 
 TUNED_WEIGHTS: dict[str, dict[str, float]] = {
-    "ct-parallel-23v-clean": {"tv_pdhg": 1e-3, "sirt": 1600, "cgls": 80},
+    "ct-parallel-8v-clean": {"tv_pdhg": 1e-2, "tv3d_pdhg": 3e-3},
+    "ct-parallel-23v-clean": {"tv_pdhg": 1e-3, "sirt": 1600, "cgls": 80, "tv3d_pdhg": 3e-4},
+    "ct-limited-120v-clean": {"tv_pdhg": 1e-4, "tv3d_pdhg": 1e-4},
     "ct-parallel-23v-noisy": {"tv_pdhg": 1e-3, "sirt": 50, "cgls": 10},
     "ct-parallel-60v-clean": {"tv_pdhg": 1e-4, "sirt": 1600, "cgls": 80},
     "ct-parallel-60v-noisy": {"tv_pdhg": 3e-4, "sirt": 100, "cgls": 10},
@@ -21,5 +23,9 @@ TUNED_WEIGHTS: dict[str, dict[str, float]] = {
     "mr-8coil-8x-clean": {"l1_wavelet": 3e-4, "total_variation": 1e-2, "cg_sense": 320},
     "mr-8coil-8x-noisy": {"l1_wavelet": 3e-3, "total_variation": 1e-2, "cg_sense": 5},
 }
-"""``TUNED_WEIGHTS[setting][method]``: ``lam_rel`` for tv_pdhg / l1_wavelet / total_variation,
-``n_iter`` for sirt / cgls / cg_sense."""
+"""``TUNED_WEIGHTS[setting][method]``: ``lam_rel`` for tv_pdhg / tv3d_pdhg (``tv_pdhg(volume=True)``)
+/ l1_wavelet / total_variation, ``n_iter`` for sirt / cgls / cg_sense. The volume settings of
+``medrecon bench recon-volume`` (``ct-parallel-8v-clean``, the ``tv3d_pdhg`` entries,
+``ct-limited-120v-clean``: 120 views at 0..119 degrees) were chosen on 8 contiguous slices of the
+training patient ct-lung2 (grid 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1; best volume PSNR;
+docs/baselines.md)."""

@@ -10,10 +10,12 @@ Protocol:
   the voxel spacing (slice thickness matters: TV_z helps thin slices most).
 - Settings: parallel beam with 8 and 23 uniform views over [0, pi), and limited angle (120 views at
   0, 1, ..., 119 degrees), noiseless, every slice with the same geometry.
-- Methods: 2-D TV (per slice) and 3-D TV (TV-PDHG with the slice axis, ``--tv3d-lam-rel``), DDS
-  slice by slice (the ct-clean preset) and DDS-3D (the same preset with ``volume_prior="tv-z"`` and
-  the ``--tv-lam-rel`` / ``--tv-rho-rel`` grid). Weights of the baselines and of TV_z are chosen on
-  training patients (``--source ct-lung2``) and stated with every row.
+- Methods: 2-D TV (per slice) and 3-D TV (TV-PDHG with the slice axis), with the weights of
+  ``TUNED_WEIGHTS`` for the setting or the ``--tv2d-lam-rel`` / ``--tv3d-lam-rel`` grids; DDS slice
+  by slice (the ct-clean preset) and DDS-3D (the same preset with ``volume_prior="tv-z"``: the
+  ``--tv-lam-rel`` / ``--tv-rho-rel`` grid, or the preset's weights with ``--preset-tv-z``). The
+  weights of the baselines and of TV_z are chosen on training patients (``--source ct-lung2``) and
+  stated in every row.
 - Metrics: PSNR of the volume (data range 1, clipped to [0, 1]; the same voxels in every view),
   SSIM (per image, averaged) of the axial slices, of the coronal reslices (rows = slices) and of the
   sagittal reslices, and the PSNR of the slice differences ``D_z x`` against the reference's (how
@@ -45,6 +47,12 @@ class VolumeSetting:
     name: str
     views: int
     arc_degrees: float = 180.0  # < 180: limited angle, views at 0, arc/views, ... degrees
+
+    @property
+    def tuned_key(self) -> str:
+        """The ``TUNED_WEIGHTS`` entry of the TV baselines (``tv_pdhg``, ``tv3d_pdhg``) of this setting."""
+        kind = "parallel" if self.arc_degrees >= 180.0 else "limited"
+        return f"ct-{kind}-{self.views}v-clean"
 
     def geometry(self, shape: tuple[int, int]):
         from medrecon.operators import ParallelBeamGeometry, limited_angles  # noqa: PLC0415
@@ -105,13 +113,17 @@ def score_volume(image: torch.Tensor, reference: torch.Tensor) -> dict:
     return out
 
 
-def _methods(args) -> list[tuple[str, str, dict]]:
-    """``(label, kind, options)`` of every method to run, in order."""
+def _methods(args, setting: VolumeSetting) -> list[tuple[str, str, dict]]:
+    """``(label, kind, options)`` of every method to run on ``setting``, in order. TV weights: the
+    grids given, else the setting's ``TUNED_WEIGHTS`` (training patients), else none."""
+    from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
+
+    tuned = TUNED_WEIGHTS.get(setting.tuned_key, {})
     methods = []
-    for lam in args.tv2d_lam_rel:
-        methods.append((f"TV-PDHG 2-D (lam_rel {lam:g})", "tv2d", {"lam_rel": lam}))
-    for lam in args.tv3d_lam_rel:
-        methods.append((f"TV-PDHG 3-D (lam_rel {lam:g})", "tv3d", {"lam_rel": lam}))
+    for kind, grid, key, name in (("tv2d", args.tv2d_lam_rel, "tv_pdhg", "2-D"), ("tv3d", args.tv3d_lam_rel, "tv3d_pdhg", "3-D")):
+        values = grid if grid else ([tuned[key]] if key in tuned and not args.no_baselines else [])
+        for lam in values:
+            methods.append((f"TV-PDHG {name} (lam_rel {lam:g})", kind, {"lam_rel": lam}))
     if not args.no_slicewise:
         methods.append(("DDS slice by slice", "dds", {}))
     for rho in args.tv_rho_rel:
@@ -142,10 +154,10 @@ def main(args) -> int:
     settings = [s for s in VOLUME_SETTINGS if not args.only or any(o in s.name for o in args.only)]
     if not settings:
         raise InputError("no volume setting selected")
-    methods = _methods(args)
-    if not methods:
+    plan = {setting.name: _methods(args, setting) for setting in settings}
+    if not any(plan.values()):
         raise InputError("no method selected")
-    for _, kind, options in methods:  # bad options are refused before any work
+    for _, kind, options in (m for methods in plan.values() for m in methods):  # bad options are refused before any work
         if kind == "dds":
             chosen = sampler_settings("dds", "ct-clean", steps=args.steps, **options).options
             if chosen.get("volume_prior") is not None:
@@ -174,7 +186,7 @@ def main(args) -> int:
         op = CTProjector(setting.geometry(tuple(images.shape[-2:])))
         y = simulate_sinogram(op, images, slice_generators(args.seed, range(images.shape[0]), "noise"), noise_rel=0.0)
         problem = Problem(op, y, "CT", noisy=False)
-        for label, kind, options in methods:
+        for label, kind, options in plan[setting.name]:
             start = time.perf_counter()
             if kind in ("tv2d", "tv3d"):
                 image = bct.tv_pdhg(op, y, lam_rel=options["lam_rel"], volume=kind == "tv3d")
