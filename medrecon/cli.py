@@ -101,6 +101,8 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tv-boundary", default="neumann", choices=["neumann", "circular"])
     p.add_argument("--preset-tv-z", action="store_true", help="also run DDS-3D with the preset's TV_z settings")
     p.add_argument("--no-slicewise", action="store_true", help="skip slice-by-slice DDS")
+    p.add_argument("--mbir-steps", type=int, default=None, metavar="N",
+                   help="also run DiffusionMBIR at N steps (2N + 1 NFE; the paper's 2000 steps are GPU work)")
     p.add_argument("--tv2d-lam-rel", type=float, nargs="*", default=[], help="2-D TV-PDHG weights to run (default: the tuned one)")
     p.add_argument("--tv3d-lam-rel", type=float, nargs="*", default=[], help="3-D TV-PDHG weights to run (default: the tuned one)")
     p.add_argument("--no-baselines", action="store_true", help="skip the tuned TV baselines")
@@ -274,7 +276,8 @@ def _add_reconstruct(parser: argparse.ArgumentParser) -> None:
     )
     _add_acquisition_arguments(parser)
     rec = parser.add_argument_group("reconstruction")
-    rec.add_argument("--sampler", choices=["dds", "dps", "score_sde", "resample"], default="dds", help="(default: %(default)s)")
+    rec.add_argument("--sampler", choices=["dds", "dps", "score_sde", "resample", "diffusion_mbir"], default="dds",
+                     help="diffusion_mbir reconstructs the volume as one, with TV along the slice axis (default: %(default)s)")
     rec.add_argument("--prior", default=None, help="a shipped prior name or a prior folder (default: MODALITY-starter[-latent])")
     rec.add_argument(
         "--grid", choices=["prior", "input"], default="prior",

@@ -333,8 +333,8 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
         raise InputError(f"--samples must be >= 1, got {args.samples}")
     options = _parse_options(args.option)
     if getattr(args, "volume_prior", "none") != "none":
-        if args.sampler != "dds":
-            raise InputError(f"--volume-prior {args.volume_prior} is DDS-3D: it needs --sampler dds, not {args.sampler}")
+        if args.sampler not in ("dds", "diffusion_mbir"):
+            raise InputError(f"--volume-prior {args.volume_prior} needs --sampler dds (DDS-3D) or diffusion_mbir, not {args.sampler}")
         options.setdefault("volume_prior", args.volume_prior)
 
     def prior_for(modality: str):
@@ -401,7 +401,8 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     columns = _figure_columns(problem, reference, baseline_native, native if kind != "fastmri" else native, result, kind)
     scores = {"baseline": metrics.get("baseline"), "reconstruction": metrics.get("reconstruction")} if metrics else {}
     reslices, slice_aspect = None, 1.0
-    if options.get("volume_prior") and kind != "fastmri" and study is not None:  # a coherent volume: show it across slices
+    coupled = result.settings.get("options", {}).get("volume_prior") is not None
+    if coupled and kind != "fastmri" and study is not None:  # a coherent volume: show it across slices
         whole = {"baseline": _display(baseline_native, problem), "reconstruction": _display(native, problem)}
         if reference is not None:
             whole = {"reference": _display(reference, problem), **whole}

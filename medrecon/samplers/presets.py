@@ -79,8 +79,8 @@ class SamplerSettings:
 
     @property
     def nfe(self) -> int:
-        """Network evaluations of one run (score-SDE: a corrector and a predictor per step, plus one)."""
-        return 2 * self.steps + 1 if self.sampler == "score_sde" else self.steps
+        """Network evaluations of one run (score-SDE, DiffusionMBIR: a corrector and a predictor per step, plus one)."""
+        return 2 * self.steps + 1 if self.sampler in ("score_sde", "diffusion_mbir") else self.steps
 
     def to_dict(self) -> dict:
         return {"sampler": self.sampler, "task": self.task, "steps": self.steps, "schedule": self.schedule,
