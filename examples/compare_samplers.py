@@ -70,6 +70,9 @@ def main() -> None:
 
     pixel = medrecon.load_prior(args.prior)
     for name in medrecon.SAMPLERS:
+        if name == "diffusion_mbir" and n < 2:
+            print("diffusion_mbir: skipped, it reconstructs a volume of at least 2 slices (--slices 2 or more)")
+            continue
         if name == "resample":
             try:
                 prior = medrecon.load_prior(args.latent_prior)
