@@ -177,7 +177,7 @@ def main(args) -> int:
     device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
     prior = load_prior(args.prior, device=device)
     images, spacing = volume_slab(source.id, prior.card.normalisation, prior.card.image_size, args.slices, args.starter)
-    repeat_note = ""
+    repeat_note, block = "", images.shape[0]
     if getattr(args, "repeat_to", None):
         if args.repeat_to < images.shape[0]:
             raise InputError(f"--repeat-to {args.repeat_to} is fewer than the {images.shape[0]} slices of the block")
@@ -213,7 +213,7 @@ def main(args) -> int:
         "date": _dt.date.today().isoformat(),
         "seconds": time.perf_counter() - t0,
         "prior": prior.card.name,
-        "volume": (f"{images.shape[0]} contiguous slices from the middle of {source.id} ({source.split}), resampled to "
+        "volume": (f"{block} contiguous slices from the middle of {source.id} ({source.split}), resampled to "
                    f"{images.shape[-1]}x{images.shape[-2]}; voxels {spacing[0]:.3g} x {spacing[1]:.3g} mm in-plane, "
                    f"{spacing[2]:.3g} mm slices{repeat_note}"),
     }
