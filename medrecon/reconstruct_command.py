@@ -161,9 +161,14 @@ def _from_fastmri(args):
 # ---------------------------------------------------------------------------------- baseline
 def baseline_setting(problem, acquisition: dict) -> str:
     """The ``TUNED_WEIGHTS`` setting closest to this acquisition (views or acceleration, noise)."""
+    from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
+
     noise = "noisy" if problem.noisy else "clean"
     if problem.modality == "CT":
         views = len(acquisition.get("geometry", {}).get("angles", [])) or problem.op.out_shape[-2]
+        few = f"ct-parallel-8v-{noise}"  # tuned for the clean 8-view volume setting only, so far
+        if views <= 12 and few in TUNED_WEIGHTS:
+            return few
         return f"ct-parallel-{'23' if views <= 40 else '60'}v-{noise}"
     accel = float((acquisition.get("sampling") or {}).get("acceleration", 4.0) or 4.0) if acquisition.get("kind") == "mr" else 4.0
     return f"mr-8coil-{'4' if accel <= 6 else '8'}x-{noise}"

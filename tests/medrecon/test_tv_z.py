@@ -241,3 +241,14 @@ def test_diffusion_mbir_runs_on_the_volume_whatever_the_chunk_size():
         reconstruct(problem, gaussian_prior(), sampler="diffusion_mbir", steps=2, options={"volume_prior": "none"}, progress=False)
     with pytest.raises(InputError, match="cg_iters"):
         reconstruct(problem, gaussian_prior(), sampler="diffusion_mbir", steps=2, options={"cg_iters": 0}, progress=False)
+
+
+def test_the_baseline_of_a_few_view_acquisition_uses_the_8_view_weights():
+    from medrecon.reconstruct_command import baseline_setting
+
+    for views, noisy, expected in ((8, False, "ct-parallel-8v-clean"), (10, False, "ct-parallel-8v-clean"),
+                                   (8, True, "ct-parallel-23v-noisy"), (23, False, "ct-parallel-23v-clean"),
+                                   (60, False, "ct-parallel-60v-clean")):
+        op = CTProjector(ParallelBeamGeometry.sparse_view(16, views))
+        problem = Problem(op, torch.zeros(1, *op.out_shape), "CT", noisy=noisy)
+        assert baseline_setting(problem, {}) == expected
