@@ -22,6 +22,12 @@ def diffusion_noise(like: torch.Tensor, generators) -> torch.Tensor:
     return z * math.sqrt(2.0) if like.is_complex() else z
 
 
+def per_item_norm(v: torch.Tensor) -> torch.Tensor:
+    """The Euclidean norm of each batch item, shaped ``(B, 1, ...)`` to broadcast against ``v``
+    (the Langevin correctors' step sizes are per slice, never averaged over a batch)."""
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).reshape((-1,) + (1,) * (v.ndim - 1))
+
+
 def tweedie_epsilon(x: torch.Tensor, x0_hat: torch.Tensor, sigma: float) -> torch.Tensor:
     """The noise estimate ``(x - D(x, sigma)) / sigma`` that goes with a Tweedie denoise."""
     return (x - x0_hat) / sigma

@@ -29,12 +29,8 @@ from medrecon.errors import InputError
 from medrecon.operators.base import complex_dtype_of, real_dtype_of
 from medrecon.operators.noise import as_generator_list
 
-from .consistency import diffusion_noise
+from .consistency import diffusion_noise, per_item_norm
 from .tv_z import TVzADMM
-
-
-def _per_item_norm(v: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).reshape((-1,) + (1,) * (v.ndim - 1))
 
 
 def kaczmarz_step(op, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +88,7 @@ def sample_diffusion_mbir(
         x = x + (sigma**2 - nxt**2) * score + math.sqrt(sigma**2 - nxt**2) * diffusion_noise(x, gens)
         score = (denoiser(x, nxt) - x) / nxt**2
         z = diffusion_noise(x, gens)
-        step = 2 * (snr * _per_item_norm(z) / _per_item_norm(score).clamp_min(1e-12)) ** 2
+        step = 2 * (snr * per_item_norm(z) / per_item_norm(score).clamp_min(1e-12)) ** 2
         x = x + step * score + torch.sqrt(2 * step) * z
         x = admm.step(x, cg_iters=cg_iters)
         if callback is not None:

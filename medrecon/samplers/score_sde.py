@@ -34,7 +34,7 @@ from medrecon.operators.ct import CTProjector
 from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from medrecon.operators.noise import as_generator_list
 
-from .consistency import cg_data_consistency, diffusion_noise
+from .consistency import cg_data_consistency, diffusion_noise, per_item_norm
 
 FINAL_CG_ITERS = 30  # CG steps of the final data consistency (multi-coil MRI, or final_gamma_rel)
 
@@ -151,10 +151,6 @@ def _project(transform, x, y_full, lam: float, is_complex: bool):
     return out if is_complex else out.real if out.is_complex() else out
 
 
-def _per_item_norm(v: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).reshape((-1,) + (1,) * (v.ndim - 1))
-
-
 @torch.no_grad()
 def sample_score_sde(
     denoiser,
@@ -195,7 +191,7 @@ def sample_score_sde(
             score = (denoiser(x, sigma) - x) / sigma**2
             z = diffusion_noise(x, gens)
             if stage == "corrector":
-                step = 2 * (snr * _per_item_norm(z) / _per_item_norm(score).clamp_min(1e-12)) ** 2
+                step = 2 * (snr * per_item_norm(z) / per_item_norm(score).clamp_min(1e-12)) ** 2
                 x = x + step * score + torch.sqrt(2 * step) * z
             else:
                 x = x + (sigma**2 - nxt**2) * score + math.sqrt(sigma**2 - nxt**2) * z
