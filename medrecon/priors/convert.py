@@ -27,7 +27,6 @@ source file's sha256, the flags and the preset's provenance and licence status.
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from medrecon.errors import InputError
 
 from . import convert_adm, convert_diffusers, convert_ncsnpp
 from .convert_presets import Preset, get_preset
-from .convert_tensors import load_checkpoint, map_tensors, target_shapes, tensor_dict
+from .convert_tensors import load_checkpoint, map_tensors, read_json_object, target_shapes, tensor_dict
 from .hub import PriorCard, save_prior, sha256_of
 
 FORMATS = ("adm", "ncsnpp", "diffusers")
@@ -50,13 +49,7 @@ def read_flags(fmt: str, flags) -> object:
     if isinstance(flags, cls):
         return flags
     if isinstance(flags, (str, Path)):
-        path = Path(flags)
-        if not path.is_file():
-            raise InputError(f"flags file {path} does not exist")
-        try:
-            flags = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"flags file {path} is not valid JSON: {exc}") from None
+        flags = read_json_object(Path(flags), f"flags file {flags} does not exist")
     if not isinstance(flags, dict):
         raise InputError(f"{fmt} flags must be a JSON object of {cls.__name__} fields, got {type(flags).__name__}")
     try:

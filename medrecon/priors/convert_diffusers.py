@@ -15,7 +15,6 @@ Anything else (sample prediction, EDM or other continuous schedulers, conditiona
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 
 from medrecon.errors import InputError
 
-from .convert_tensors import Move, load_checkpoint, map_tensors, target_shapes
+from .convert_tensors import Move, load_checkpoint, map_tensors, read_json_object, target_shapes
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -39,18 +38,6 @@ class DiffusersSource:
     scheduler_class: str
     parameterisation: str
     schedule: dict
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise InputError(f"{path.parent} has no {path.name} ({what})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path} is not a JSON object")
-    return data
 
 
 def _folders(src: Path) -> tuple[Path, Path]:
@@ -113,7 +100,7 @@ def _schedule(scheduler: dict, config: dict, path: Path) -> tuple[str, str, dict
 def read(src: str | Path) -> DiffusersSource:
     """Read and check a diffusers folder (see the module docstring)."""
     unet_dir, scheduler_path = _folders(Path(src))
-    config = _read_json(unet_dir / "config.json", "the UNet's diffusers config")
+    config = read_json_object(unet_dir / "config.json", f"{unet_dir} has no config.json (the UNet's diffusers config)")
     if config.get("_class_name") != "UNet2DModel":
         raise InputError(f"{unet_dir / 'config.json'}: a {config.get('_class_name')!r}, not a UNet2DModel (the only "
                          "network class medrecon's pixel priors use)")
@@ -122,7 +109,7 @@ def read(src: str | Path) -> DiffusersSource:
     size = config.get("sample_size")
     if not isinstance(size, int):
         raise InputError(f"{unet_dir / 'config.json'}: sample_size {size!r} is not one integer (square images)")
-    scheduler = _read_json(scheduler_path, "the scheduler config, which gives the noise schedule")
+    scheduler = read_json_object(scheduler_path, f"{scheduler_path.parent} has no {scheduler_path.name} (the scheduler config, which gives the noise schedule)")
     cls, parameterisation, schedule = _schedule(scheduler, config, scheduler_path)
     try:
         shapes = target_shapes("UNet2DModel", config)

@@ -20,6 +20,7 @@ source tensor that no move used (the checkpoint holds a part that the flags do n
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
@@ -207,3 +208,18 @@ def check_flag_types(flags, what: str) -> None:
                 raise InputError(f"{what}: {f.name} must be a list of {inner}, got {value!r}")
         elif not fits(value, kind):
             raise InputError(f"{what}: {f.name} must be {kind}, got {value!r}")
+
+
+def read_json_object(path: Path, missing: str) -> dict:
+    """The JSON object in ``path``; ``missing`` is the error when the file is not there. A file that
+    is not JSON, or not an object, is an :class:`InputError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a JSON object")
+    return data
