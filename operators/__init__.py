@@ -5,6 +5,8 @@
 - :mod:`.ct_geometry`, :mod:`.ct`: parallel- and fan-beam CT geometries, :class:`CTProjector`, FBP;
 - :mod:`.mri`, :mod:`.masks`, :mod:`.coils`: Cartesian MRI (single-coil, SENSE), sampling masks,
   coil sensitivities;
+- :mod:`.nufft`, :mod:`.trajectories`: non-Cartesian MRI (radial, spiral, any coordinates) through
+  a NUFFT (a torch backend on any device, finufft on the CPU), density compensation;
 - :mod:`.noise`: measurement noise models with per-item generators.
 
 astra-toolbox is imported only when a CT operator needs it.
@@ -34,6 +36,8 @@ from .ct_geometry import (
     uniform_angles,
 )
 from .mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
+from .nufft import NonCartesianMRI
+from .trajectories import Trajectory, density_compensation
 from .noise import add_gaussian_noise, add_log_poisson_noise, randn_per_item, transmission_counts
 
 __all__ = [
@@ -58,6 +62,9 @@ __all__ = [
     "limited_angles",
     "SingleCoilMRI",
     "MultiCoilMRI",
+    "NonCartesianMRI",
+    "Trajectory",
+    "density_compensation",
     "fft2c",
     "ifft2c",
     "rss",

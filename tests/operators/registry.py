@@ -1,6 +1,7 @@
 """One registry of small operators that drives the property tests (tests/operators/test_properties.py).
 
-Every CT geometry and projector on the CPU, single- and multi-coil MRI with several masks, and
+Every CT geometry and projector on the CPU, single- and multi-coil MRI with several masks,
+non-Cartesian MRI (radial, spiral, user coordinates x single/multi-coil x NUFFT backend), and
 compositions. Images are small and not square, so a transposed axis cannot pass unnoticed.
 """
 
@@ -18,6 +19,7 @@ from medrecon.operators import (
     IdentityOperator,
     LinearOperator,
     MultiCoilMRI,
+    NonCartesianMRI,
     ParallelBeamGeometry,
     RealImageEmbedding,
     SingleCoilMRI,
@@ -28,6 +30,7 @@ from medrecon.operators import (
     uniform_angles,
 )
 from medrecon.operators.masks import make_mask
+from medrecon.operators.trajectories import radial, spiral
 
 H, W = 12, 16  # CT and MRI item size
 
@@ -62,6 +65,32 @@ def _maps(batch: int) -> torch.Tensor:
     maps = simulated_maps(4, (H, W))[None].repeat(batch, 1, 1, 1)
     phase = torch.exp(1j * torch.linspace(0, 1.0, batch))[:, None, None, None]
     return (maps * phase).to(torch.complex64)
+
+
+def _user_coords() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(8)
+    return (torch.rand(90, 2, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+
+
+_TRAJECTORIES = {
+    "radial": lambda: radial((H, W), 9, angles="golden"),
+    "spiral": lambda: spiral((H, W), 4, undersampling=1.5),
+    "user": _user_coords,
+}
+
+
+def _nufft_cases() -> list[Case]:
+    """Every trajectory x coil setting x NUFFT backend (per-slice maps on one backend each)."""
+    cases = []
+    for traj, coords in _TRAJECTORIES.items():
+        for backend in ("torch", "finufft"):
+            cases.append(Case(f"nufft-{traj}-1coil-{backend}", lambda c=coords, b=backend: NonCartesianMRI(c(), (H, W), backend=b)))
+            cases.append(Case(f"nufft-{traj}-sense-{backend}",
+                              lambda c=coords, b=backend: NonCartesianMRI(c(), (H, W), _maps(1), backend=b)))
+        backend = "torch" if traj == "spiral" else "finufft"
+        cases.append(Case(f"nufft-{traj}-sense-per-slice-maps-{backend}",
+                          lambda c=coords, b=backend: NonCartesianMRI(c(), (H, W), _maps(3), backend=b, toeplitz=False)))
+    return cases
 
 
 CASES: list[Case] = [
@@ -113,6 +142,8 @@ CASES: list[Case] = [
     ),
     Case("chunked-ct", lambda: SliceChunkedOperator(CTProjector(_parallel()), 2)),
     Case("chunked-sense-per-slice-maps", lambda: SliceChunkedOperator(MultiCoilMRI(_maps(3), _mask("gaussian1d")), 2)),
+    *_nufft_cases(),
+    Case("chunked-nufft-per-slice-maps", lambda: SliceChunkedOperator(NonCartesianMRI(radial((H, W), 7), (H, W), _maps(3)), 2)),
 ]
 
 
