@@ -6,8 +6,8 @@ be rerun exactly, and builds the operator that produced the measurement.
 - :class:`CTAcquisition`: a parallel- or fan-beam geometry (lengths in mm), the noise model, and
   the attenuation of water used to turn HU into linear attenuation ``mu = mu_water (1 + HU / 1000)``
   (1/mm), so sinograms hold dimensionless line integrals and photon counts are physical.
-- :class:`MRAcquisition`: a Cartesian sampling pattern, the number of simulated coils, whether a
-  smooth phase was applied, the noise level, and the scale that maps the study's magnitudes to
+- :class:`MRAcquisition`: a Cartesian sampling pattern or a radial/spiral trajectory, the number
+  of simulated coils, whether a smooth phase was applied, the noise level, and the scale that maps the study's magnitudes to
   [0, 1] (the image the noise level refers to).
 
 Per-slice seeds: slice k draws its randomness from generators seeded by :func:`slice_seed`
@@ -77,8 +77,14 @@ class CTAcquisition:
 
 @dataclass(frozen=True)
 class MRAcquisition:
-    """Undersampled Cartesian multi-coil MRI: sampling (a ``CartesianSampling`` dict), coils, phase,
-    noise (std per complex value on the k-space of the image scaled to [0, 1]), scale and seed."""
+    """Undersampled multi-coil MRI: sampling, coils, phase, noise (std per complex value on the
+    k-space of the image scaled to [0, 1]), scale and seed.
+
+    ``sampling`` is a Cartesian pattern (a ``CartesianSampling`` dict, with ``pattern``) or a
+    non-Cartesian trajectory (a :class:`~medrecon.operators.trajectories.Trajectory` dict, with
+    ``kind`` radial/spiral); a trajectory needs ``image_shape`` ``[H, W]`` (its k-space
+    ``(coils, K)`` does not give it), a Cartesian pattern leaves it None.
+    """
 
     sampling: dict
     coils: int = 8
@@ -86,12 +92,26 @@ class MRAcquisition:
     noise_sigma: float = 0.0
     scale: float = 1.0
     seed: int = 0
+    image_shape: list | None = None
     kind: str = field(default="mr", init=False)
 
     def __post_init__(self):
         from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415 - validates
+        from medrecon.operators.trajectories import Trajectory  # noqa: PLC0415
 
-        CartesianSampling.from_dict(self.sampling)
+        if not isinstance(self.sampling, dict):
+            raise InputError(f"sampling must be a dict, got {type(self.sampling).__name__}")
+        if self.non_cartesian:
+            Trajectory.from_dict(self.sampling)
+            shape = self.image_shape
+            if not (isinstance(shape, (list, tuple)) and len(shape) == 2
+                    and all(isinstance(s, int) and not isinstance(s, bool) and s >= 2 for s in shape)):
+                raise InputError(f"a non-Cartesian acquisition needs image_shape [H, W] (sides >= 2), got {shape!r}")
+            object.__setattr__(self, "image_shape", [int(s) for s in shape])
+        else:
+            CartesianSampling.from_dict(self.sampling)
+            if self.image_shape is not None:
+                raise InputError("image_shape belongs to non-Cartesian acquisitions (Cartesian k-space gives it)")
         if isinstance(self.coils, bool) or not isinstance(self.coils, int) or self.coils < 1:
             raise InputError(f"coils must be a positive integer, got {self.coils!r}")
         if not self.noise_sigma >= 0:
@@ -99,9 +119,24 @@ class MRAcquisition:
         if not self.scale > 0:
             raise InputError(f"scale must be > 0, got {self.scale!r}")
 
+    @property
+    def non_cartesian(self) -> bool:
+        """Whether ``sampling`` is a radial/spiral trajectory rather than a Cartesian pattern."""
+        return "kind" in self.sampling
+
+    def trajectory(self):
+        """The :class:`~medrecon.operators.trajectories.Trajectory` of a non-Cartesian acquisition."""
+        from medrecon.operators.trajectories import Trajectory  # noqa: PLC0415
+
+        if not self.non_cartesian:
+            raise InputError("a Cartesian acquisition has a mask, not a trajectory")
+        return Trajectory.from_dict(self.sampling)
+
     def mask(self, shape) -> torch.Tensor:
         from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
 
+        if self.non_cartesian:
+            raise InputError("a non-Cartesian acquisition has a trajectory, not a mask")
         return CartesianSampling.from_dict(self.sampling).make(tuple(shape))
 
     def coil_maps(self, shape) -> torch.Tensor:
@@ -109,13 +144,20 @@ class MRAcquisition:
 
         return simulated_maps(self.coils, tuple(shape))[None]
 
-    def operator(self, shape):
-        from medrecon.operators import MultiCoilMRI  # noqa: PLC0415
+    def operator(self, shape=None):
+        """The acquisition's operator for images of ``shape`` (non-Cartesian: ``image_shape``)."""
+        from medrecon.operators import MultiCoilMRI, NonCartesianMRI  # noqa: PLC0415
 
+        if self.non_cartesian:
+            shape = tuple(self.image_shape)
+            return NonCartesianMRI(self.trajectory().make(shape), shape, self.coil_maps(shape))
         return MultiCoilMRI(self.coil_maps(shape), self.mask(shape))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["image_shape"] is None:
+            del data["image_shape"]
+        return data
 
 
 def acquisition_from_dict(d: dict) -> CTAcquisition | MRAcquisition:

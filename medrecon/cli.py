@@ -62,10 +62,11 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
         "tune-baselines",
         help="choose the classical baselines' weights on slices of training patients (writes a Markdown table)",
     )
-    tune.add_argument("--ct-volume", metavar="NRRD", help="a CT volume (HU) of a training patient")
-    tune.add_argument("--mr-volume", metavar="NRRD", help="an MR volume of a training patient")
+    tune.add_argument("--ct-volume", metavar="VOLUME", help="a CT volume (HU) of a training patient (NRRD or NIfTI)")
+    tune.add_argument("--mr-volume", metavar="VOLUME", help="an MR volume of a training patient (NRRD or NIfTI)")
     tune.add_argument("--slices", type=int, default=3, help="slices per volume (default: %(default)s)")
     tune.add_argument("--json", metavar="FILE", help="also write every grid point as JSON")
+    tune.add_argument("--noncartesian-only", action="store_true", help="MR: only the radial and spiral settings")
     recon = sub.add_parser(
         "recon", help="PSNR/SSIM, s/slice, NFE and memory of every sampler next to every baseline on validation slices",
     )
@@ -169,7 +170,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "tune-baselines":
         from medrecon.benchmarks.tune_baselines import main as tune  # noqa: PLC0415
 
-        return tune(args.ct_volume, args.mr_volume, args.slices, args.json)
+        return tune(args.ct_volume, args.mr_volume, args.slices, args.json, noncartesian_only=args.noncartesian_only)
     if args.bench_command == "operators":
         from medrecon.benchmarks.operators import main as bench_operators  # noqa: PLC0415
 
@@ -261,6 +262,15 @@ def _add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
         help="equispaced, equispaced_fraction, random, gaussian1d, gaussian2d, poisson or radial (default: %(default)s)",
     )
     mr.add_argument("--center-fraction", type=float, default=None, help="fully sampled centre (default: fastMRI's)")
+    mr.add_argument(
+        "--trajectory", choices=["cartesian", "radial", "spiral"], default="cartesian",
+        help="cartesian: a --mask at --accel; radial / spiral: non-Cartesian k-space through a NUFFT (default: %(default)s)",
+    )
+    mr.add_argument("--spokes", type=int, default=48, help="radial: spokes (default: %(default)s; Nyquist is pi N / 2)")
+    mr.add_argument("--angles", choices=["golden", "uniform"], default="golden", help="radial: spoke angles (default: %(default)s)")
+    mr.add_argument("--interleaves", type=int, default=16, help="spiral: interleaves (default: %(default)s)")
+    mr.add_argument("--undersampling", type=float, default=4.0,
+                    help="spiral: radial undersampling factor R of the variable-density design (default: %(default)s)")
     mr.add_argument("--coils", type=int, default=8, help="simulated coils (default: %(default)s)")
     mr.add_argument("--noise-sigma", type=float, default=0.0, help="k-space noise std on the [0, 1] image")
     mr.add_argument("--no-phase", action="store_true", help="keep the image real (no smooth phase)")
@@ -268,7 +278,8 @@ def _add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_reconstruct(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "input", help="a study (DICOM folder, .nii/.nii.gz, .nrrd), a `medrecon simulate` folder, or a fastMRI multi-coil .h5",
+        "input", help="a study (DICOM folder, .nii/.nii.gz, .nrrd), a `medrecon simulate` folder, a fastMRI multi-coil .h5, "
+        "or non-Cartesian raw k-space (an ISMRMRD .h5/.mrd file or medrecon's own non-Cartesian .h5 layout)",
     )
     parser.add_argument(
         "-o", "--out", required=True,

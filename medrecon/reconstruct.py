@@ -136,8 +136,15 @@ def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window:
         noisy = acquisition.noise != "none"
         return Problem(op, y, "CT", noisy, scale=high - low, offset=low, grid=grid, description=_described(
             {"units": f"HU = {low} + {high - low} u", "acquisition": acquisition.to_dict()}, grid))
-    shape = tuple(measurements.shape[-2:])
     y = measurements.to(torch.complex64)
+    if acquisition.non_cartesian:
+        if grid is not None:
+            raise InputError("non-Cartesian k-space is reconstructed on its own image grid: resample the study "
+                             "before simulating (its trajectory fixes the reconstruction size)")
+        op = acquisition.operator()
+        return Problem(op, y, "MR", acquisition.noise_sigma > 0, scale=acquisition.scale, description={
+            "units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict()})
+    shape = tuple(measurements.shape[-2:])
     if grid is None:
         op = acquisition.operator(shape)
     else:
@@ -180,6 +187,38 @@ def problem_from_kspace(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: tor
             raise InputError("the zero-filled volume is empty (99.5th percentile 0): cannot normalise the k-space")
     return Problem(op, kspace / scale, "MR", noisy, scale=scale,
                    description={"units": f"magnitude = {scale:.6g} |u|", "scale": "p99.5 of the zero-filled magnitude"})
+
+
+@torch.no_grad()
+def problem_from_noncartesian(data, *, noisy: bool = True, scale: float | None = None) -> Problem:
+    """Raw non-Cartesian k-space (a :class:`~medrecon.io.noncartesian.NonCartesianData`: k-space
+    ``(S, coils, K)``, coordinates ``(K, 2)``, image shape, optional coil maps and density weights)
+    as a :class:`Problem`. Missing coil maps are estimated from the k-space centre
+    (:func:`~medrecon.operators.coils.noncartesian_espirit_maps`); missing density weights are
+    Pipe-Menon's. ``scale`` None: the 99.5th percentile of the density-compensated gridding's
+    magnitude (measured data are noisy, hence ``noisy`` True by default)."""
+    from medrecon.operators import NonCartesianMRI  # noqa: PLC0415
+    from medrecon.operators.coils import noncartesian_espirit_maps  # noqa: PLC0415
+    from medrecon.operators.trajectories import density_compensation  # noqa: PLC0415
+
+    kspace = torch.as_tensor(data.kspace).to(torch.complex64)
+    shape = tuple(int(s) for s in data.image_shape)
+    density = data.density if data.density is not None else density_compensation(data.coords, shape)
+    maps = data.coil_maps
+    estimated = maps is None and kspace.shape[1] > 1
+    if estimated:
+        maps = noncartesian_espirit_maps(kspace, data.coords, shape, density=density)
+    op = NonCartesianMRI(data.coords, shape, None if maps is None else torch.as_tensor(maps).to(torch.complex64), density=density)
+    if scale is None:
+        magnitude = torch.cat([(op.batch_slice(slice(i, i + 1)) if op.batch_size else op).gridding(kspace[i : i + 1]).abs()
+                               for i in range(kspace.shape[0])])
+        scale = float(np.percentile(magnitude.numpy(), PERCENTILE))
+        if not scale > 0:
+            raise InputError("the gridded volume is empty (99.5th percentile 0): cannot normalise the k-space")
+    description = {"units": f"magnitude = {scale:.6g} |u|", "scale": "p99.5 of the gridded magnitude",
+                   "coil_maps": "estimated (ESPIRiT on the gridded k-space centre)" if estimated else
+                   ("given" if maps is not None else "single coil")}
+    return Problem(op, kspace / scale, "MR", noisy, scale=scale, description=description)
 
 
 @dataclass
@@ -412,7 +451,7 @@ def reconstruct(
     if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
         prior = load_prior(prior, device=device)
     check_prior_fits(prior, problem, sampler, other_size=other_size)
-    task = task_name(problem.modality, problem.noisy)
+    task = task_name(problem.modality, problem.noisy, non_cartesian=getattr(problem.op, "non_cartesian", False))
     options = dict(options or {})
     adapter = {**adapter_settings(task), **{k: options.pop(k) for k in ADAPTER_OPTIONS if k in options}}
     settings = sampler_settings(sampler, task, steps=steps, **options)

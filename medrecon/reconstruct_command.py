@@ -7,7 +7,10 @@ INPUT is one of
 - a folder written by ``medrecon simulate`` (``acquisition.json`` + sinogram / k-space): the
   acquisition and the data are read;
 - a fastMRI multi-coil HDF5 file: the k-space is read, the mask is the set of sampled columns,
-  coil maps come from ESPIRiT, and ``reconstruction_rss`` (when there) is the reference.
+  coil maps come from ESPIRiT, and ``reconstruction_rss`` (when there) is the reference;
+- non-Cartesian raw k-space, an ISMRMRD file or medrecon's own layout (:mod:`medrecon.io.noncartesian`):
+  the trajectory is read, coil maps and density weights are the file's or estimated (ESPIRiT on
+  the gridded k-space centre; Pipe-Menon), and the file's ``reference`` (when there) is the reference;
 
 OUTPUT is written in the format its name says, whatever the input's (a DICOM series folder, NIfTI,
 NRRD; fastMRI input -> an HDF5 file with a ``reconstruction`` dataset as fastMRI submissions have),
@@ -74,8 +77,10 @@ def _input_kind(path: Path) -> str:
         raise InputError(f"no such input: {path}")
     if path.is_dir() and (path / "acquisition.json").is_file():
         return "simulation"
-    if path.is_file() and path.name.lower().endswith((".h5", ".hdf5")):
-        return "fastmri"
+    if path.is_file() and path.name.lower().endswith((".h5", ".hdf5", ".mrd")):
+        from medrecon.io.noncartesian import sniff_noncartesian  # noqa: PLC0415
+
+        return "noncartesian" if sniff_noncartesian(path) else "fastmri"
     return "study"
 
 
@@ -95,6 +100,10 @@ def _from_study(args, study, prior):
 
     grid = _grid(args, study.shape[1:], (study.spacing[1], study.spacing[0]), prior)
     acquisition = acquisition_for_study(study, args)
+    if getattr(acquisition, "non_cartesian", False) and grid is not None:
+        raise InputError(f"a {acquisition.sampling['kind']} acquisition is simulated and reconstructed on the study's own "
+                         f"{study.shape[1]}x{study.shape[2]} grid, not the prior's {prior.card.image_size}x"
+                         f"{prior.card.image_size}: pass --grid input, or resample the study first")
     measured = study
     if grid is not None and study.modality == "MR":  # k-space of the padded square study (medrecon.grid)
         measured = dataclasses.replace(study, voxels=grid.pad_images(study.voxels, 0.0))
@@ -109,7 +118,7 @@ def _from_simulation(args, prior_for):
     from medrecon.simulation import KSPACE_FILE, _slice_range, load_measurements  # noqa: PLC0415
     from medrecon.study import Study  # noqa: PLC0415
 
-    acquisition, record, measurements = load_measurements(args.input)
+    acquisition, study_record, measurements = load_measurements(args.input)
     modality = "CT" if acquisition.kind == "ct" else "MR"
     if args.modality and args.modality.upper() != modality:
         raise InputError(f"--modality {args.modality} contradicts the simulation's acquisition ({modality})")
@@ -117,20 +126,32 @@ def _from_simulation(args, prior_for):
     sel = _slice_range(args.slices, measurements.shape[0])
     measurements = measurements[sel]
     reference = None
-    if acquisition.kind == "mr":
+    non_cartesian = getattr(acquisition, "non_cartesian", False)
+    if non_cartesian:
+        from medrecon.io.noncartesian import read_noncartesian_h5  # noqa: PLC0415
+        from medrecon.simulation import NONCARTESIAN_FILE  # noqa: PLC0415
+
+        target = read_noncartesian_h5(Path(args.input) / NONCARTESIAN_FILE).reference
+    elif acquisition.kind == "mr":
         target = read_fastmri_h5(Path(args.input) / KSPACE_FILE).target
-        if target is not None:
-            reference = target[sel].float() * acquisition.scale
-    affine = np.asarray(record["study"]["affine"], dtype=float)
+    if acquisition.kind == "mr" and target is not None:
+        reference = target[sel].float() * acquisition.scale
+    affine = np.asarray(study_record["affine"], dtype=float)
     affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
-    shape = tuple(acquisition.operator().geometry.image_shape) if acquisition.kind == "ct" else tuple(measurements.shape[-2:])
+    if acquisition.kind == "ct":
+        shape = tuple(acquisition.operator().geometry.image_shape)
+    else:
+        shape = tuple(acquisition.image_shape) if non_cartesian else tuple(measurements.shape[-2:])
     spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0])))
     grid = _grid(args, shape, spacing, prior)
+    if non_cartesian and grid is not None:
+        raise InputError(f"{args.input}: non-Cartesian k-space of {shape[0]}x{shape[1]} images is reconstructed on its own "
+                         f"grid, not the prior's {prior.card.image_size}x{prior.card.image_size}: pass --grid input")
     if grid is not None and acquisition.kind == "mr" and grid.square_shape != shape:
         raise InputError(f"{args.input}: the simulated k-space is {shape[0]}x{shape[1]}, not square; reconstruct the study "
                          "itself (medrecon reconstruct STUDY pads it to a square before simulating), or use --grid input")
     problem = problem_from_acquisition(acquisition, measurements, grid=grid)
-    study = Study(torch.zeros((measurements.shape[0], *shape)), affine, modality, name=record["study"]["name"],
+    study = Study(torch.zeros((measurements.shape[0], *shape)), affine, modality, name=study_record["name"],
                   source={"format": "simulation", "path": str(args.input)})
     return problem, study, reference, acquisition.to_dict(), prior
 
@@ -158,6 +179,36 @@ def _from_fastmri(args):
     return problem, None, reference, {"kind": "fastmri", "file": str(args.input), "sampled_fraction": float(sampled.mean())}
 
 
+def _from_noncartesian(args):
+    """Raw non-Cartesian k-space (ISMRMRD or medrecon's layout): coil maps and density from the
+    file where it has them, else estimated; the study is the image grid with 1 mm pixels unless the
+    file's attributes give ``pixel_mm``."""
+    from medrecon.io.noncartesian import read_ismrmrd, read_noncartesian_h5, sniff_noncartesian  # noqa: PLC0415
+    from medrecon.reconstruct import problem_from_noncartesian  # noqa: PLC0415
+    from medrecon.simulation import _slice_range  # noqa: PLC0415
+    from medrecon.study import Study  # noqa: PLC0415
+
+    if args.modality and args.modality != "mr":
+        raise InputError(f"{args.input} is MR k-space, not --modality {args.modality}")
+    layout = sniff_noncartesian(args.input)
+    data = (read_ismrmrd if layout == "ismrmrd" else read_noncartesian_h5)(args.input)
+    sel = _slice_range(args.slices, data.kspace.shape[0])
+    if sel != slice(0, data.kspace.shape[0]):
+        data = (read_ismrmrd if layout == "ismrmrd" else read_noncartesian_h5)(args.input, slices=sel)
+    problem = problem_from_noncartesian(data)
+    problem.description["acquisition"] = {"kind": "mr", "sampling": (data.attrs or {}).get("trajectory", {}),
+                                          "file": str(args.input), "layout": layout}
+    pixel = float((data.attrs or {}).get("pixel_mm", 1.0))
+    affine = np.diag([pixel, pixel, 1.0, 1.0])
+    h, w = data.image_shape
+    study = Study(torch.zeros((data.kspace.shape[0], h, w)), affine, "MR", name=Path(args.input).stem,
+                  source={"format": layout, "path": str(args.input)})
+    # the output is in the k-space's own units (a magnitude image whose k-space the file holds), the
+    # units of the file's reference image too
+    reference = None if data.reference is None else data.reference.float()
+    return problem, study, reference, problem.description["acquisition"]
+
+
 # ---------------------------------------------------------------------------------- baseline
 def baseline_setting(problem, acquisition: dict) -> str:
     """The ``TUNED_WEIGHTS`` setting closest to this acquisition (views or acceleration, noise)."""
@@ -170,6 +221,10 @@ def baseline_setting(problem, acquisition: dict) -> str:
         if views <= 12 and few in TUNED_WEIGHTS:
             return few
         return f"ct-parallel-{'23' if views <= 40 else '60'}v-{noise}"
+    if getattr(problem.op, "non_cartesian", False):
+        # tuned on noiseless radial / spiral data only: noisy data use the same weights
+        kind = (acquisition.get("sampling") or {}).get("kind")
+        return f"mr-8coil-{'spiral16r4' if kind == 'spiral' else 'radial48'}-clean"
     accel = float((acquisition.get("sampling") or {}).get("acceleration", 4.0) or 4.0) if acquisition.get("kind") == "mr" else 4.0
     return f"mr-8coil-{'4' if accel <= 6 else '8'}x-{noise}"
 
@@ -354,6 +409,10 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     elif kind == "simulation":
         problem, study, reference, acquisition, prior = _from_simulation(args, prior_for)
         out_format = _check_volume_output(paths, kind, study, args.overwrite)
+    elif kind == "noncartesian":
+        problem, study, reference, acquisition = _from_noncartesian(args)
+        out_format = _check_volume_output(paths, kind, study, args.overwrite)
+        prior = prior_for("MR")
     else:
         out_format = _check_volume_output(paths, kind, None, args.overwrite)
         problem, study, reference, acquisition = _from_fastmri(args)

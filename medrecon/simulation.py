@@ -66,15 +66,18 @@ def simulate_sinogram(op: LinearOperator, image: torch.Tensor, generators, *, no
 def simulate_kspace(
     op: SingleCoilMRI | MultiCoilMRI, image: torch.Tensor, generators, *, noise_sigma: float = 0.0
 ) -> torch.Tensor:
-    """Masked k-space ``A x`` plus complex Gaussian noise of ``noise_sigma`` per complex value,
-    drawn on the full k-space (all coils) before masking."""
+    """k-space ``A x`` plus complex Gaussian noise of ``noise_sigma`` per complex value: Cartesian
+    data draw it on the full k-space (all coils) and mask it; non-Cartesian data on every sample."""
     clean = op(image)
     if noise_sigma == 0:
         return clean
     if noise_sigma < 0:
         raise InputError(f"noise_sigma must be >= 0, got {noise_sigma}")
     noise = randn_per_item(clean, generators)
-    return clean + noise_sigma * op.mask.to(device=clean.device, dtype=clean.real.dtype) * noise
+    mask = getattr(op, "mask", None)
+    if mask is not None:
+        noise = mask.to(device=clean.device, dtype=clean.real.dtype) * noise
+    return clean + noise_sigma * noise
 
 
 
@@ -86,6 +89,7 @@ def simulate_kspace(
 ACQUISITION_FILE = "acquisition.json"
 SINOGRAM_FILE = "sinogram.h5"
 KSPACE_FILE = "kspace.h5"
+NONCARTESIAN_FILE = "kspace_noncartesian.h5"
 
 
 def hu_to_attenuation(hu: torch.Tensor, mu_water_per_mm: float) -> torch.Tensor:
@@ -130,14 +134,16 @@ def simulate_ct_study(study, acquisition, *, batch_size: int = 16) -> torch.Tens
 
 
 def simulate_mr_study(study, acquisition, *, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-coil k-space ``(S, coils, H, W)`` of an MR study under an :class:`MRAcquisition`, and
-    the reference ``(S, H, W)``: the magnitude image scaled by ``1 / scale`` (the RSS of the fully
-    sampled coil images, as the maps are normalised)."""
+    """Multi-coil k-space ``(S, coils, H, W)`` (non-Cartesian: ``(S, coils, K)``) of an MR study
+    under an :class:`MRAcquisition`, and the reference ``(S, H, W)``: the magnitude image scaled by
+    ``1 / scale`` (the RSS of the fully sampled coil images, as the maps are normalised)."""
     from .acquisition import slice_generators  # noqa: PLC0415
 
     if study.modality != "MR":
         raise InputError(f"MR simulation needs an MR study, got {study.modality}")
     shape = tuple(study.shape[1:])
+    if acquisition.non_cartesian and tuple(acquisition.image_shape) != shape:
+        raise InputError(f"the study's slices are {shape} but the trajectory is for {tuple(acquisition.image_shape)}")
     op = acquisition.operator(shape)
     reference = (study.voxels.abs() if study.voxels.is_complex() else study.voxels).float() / acquisition.scale
     out = []
@@ -166,8 +172,10 @@ def _study_record(study) -> dict:
 
 def save_measurements(out_dir, study, acquisition, measurements, *, reference=None, overwrite: bool = False):
     """Write ``acquisition.json`` (the acquisition and the study's geometry) and the data
-    (``sinogram.h5`` with dataset ``sinogram`` ``(S, n_angles, n_det)``, or ``kspace.h5`` in the
-    fastMRI layout with the reference as ``reconstruction_rss``) into a new folder, atomically."""
+    (``sinogram.h5`` with dataset ``sinogram`` ``(S, n_angles, n_det)``; ``kspace.h5`` in the
+    fastMRI layout with the reference as ``reconstruction_rss``; non-Cartesian k-space as
+    ``kspace_noncartesian.h5`` in medrecon's layout, :mod:`medrecon.io.noncartesian`, with the
+    trajectory, the simulated coil maps and the reference) into a new folder, atomically."""
     import json  # noqa: PLC0415
 
     import h5py  # noqa: PLC0415
@@ -181,6 +189,8 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
             with h5py.File(staging / SINOGRAM_FILE, "w") as f:
                 f.create_dataset("sinogram", data=measurements[:, 0].cpu().numpy().astype("float32"), compression="gzip")
                 f.attrs["units"] = "line integrals of linear attenuation (dimensionless)"
+        elif acquisition.non_cartesian:
+            _write_noncartesian(staging / NONCARTESIAN_FILE, study, acquisition, measurements, reference)
         else:
             from medrecon.io.kspace import write_fastmri_h5  # noqa: PLC0415
 
@@ -193,9 +203,28 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
     return Path(out_dir)
 
 
+def _write_noncartesian(path, study, acquisition, measurements, reference) -> None:
+    from medrecon.io.noncartesian import NonCartesianData, write_noncartesian_h5  # noqa: PLC0415
+
+    shape = tuple(acquisition.image_shape)
+    trajectory = acquisition.trajectory()
+    data = NonCartesianData(
+        kspace=measurements.cpu().to(torch.complex64),
+        coords=trajectory.make(shape),
+        image_shape=shape,
+        coil_maps=acquisition.coil_maps(shape),
+        density=None,
+        reference=None if reference is None else reference.cpu().float(),
+        attrs={"trajectory": trajectory.to_dict(), "scale": acquisition.scale, "source": study.name,
+               **({"readout_length": trajectory.readout or 2 * max(shape)} if trajectory.kind == "radial" else {})},
+    )
+    write_noncartesian_h5(path, data)
+
+
 def load_measurements(folder):
     """``(acquisition, study record, measurements)`` from a folder written by :func:`save_measurements`:
-    CT sinograms ``(S, 1, n_angles, n_det)``, MR k-space ``(S, coils, H, W)``."""
+    CT sinograms ``(S, 1, n_angles, n_det)``, MR k-space ``(S, coils, H, W)`` (non-Cartesian
+    ``(S, coils, K)``)."""
     import json  # noqa: PLC0415
 
     import h5py  # noqa: PLC0415
@@ -211,6 +240,10 @@ def load_measurements(folder):
     if acquisition.kind == "ct":
         with h5py.File(folder / SINOGRAM_FILE, "r") as f:
             data = torch.from_numpy(f["sinogram"][()])[:, None]
+    elif acquisition.non_cartesian:
+        from medrecon.io.noncartesian import read_noncartesian_h5  # noqa: PLC0415
+
+        data = read_noncartesian_h5(folder / NONCARTESIAN_FILE).kspace
     else:
         from medrecon.io.kspace import read_fastmri_h5  # noqa: PLC0415
 
@@ -258,7 +291,8 @@ def load_input_study(args):
 def acquisition_for_study(study, args):
     """The acquisition the command-line flags describe for ``study`` (CT: ``geometry``, ``views``,
     ``convention``, ``noise``, ``noise_rel``, ``photons``; MR: ``mask``, ``accel``,
-    ``center_fraction``, ``coils``, ``noise_sigma``, ``no_phase``; both: ``seed``)."""
+    ``center_fraction`` or ``trajectory`` (radial: ``spokes``, ``angles``; spiral: ``interleaves``,
+    ``undersampling``), ``coils``, ``noise_sigma``, ``no_phase``; both: ``seed``)."""
     import numpy as np  # noqa: PLC0415
 
     from medrecon.operators import FanBeamGeometry, ParallelBeamGeometry  # noqa: PLC0415
@@ -283,10 +317,23 @@ def acquisition_for_study(study, args):
         )
     magnitude = study.voxels.abs() if study.voxels.is_complex() else study.voxels
     scale = float(np.percentile(magnitude.numpy(), 99.5)) or 1.0
-    sampling = CartesianSampling(args.mask, args.accel, center_fraction=args.center_fraction, seed=study.name)
+    trajectory = getattr(args, "trajectory", "cartesian") or "cartesian"
+    image_shape = None
+    if trajectory == "cartesian":
+        sampling = CartesianSampling(args.mask, args.accel, center_fraction=args.center_fraction, seed=study.name).to_dict()
+    else:
+        from medrecon.operators.trajectories import Trajectory  # noqa: PLC0415
+
+        if trajectory == "radial":
+            sampling = Trajectory("radial", spokes=args.spokes, angles=args.angles).to_dict()
+        elif trajectory == "spiral":
+            sampling = Trajectory("spiral", interleaves=args.interleaves, undersampling=args.undersampling).to_dict()
+        else:
+            raise InputError(f"--trajectory must be cartesian, radial or spiral, got {trajectory!r}")
+        image_shape = list(shape)
     return MRAcquisition(
-        sampling.to_dict(), coils=args.coils, smooth_phase=not args.no_phase,
-        noise_sigma=args.noise_sigma, scale=scale, seed=args.seed,
+        sampling, coils=args.coils, smooth_phase=not args.no_phase,
+        noise_sigma=args.noise_sigma, scale=scale, seed=args.seed, image_shape=image_shape,
     )
 
 
@@ -309,7 +356,8 @@ def run_simulate(args) -> None:
     else:
         measurements, reference = simulate_mr_study(study, acquisition)
     out = save_measurements(args.out, study, acquisition, measurements, reference=reference, overwrite=args.overwrite)
-    print(f"wrote {out}: {study.shape[0]} slices of {study.modality}, {tuple(measurements.shape[1:])} each")
+    what = f", {acquisition.trajectory().describe(tuple(study.shape[1:]))}" if getattr(acquisition, "non_cartesian", False) else ""
+    print(f"wrote {out}: {study.shape[0]} slices of {study.modality}, {tuple(measurements.shape[1:])} each{what}")
 
 
 def _subset(study, sel: slice):

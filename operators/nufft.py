@@ -234,6 +234,8 @@ class NonCartesianMRI(LinearOperator):
     ``pinv`` is CG-SENSE (conjugate gradient on ``A^H A x = A^H y``).
     """
 
+    non_cartesian = True  # samplers and presets ask for this instead of the class
+
     def __init__(self, coords: torch.Tensor, image_shape, coil_maps: torch.Tensor | None = None, *,
                  density: torch.Tensor | None = None, backend: str = "auto", eps: float = 1e-6,
                  toeplitz: bool = True) -> None:

@@ -6,8 +6,10 @@ its columns (axis W). The sample at ``omega`` measures
 ``sum_n x[n] exp(-i omega . n) / sqrt(H W)`` with ``n`` the centred pixel index, so the Cartesian
 grid ``omega = 2 pi k / N`` gives exactly the centred orthonormal FFT of :mod:`.mri`.
 
-- radial: ``spokes`` full diameters of ``readout`` samples (default the larger image side, the
-  Cartesian sample spacing), at uniform angles ``pi s / spokes`` or the golden angle
+- radial: ``spokes`` full diameters of ``readout`` samples (default twice the larger image side N,
+  the two-fold read-out oversampling of scanners: with N samples per spoke the spacing 2 pi / N
+  covers a field of view of N along each spoke, and the image's corners, sqrt(2) N apart along the
+  diagonals, alias), at uniform angles ``pi s / spokes`` or the golden angle
   ``s * pi / phi`` (Winkelmann et al., IEEE TMI 2007); Nyquist needs ``pi N / 2`` spokes, so the
   acceleration is ``pi N / (2 spokes)``.
 - spiral: sigpy's variable-density spiral (Kim, Adalsteinsson, Spielman, MRM 2003) with
@@ -16,8 +18,9 @@ grid ``omega = 2 pi k / N`` gives exactly the centred orthonormal FFT of :mod:`.
 - user coordinates: any ``(K, 2)`` tensor; its acceleration is ``H W / K`` (samples against the
   Cartesian grid's), stated as such.
 
-Density compensation: :func:`density_compensation` (Pipe and Menon, MRM 1999, iterative, through
-sigpy; sigpy is a dependency already, its trajectory and DCF code is maintained and fast).
+Density compensation: :func:`density_compensation` (Pipe and Menon, MRM 1999, iterative, with the
+NUFFT's own interpolation matrix; measured better than sigpy's ``pipe_menon_dcf``, see there). The
+spiral design is sigpy's (a dependency already).
 """
 
 from __future__ import annotations
@@ -67,9 +70,10 @@ def wrap(omega: torch.Tensor) -> torch.Tensor:
 def radial(image_shape: tuple[int, int], spokes: int, *, readout: int | None = None,
            angles: str = "golden") -> torch.Tensor:
     """``(spokes * readout, 2)`` float64 radial coordinates: spoke ``s`` at angle ``theta_s``,
-    samples ``omega_r = 2 pi (r - readout / 2) / readout`` (r = 0..readout-1) along it."""
+    samples ``omega_r = 2 pi (r - readout / 2) / readout`` (r = 0..readout-1) along it; ``readout``
+    None is ``2 max(H, W)``."""
     n = max(image_shape)
-    readout = n if readout is None else readout
+    readout = 2 * n if readout is None else readout
     if angles not in RADIAL_ANGLES:
         raise InputError(f"radial angles must be one of {RADIAL_ANGLES}, got {angles!r}")
     theta = torch.arange(spokes, dtype=torch.float64)
@@ -99,7 +103,7 @@ def _positive_int(value, name: str) -> int:
 class Trajectory:
     """A radial or spiral trajectory as data: ``make(shape)`` gives its ``(K, 2)`` coordinates.
 
-    radial: ``spokes``, ``readout`` (None: the larger image side), ``angles`` golden/uniform.
+    radial: ``spokes``, ``readout`` (None: twice the larger image side), ``angles`` golden/uniform.
     spiral: ``interleaves``, ``undersampling`` (R > 0; R > 1 undersamples), ``alpha`` (density
     exponent; 1 is uniform density, larger values sample the centre more densely). Options a kind does not use raise InputError rather than being ignored.
     """
@@ -179,20 +183,33 @@ def samples_acceleration(image_shape: tuple[int, int], n_samples: int) -> float:
 
 
 def density_compensation(coords: torch.Tensor, image_shape: tuple[int, int], *, iterations: int = 30) -> torch.Tensor:
-    """Pipe-Menon density compensation weights ``(K,)`` float32 (sigpy's ``pipe_menon_dcf``),
-    scaled to ``sum w = H W`` so that the point-spread function of gridding ``A^H diag(w) A`` peaks
-    at 1 (gridding then keeps the image's scale)."""
-    import numpy as np  # noqa: PLC0415
-    import sigpy.mri  # noqa: PLC0415
+    """Pipe-Menon density compensation weights ``(K,)`` float32 (Pipe and Menon, MRM 1999):
+    ``w <- w / (P P^T w)`` with ``P`` the NUFFT's sparse interpolation onto the 2x grid (a width-3
+    exponential-of-semicircle kernel), ``iterations`` times from ``w = 1``; then scaled so that
+    gridding ``A^H diag(w) A`` keeps the intensity of a smooth image (the least-squares gain on a
+    Gaussian blob of width ``N / 8`` is 1; scaling the point-spread function's peak to 1 instead
+    over-scales trajectories that cover a disk by 4 / pi, as their corners are never sampled).
+
+    Written here rather than taken from sigpy: on a fully sampled radial acquisition (400 spokes,
+    64x64 Shepp-Logan), gridding with these weights is 46 dB from the disk-truncated image after 10
+    iterations, with sigpy's ``pipe_menon_dcf`` 29 / 31 / 34 dB after 30 / 100 / 300 (docs/operators.md)."""
+    from .nufft import _GriddingPlan, NonCartesianMRI  # noqa: PLC0415 - the operator imports this module
 
     flat = check_coordinates(coords, "density_compensation").to(torch.float64)
     h, w = image_shape
-    # sigpy's coordinates are in cycles per field of view along each axis
-    k = flat.cpu().numpy() * (np.array([h, w]) / (2 * np.pi))
-    weights = np.asarray(sigpy.mri.pipe_menon_dcf(k, img_shape=[h, w], max_iter=iterations, show_pbar=False))
-    weights = torch.as_tensor(np.abs(weights).reshape(-1), dtype=torch.float64)
-    # A^H diag(w) A at the centre pixel equals sum(w) / (H W) for unit samples: make it 1
-    return (weights * (h * w) / weights.sum()).to(torch.float32)
+    interp, spread, _ = _GriddingPlan(flat, (h, w), 1e-2).tensors("cpu", torch.float64)
+    weights = torch.ones(flat.shape[0], 1, dtype=torch.float64)
+    for _ in range(iterations):
+        weights = weights / (interp @ (spread @ weights)).clamp_min(1e-30)
+    weights = weights[:, 0]
+    rows = torch.arange(h, dtype=torch.float64) - h // 2
+    cols = torch.arange(w, dtype=torch.float64) - w // 2
+    width = max(h, w) / 8
+    blob = torch.exp(-(rows[:, None] ** 2 + cols[None, :] ** 2) / (2 * width**2)).to(torch.complex128)[None, None]
+    op = NonCartesianMRI(flat, (h, w), backend="torch", eps=1e-6)
+    gridded = op.adjoint(op(blob) * weights)
+    gain = float(torch.sum(gridded.conj() * blob).real / torch.sum(gridded.abs() ** 2))
+    return (weights * gain).to(torch.float32)
 
 
 __all__ = [

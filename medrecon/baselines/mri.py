@@ -1,15 +1,18 @@
 r"""Classical MRI reconstructions: the references every diffusion result is compared with.
 
-Every function takes an MRI operator ``op`` (:class:`~medrecon.operators.mri.SingleCoilMRI` or the
-SENSE operator :class:`~medrecon.operators.mri.MultiCoilMRI`, ``A = M F S``) and measured k-space
-``y`` (complex, ``(B, 1, H, W)`` single-coil or ``(B, coils, H, W)`` multi-coil) and returns complex
-images ``(B, 1, H, W)`` on ``y``'s device and dtype. Data outside the sampling mask are ignored,
-exactly as ``op.adjoint`` ignores them.
+Every function takes an MRI operator ``op`` (:class:`~medrecon.operators.mri.SingleCoilMRI`, the
+SENSE operator :class:`~medrecon.operators.mri.MultiCoilMRI`, ``A = M F S``, or the non-Cartesian
+:class:`~medrecon.operators.nufft.NonCartesianMRI`, ``A = NUFFT S``) and measured k-space ``y``
+(complex, ``(B, 1, H, W)`` single-coil or ``(B, coils, H, W)`` multi-coil; ``(B, coils, K)``
+non-Cartesian) and returns complex images ``(B, 1, H, W)`` on ``y``'s device and dtype. Data
+outside the sampling mask are ignored, exactly as ``op.adjoint`` ignores them.
 
 Methods and the objective each one minimises
 --------------------------------------------
 * :func:`zero_filled` -- ``A^H y`` (single-coil ``F^H M y``; SENSE: the coil combination
   ``sum_c conj(S_c) F^H M y_c`` with the operator's maps). No optimisation.
+* :func:`gridding` -- non-Cartesian only: density-compensated gridding ``A^H (w y)`` with the
+  operator's density weights ``w`` (Pipe-Menon; Jackson et al. 1991, Pipe and Menon 1999).
 * :func:`cg_sense` -- CG-SENSE (Pruessmann et al. 2001): ``n_iter`` conjugate-gradient steps on the
   normal equations ``(A^H A + lam I) x = A^H y`` of ``0.5 ||A x - y||^2 + 0.5 lam ||x||^2``, starting
   from zero, with the project's one batched solver
@@ -19,16 +22,19 @@ Methods and the objective each one minimises
   ``min_x 0.5 ||A x - y||^2 + lam ||W x||_1`` with ``W`` sigpy's 2-D discrete wavelet transform
   (PyWavelets, ``db4`` by default, all levels, zero-padded boundaries: ``W^H W = I`` but ``W`` is
   slightly redundant, and sigpy applies the l1 prox through ``W`` as if it were unitary, its
-  standard approximation), solved by sigpy's :class:`sigpy.mri.app.L1WaveletRecon` (FISTA, the
+  standard approximation), solved as sigpy's :class:`sigpy.mri.app.L1WaveletRecon` does (FISTA, the
   accelerated proximal gradient method) for ``n_iter`` iterations from zero.
 * :func:`total_variation` -- ``min_x 0.5 ||A x - y||^2 + lam ||G x||_1`` with ``G`` the 2-D forward
   finite differences (periodic boundary) and the anisotropic l1 norm (``sum |d_h x| + |d_v x|`` of
-  complex moduli), solved by sigpy's :class:`sigpy.mri.app.TotalVariationRecon` (primal-dual hybrid
+  complex moduli), solved as sigpy's :class:`sigpy.mri.app.TotalVariationRecon` does (primal-dual hybrid
   gradient, Chambolle-Pock) for ``n_iter`` iterations from zero.
 
 The sigpy methods run on the CPU, one slice at a time (sigpy has no batch axis): ``y`` is moved to
 numpy in its own precision, reconstructed, and moved back to its device and dtype. They are not
-differentiable. sigpy is handed the operator's own mask (as ``weights``: sigpy multiplies both the
+differentiable. Non-Cartesian operators are handed to sigpy's solvers as a sigpy ``Linop`` that
+calls medrecon's own NUFFT operator (so the model is exactly the one the data were simulated or
+reconstructed with, not sigpy's lower-accuracy NUFFT); everything else is the same objective,
+solver and step sizes. sigpy is handed the operator's own mask (as ``weights``: sigpy multiplies both the
 model and ``y`` by ``sqrt(weights)``, which for a 0/1 mask is the mask itself) and coil maps (an
 all-ones map for single-coil), so sigpy's model is exactly ``op``: its centred orthonormal FFT is
 our :func:`~medrecon.operators.mri.fft2c` (checked to machine precision in the tests).
@@ -87,8 +93,11 @@ from medrecon.errors import InputError, ShapeError
 from medrecon.operators.base import COMPLEX_DTYPES
 from medrecon.operators.cg import conjugate_gradient
 from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI
+from medrecon.operators.nufft import NonCartesianMRI
 
-__all__ = ["zero_filled", "cg_sense", "l1_wavelet", "total_variation"]
+__all__ = ["zero_filled", "gridding", "cg_sense", "l1_wavelet", "total_variation"]
+
+_MRI_OPERATORS = (SingleCoilMRI, MultiCoilMRI, NonCartesianMRI)
 
 #: ``||G||^2`` bound of 2-D periodic forward finite differences (sum over the two axes of 4).
 _FINITE_DIFFERENCE_NORM_SQ_2D = 8.0
@@ -101,9 +110,9 @@ _PDHG_SIGMA = 0.1
 
 
 def _check_op(op, who: str) -> None:
-    if not isinstance(op, (SingleCoilMRI, MultiCoilMRI)):
+    if not isinstance(op, _MRI_OPERATORS):
         raise InputError(
-            f"{who}: expected an MRI operator (medrecon.operators.mri.SingleCoilMRI or MultiCoilMRI), "
+            f"{who}: expected an MRI operator (SingleCoilMRI, MultiCoilMRI or NonCartesianMRI), "
             f"got {type(op).__name__}"
         )
 
@@ -112,7 +121,7 @@ def _check_y(op, y, who: str) -> None:
     """The operator's k-space contract, stated from the baseline's point of view."""
     if not isinstance(y, torch.Tensor):
         raise ShapeError(f"{who}: y must be a torch.Tensor of k-space, got {type(y).__name__}")
-    if y.ndim != 4 or tuple(y.shape[1:]) != op.out_shape:
+    if y.ndim != 1 + len(op.out_shape) or tuple(y.shape[1:]) != op.out_shape:
         raise ShapeError(
             f"{who}: {op.name} expects k-space y of shape (B, {', '.join(map(str, op.out_shape))}), "
             f"got {tuple(y.shape)}"
@@ -159,6 +168,16 @@ def zero_filled(op: SingleCoilMRI | MultiCoilMRI, y: torch.Tensor) -> torch.Tens
     return op.adjoint(y)
 
 
+def gridding(op: NonCartesianMRI, y: torch.Tensor) -> torch.Tensor:
+    """Density-compensated gridding ``A^H (w y)``: complex ``(B, 1, H, W)``, coil-combined with the
+    operator's maps (or the single coil's image). ``w``: the operator's density weights
+    (Pipe-Menon when it was given none), scaled so that the point-spread function peaks at 1."""
+    if not isinstance(op, NonCartesianMRI):
+        raise InputError(f"gridding: expected a non-Cartesian MRI operator (NonCartesianMRI), got {type(op).__name__}")
+    _check_y(op, y, "gridding")
+    return op.gridding(y)
+
+
 def cg_sense(
     op: SingleCoilMRI | MultiCoilMRI,
     y: torch.Tensor,
@@ -198,6 +217,47 @@ def cg_sense(
 # sigpy methods
 
 
+def _torch_linop(op: NonCartesianMRI, dtype):
+    """A sigpy ``Linop`` for one slice of a non-Cartesian operator: image ``(H, W)`` -> k-space
+    ``(coils, K)``, computed by ``op`` (its adjoint by ``op.adjoint``)."""
+    import sigpy as sp  # noqa: PLC0415
+
+    class _Linop(sp.linop.Linop):
+        def __init__(self, adjoint: bool = False):
+            self.adjoint_of = adjoint
+            image, kspace = list(op.in_shape[1:]), list(op.out_shape)
+            super().__init__(image if adjoint else kspace, kspace if adjoint else image)
+
+        def _apply(self, input):
+            t = torch.from_numpy(np.ascontiguousarray(input)).to(dtype)
+            if self.adjoint_of:
+                return op.adjoint(t[None]).squeeze(0).squeeze(0).numpy()
+            return op(t[None, None]).squeeze(0).numpy()
+
+        def _adjoint_linop(self):
+            return _Linop(not self.adjoint_of)
+
+    return _Linop()
+
+
+def _sigpy_models(op, y: torch.Tensor):
+    """For each slice, sigpy's ``(A, y)``: Cartesian ``A = Sense(maps, weights=mask)`` and
+    ``y * mask`` (what sigpy's ``L1WaveletRecon`` / ``TotalVariationRecon`` build); non-Cartesian
+    the operator itself (:func:`_torch_linop`) and ``y``."""
+    import sigpy.mri  # noqa: PLC0415
+
+    if isinstance(op, NonCartesianMRI):
+        ksp = y.detach().to("cpu")
+        for i in range(ksp.shape[0]):
+            op_i = op.batch_slice(slice(i, i + 1)).to("cpu") if op.batch_size else op.to("cpu")
+            yield _torch_linop(op_i, ksp.dtype), ksp[i].numpy()
+        return
+    ksp, maps, mask = _sigpy_problem(op, y)
+    for i in range(ksp.shape[0]):
+        maps_i = maps[i] if maps.shape[0] > 1 else maps[0]
+        yield sigpy.mri.linop.Sense(maps_i, weights=mask), ksp[i] * mask
+
+
 def _sigpy_problem(op, y: torch.Tensor):
     """numpy copies of what sigpy needs, in ``y``'s precision: k-space ``(B, C, H, W)``, maps
     ``(B or 1, C, H, W)`` and the 0/1 mask ``(H, W)``."""
@@ -213,13 +273,8 @@ def _sigpy_problem(op, y: torch.Tensor):
 
 
 def _run_sigpy(op, y: torch.Tensor, build) -> torch.Tensor:
-    """Reconstruct each slice with ``build(ksp_i, maps_i, mask) -> sigpy App``; back to torch."""
-    ksp, maps, mask = _sigpy_problem(op, y)
-    out = []
-    for i in range(ksp.shape[0]):
-        maps_i = maps[i] if maps.shape[0] > 1 else maps[0]
-        app = build(ksp[i], maps_i, mask)
-        out.append(np.asarray(app.run()))
+    """Reconstruct each slice with ``build(A_i, y_i) -> sigpy App`` (:func:`_sigpy_models`); back to torch."""
+    out = [np.asarray(build(a, y_i).run()) for a, y_i in _sigpy_models(op, y)]
     images = np.stack(out)[:, None]
     return torch.from_numpy(images).to(device=y.device, dtype=y.dtype)
 
@@ -252,22 +307,15 @@ def l1_wavelet(
             f"'sym8'; see pywt.wavelist(kind='discrete')), got {wavelet!r}"
         )
     _check_y(op, y, who)
-    from sigpy.mri.app import L1WaveletRecon  # noqa: PLC0415 - sigpy loads only when used
+    import sigpy as sp  # noqa: PLC0415 - sigpy loads only when used
 
     norm_sq = op.norm_sq()
     lam = lam_rel * norm_sq
 
-    def build(ksp, maps, mask):
-        return L1WaveletRecon(
-            ksp,
-            maps,
-            lam,
-            weights=mask,
-            wave_name=wavelet,
-            max_iter=n_iter,
-            alpha=1.0 / norm_sq,
-            show_pbar=False,
-        )
+    def build(a, y_i):
+        wavelets = sp.linop.Wavelet(a.ishape, wave_name=wavelet)
+        proxg = sp.prox.UnitaryTransform(sp.prox.L1Reg(wavelets.oshape, lam), wavelets)
+        return sp.app.LinearLeastSquares(a, y_i, proxg=proxg, max_iter=n_iter, alpha=1.0 / norm_sq, show_pbar=False)
 
     return _run_sigpy(op, y, build)
 
@@ -292,22 +340,15 @@ def total_variation(
     lam_rel = _check_weight(lam_rel, "lam_rel", who)
     n_iter = _check_n_iter(n_iter, who)
     _check_y(op, y, who)
-    from sigpy.mri.app import TotalVariationRecon  # noqa: PLC0415 - sigpy loads only when used
+    import sigpy as sp  # noqa: PLC0415 - sigpy loads only when used
 
     norm_sq = op.norm_sq()
     lam = lam_rel * norm_sq
     tau = 1.0 / (_PDHG_SIGMA * (norm_sq + _FINITE_DIFFERENCE_NORM_SQ_2D))
 
-    def build(ksp, maps, mask):
-        return TotalVariationRecon(
-            ksp,
-            maps,
-            lam,
-            weights=mask,
-            max_iter=n_iter,
-            sigma=_PDHG_SIGMA,
-            tau=tau,
-            show_pbar=False,
-        )
+    def build(a, y_i):
+        differences = sp.linop.FiniteDifference(a.ishape)
+        return sp.app.LinearLeastSquares(a, y_i, proxg=sp.prox.L1Reg(differences.oshape, lam), G=differences,
+                                         max_iter=n_iter, sigma=_PDHG_SIGMA, tau=tau, show_pbar=False)
 
     return _run_sigpy(op, y, build)

@@ -1,7 +1,8 @@
 """``medrecon bench operators``: forward / adjoint / normal timings of the CT and MRI operators.
 
 For each case (CT parallel and fan beam at 256 and 512 pixels with 23 / 60 / 180 views; MRI 320x320
-single coil and 8-coil SENSE with a 4x column mask) it times, on the same data in the same run:
+single coil and 8-coil SENSE with a 4x column mask; non-Cartesian MRI, see below) it times, on the
+same data in the same run:
 
 - medrecon's operator (CT: :class:`~medrecon.operators.ct.CTProjector`, backend ``matrix``; MRI:
   :class:`~medrecon.operators.mri.SingleCoilMRI` / :class:`~medrecon.operators.mri.MultiCoilMRI`) at
@@ -21,12 +22,27 @@ marked section of docs/benchmarks.md).
 Memory: one case at a time; every matrix is dropped (``del`` + ``gc.collect()``) before the next is
 built, and a step whose estimated peak memory exceeds what the machine has available is skipped
 with a note in the table instead of crashing the run.
+
+Non-Cartesian MRI (NUFFT) cases: 256x256 and 320x320, 1 coil and 8-coil SENSE, a radial trajectory
+(64 golden-angle spokes, readout = image side) and a variable-density spiral (16 interleaves, the
+undersampling R whose sample count is closest to the radial one's: R 3 at 256, R 4 at 320). For each
+it times forward / adjoint / normal, the normal both by the Toeplitz embedding and as plain
+``A^H (A x)``, of :class:`~medrecon.operators.nufft.NonCartesianMRI` with backend ``torch`` (on every
+device) and ``finufft`` (CPU), plus the one-time costs (the first forward call of a fresh operator,
+which builds the torch backend's interpolation matrix, and the Toeplitz kernel); and as independent
+references sigpy's NUFFT (``linop.NUFFT`` / ``mri.linop.Sense(coord=...)``, one slice per call) and
+mri-nufft's finufft backend (``mrinufft.get_operator("finufft")``; optional, imported only here, a
+"not installed" note where it is missing). Each implementation's accuracy is the relative error of
+its forward on the same image against medrecon's finufft backend in complex128 at ``eps=1e-12``.
+These rows form a second table, written into their own marked section (``bench:operators:nufft``,
+right after the operators section), so that ``only="nufft"`` can refresh them alone.
 """
 
 from __future__ import annotations
 
 import ctypes
 import datetime as _dt
+import functools
 import gc
 import os
 import platform
@@ -47,6 +63,9 @@ from medrecon.benchmarks import report as sections
 
 SECTION = "operators"
 START_MARKER, END_MARKER = sections.markers(SECTION)
+NUFFT_SECTION = "operators:nufft"
+NUFFT_START_MARKER, NUFFT_END_MARKER = sections.markers(NUFFT_SECTION)
+ONLY_CHOICES = ("ct-mri", "nufft")
 DEFAULT_REPEATS = 5
 QUICK_REPEATS = 2
 DEFAULT_BATCH = 16
@@ -59,15 +78,29 @@ _BYTES_PER_NNZ = {"astra": 36, "torch": 48, "transpose": 64}
 # for parallel beam and 0.43 for fan beam at 512 pixels); rounded up.
 _NNZ_FRACTION = 0.7
 
+# Non-Cartesian MRI: the accuracy the timed operators are asked for, and that of the reference
+NUFFT_EPS = 1e-6
+REFERENCE_EPS = 1e-12
+NUFFT_SPOKES = 64
+SPIRAL_INTERLEAVES = 16
+# candidate spiral undersampling factors R; the one whose sample count is closest to the radial
+# case's is used (16 interleaves: R 3 at 256 pixels, 16,496 samples against 16,384 radial; R 4 at
+# 320 pixels, 20,160 against 20,480)
+_SPIRAL_R_CANDIDATES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
+# the four NUFFT timings: "normal" is the operator's default (Toeplitz), "normal_plain" A^H (A x)
+NUFFT_OPS = ("forward", "adjoint", "normal", "normal_plain")
+
 
 # ============================================================================ cases
 @dataclass(frozen=True)
 class Case:
     """One benchmark case: a CT geometry or an MRI acquisition.
 
-    ``modality`` is ``ct`` (``kind`` ``parallel`` or ``fan``, ``views`` projection angles) or
+    ``modality`` is ``ct`` (``kind`` ``parallel`` or ``fan``, ``views`` projection angles),
     ``mri`` (``coils`` 1 for :class:`SingleCoilMRI`, more for SENSE; ``acceleration`` of the
-    column mask, whose fully sampled centre is ``center_fraction`` of the columns).
+    column mask, whose fully sampled centre is ``center_fraction`` of the columns) or ``nufft``
+    (non-Cartesian MRI; ``kind`` ``radial`` with ``spokes`` golden-angle spokes of ``size``
+    samples, or ``spiral`` with ``interleaves`` and ``undersampling``; ``coils`` as for ``mri``).
     """
 
     modality: str
@@ -77,10 +110,13 @@ class Case:
     coils: int = 1
     acceleration: int = 4
     center_fraction: float = 0.08
+    spokes: int = 0
+    interleaves: int = 0
+    undersampling: float = 0.0
 
     def __post_init__(self):
-        if self.modality not in ("ct", "mri"):
-            raise InputError(f"benchmark case: modality must be 'ct' or 'mri', got {self.modality!r}")
+        if self.modality not in ("ct", "mri", "nufft"):
+            raise InputError(f"benchmark case: modality must be 'ct', 'mri' or 'nufft', got {self.modality!r}")
         if self.size < 8:
             raise InputError(f"benchmark case: size must be at least 8 pixels, got {self.size}")
         if self.modality == "ct":
@@ -90,12 +126,28 @@ class Case:
                 raise InputError(f"benchmark case: CT needs at least one view, got {self.views}")
         elif self.coils < 1:
             raise InputError(f"benchmark case: MRI needs at least one coil, got {self.coils}")
+        if self.modality == "nufft":
+            if self.kind not in ("radial", "spiral"):
+                raise InputError(f"benchmark case: NUFFT kind must be 'radial' or 'spiral', got {self.kind!r}")
+            if self.kind == "radial" and self.spokes < 1:
+                raise InputError(f"benchmark case: a radial trajectory needs at least one spoke, got {self.spokes}")
+            if self.kind == "spiral" and (self.interleaves < 1 or not self.undersampling > 0):
+                raise InputError(
+                    "benchmark case: a spiral needs interleaves >= 1 and undersampling > 0, got "
+                    f"{self.interleaves} and {self.undersampling}"
+                )
 
     @property
     def label(self) -> str:
         if self.modality == "ct":
             return f"CT {self.kind} {self.size}², {self.views} views"
         coils = "1 coil" if self.coils == 1 else f"{self.coils}-coil SENSE"
+        if self.modality == "nufft":
+            samples = f"{nufft_coordinates(self).shape[0]:,} samples"
+            if self.kind == "radial":
+                return f"NUFFT {self.size}², radial {self.spokes} golden spokes ({samples}), {coils}"
+            return (f"NUFFT {self.size}², spiral {self.interleaves} interleaves R {self.undersampling:g} "
+                    f"({samples}), {coils}")
         return f"MRI {self.size}², {coils}, {self.acceleration}x"
 
 
@@ -107,11 +159,30 @@ def mri_case(size: int, coils: int, acceleration: int = 4) -> Case:
     return Case("mri", size, coils=coils, acceleration=acceleration)
 
 
-def default_cases(quick: bool = False) -> list[Case]:
-    """The full set (or ``--quick``'s subset) of cases, smallest first within each modality."""
+def nufft_case(size: int, coils: int, kind: str, *, spokes: int = NUFFT_SPOKES,
+               interleaves: int = SPIRAL_INTERLEAVES, undersampling: float | None = None) -> Case:
+    """A non-Cartesian MRI case. A spiral without ``undersampling`` gets the candidate R whose
+    sample count is closest to that of ``spokes`` radial spokes of ``size`` samples."""
+    if kind != "spiral":
+        return Case("nufft", size, kind=kind, coils=coils, spokes=spokes)  # Case checks the kind
+    if undersampling is None:
+        undersampling = matching_spiral_undersampling(size, interleaves, spokes * size)
+    return Case("nufft", size, kind=kind, coils=coils, interleaves=interleaves, undersampling=float(undersampling))
+
+
+def default_cases(quick: bool = False, only: str | None = None) -> list[Case]:
+    """The full set (or ``--quick``'s subset) of cases, smallest first within each modality;
+    ``only`` ``ct-mri`` keeps the CT and Cartesian MRI cases, ``nufft`` the non-Cartesian ones."""
+    if only is not None and only not in ONLY_CHOICES:
+        raise InputError(f"--only must be one of {', '.join(ONLY_CHOICES)}, got {only!r}")
     sizes, views = ((256,), (23, 180)) if quick else ((256, 512), (23, 60, 180))
     cases = [ct_case(kind, n, v) for kind in ("parallel", "fan") for n in sizes for v in views]
     cases += [mri_case(320, 1), mri_case(320, 8)]
+    if only == "nufft":
+        cases = []
+    if only != "ct-mri":
+        nufft_sizes = (256,) if quick else (256, 320)
+        cases += [nufft_case(n, c, kind) for n in nufft_sizes for kind in ("radial", "spiral") for c in (1, 8)]
     return cases
 
 
@@ -150,6 +221,40 @@ def _batch_of(image: np.ndarray, batch: int) -> np.ndarray:
 def _smooth_phase(n: int) -> np.ndarray:
     y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
     return np.exp(1j * np.pi * (0.4 * x + 0.25 * y + 0.3 * x * y)).astype(np.complex64)
+
+
+@functools.lru_cache(maxsize=64)
+def _spiral_samples(size: int, interleaves: int, undersampling: float) -> int | None:
+    from medrecon.operators.trajectories import spiral  # noqa: PLC0415
+
+    try:
+        return int(spiral((size, size), interleaves, undersampling=undersampling).shape[0])
+    except (TypeError, ValueError):  # sigpy's design fails for some small sizes and large R
+        return None
+
+
+def matching_spiral_undersampling(size: int, interleaves: int, samples: int) -> float:
+    """The candidate undersampling R whose ``interleaves``-interleave spiral at ``size`` pixels has
+    the sample count closest to ``samples``."""
+    counts = {r: _spiral_samples(size, interleaves, r) for r in _SPIRAL_R_CANDIDATES}
+    counts = {r: k for r, k in counts.items() if k}
+    if not counts:
+        raise InputError(f"no spiral with {interleaves} interleaves can be designed at {size} pixels")
+    return min(counts, key=lambda r: (abs(counts[r] - samples), r))
+
+
+@functools.lru_cache(maxsize=16)
+def _coordinates(size: int, kind: str, spokes: int, interleaves: int, undersampling: float):
+    from medrecon.operators.trajectories import radial, spiral  # noqa: PLC0415
+
+    if kind == "radial":
+        return radial((size, size), spokes, angles="golden")
+    return spiral((size, size), interleaves, undersampling=undersampling)
+
+
+def nufft_coordinates(case: Case):
+    """The case's ``(K, 2)`` float64 coordinates in radians per pixel (a fresh copy)."""
+    return _coordinates(case.size, case.kind, case.spokes, case.interleaves, case.undersampling).clone()
 
 
 # ============================================================================ measuring
@@ -470,6 +575,198 @@ def _run_mri_case(case: Case, repeats: int, batch: int, devices: list[str], log)
     return timings
 
 
+# ------------------------------------------------------------------------------- non-Cartesian MRI
+def _empty_nufft_row(case: Case, impl: str, device: str, batch: int) -> dict:
+    return {
+        "case": case.label,
+        "samples": int(nufft_coordinates(case).shape[0]),
+        "coils": case.coils,
+        "implementation": impl,
+        "device": device,
+        "batch": batch,
+        "setup_s": None,
+        "toeplitz_s": None,
+        "b1_ms": dict.fromkeys(NUFFT_OPS),
+        "batch_ms": dict.fromkeys(NUFFT_OPS),
+        "per_slice_ms": dict.fromkeys(NUFFT_OPS),
+        "rel_error": None,
+        "note": "",
+    }
+
+
+def _rel_error(y, reference: np.ndarray | None) -> float | None:
+    """``||y - ref|| / ||ref||`` of a forward output (any layout holding the same coils x samples)."""
+    if reference is None:
+        return None
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y, dtype=np.complex128).reshape(reference.shape)
+    return float(np.linalg.norm(y - reference) / np.linalg.norm(reference))
+
+
+def _time_nufft(row: dict, fns: dict, one: dict, many: dict, repeats: int, device: str) -> None:
+    """Fill ``row``'s B=1 columns (``fns[name](one[name])``) and, where ``many`` has the operation,
+    its batch columns."""
+    for name, fn in fns.items():
+        a1 = one[name]
+        row["b1_ms"][name] = 1e3 * time_call(lambda: fn(a1), repeats, device)
+        if name in many:
+            ab = many[name]
+            per_batch = 1e3 * time_call(lambda: fn(ab), repeats, device)
+            row["batch_ms"][name] = per_batch
+            row["per_slice_ms"][name] = per_batch / row["batch"]
+
+
+def _toeplitz_note(row: dict) -> str:
+    """How many times faster the Toeplitz normal is than A^H (A x), at B=1 and B=batch."""
+    parts = []
+    for column, label in (("b1_ms", "B=1"), ("batch_ms", f"B={row['batch']}")):
+        toeplitz, plain = row[column]["normal"], row[column]["normal_plain"]
+        if toeplitz and plain:
+            parts.append(f"{plain / toeplitz:.1f}x ({label})")
+    return "A^H A / Toeplitz: " + ", ".join(parts) if parts else ""
+
+
+def _nufft_reference(coords, maps, image: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """medrecon's finufft backend in complex128 at ``REFERENCE_EPS``: ``(coils, K)``, or None and why."""
+    import torch  # noqa: PLC0415
+
+    from medrecon.operators.nufft import NonCartesianMRI, finufft_available  # noqa: PLC0415
+
+    if not finufft_available():
+        return None, "no accuracy reference: finufft is not installed"
+    n = image.shape[-1]
+    maps128 = None if maps is None else maps.to(torch.complex128)
+    ref = NonCartesianMRI(coords, (n, n), maps128, backend="finufft", eps=REFERENCE_EPS)
+    with torch.no_grad():
+        y = ref(torch.from_numpy(image.astype(np.complex128))[None, None])
+    return y[0].numpy(), ""
+
+
+def _run_nufft_case(case: Case, repeats: int, batch: int, devices: list[str], log) -> list:
+    import torch  # noqa: PLC0415
+
+    from medrecon.operators.coils import simulated_maps  # noqa: PLC0415
+    from medrecon.operators.nufft import NonCartesianMRI, finufft_available  # noqa: PLC0415
+
+    n = case.size
+    coords = nufft_coordinates(case)
+    image = (_phantom(n) * _smooth_phase(n)).astype(np.complex64)
+    xb_host = torch.from_numpy(_batch_of(image, batch))
+    maps = simulated_maps(case.coils, (n, n))[None].to(torch.complex64) if case.coils > 1 else None
+    reference, ref_note = _nufft_reference(coords, maps, image)
+    rows = []
+
+    # ------------------------------------------------------------- medrecon's operator, both backends
+    runs = [("torch", device) for device in devices] + [("finufft", "cpu")]
+    for backend, device in runs:
+        row = _empty_nufft_row(case, f"medrecon NonCartesianMRI ({backend})", device, batch)
+        rows.append(row)
+        if backend == "finufft" and not finufft_available():
+            row["note"] = "finufft is not installed"
+            continue
+        # a few (B, coils, 2H, 2W) complex64 buffers (padded grids, FFTs) at a time
+        note = _memory_note(8 * batch * case.coils * 4 * n * n * 8, device)
+        if note is not None:
+            row["note"] = note
+            continue
+        log(f"  {case.label} [{device}] timing NonCartesianMRI ({backend}) ...")
+        with torch.no_grad():
+            op = NonCartesianMRI(coords, (n, n), maps, backend=backend, eps=NUFFT_EPS).to(device)
+            plain = NonCartesianMRI(coords, (n, n), maps, backend=backend, eps=NUFFT_EPS, toeplitz=False).to(device)
+            xb = xb_host.to(device)
+            x1 = xb[:1].contiguous()
+            row["setup_s"], y1 = _time_once(lambda: op(x1), device)
+            row["rel_error"] = _rel_error(y1, reference)
+            row["toeplitz_s"], _ = _time_once(lambda: op.toeplitz_kernel(x1.device, x1.dtype), device)
+            yb = op(xb)
+            y1 = yb[:1].contiguous()
+            fns = {"forward": op.forward, "adjoint": op.adjoint, "normal": op.normal, "normal_plain": plain.normal}
+            one = {"forward": x1, "adjoint": y1, "normal": x1, "normal_plain": x1}
+            many = {"forward": xb, "adjoint": yb, "normal": xb, "normal_plain": xb}
+            _time_nufft(row, fns, one, many, repeats, device)
+        row["note"] = "; ".join(filter(None, [_toeplitz_note(row), ref_note]))
+        del op, plain, xb, x1, yb, y1
+        _release_memory()
+
+    # ------------------------------------------------------------- sigpy (host, one slice per call)
+    import sigpy.linop  # noqa: PLC0415
+    import sigpy.mri.linop  # noqa: PLC0415
+
+    k_sigpy = coords.numpy() * (np.array([n, n]) / (2 * np.pi))  # cycles per field of view, per axis
+    impl = "sigpy `linop.NUFFT`" if maps is None else "sigpy `mri.linop.Sense(coord=...)`"
+    srow = _empty_nufft_row(case, impl, "cpu", 1)
+    if maps is None:
+        srow["setup_s"], lin = _time_once(lambda: sigpy.linop.NUFFT([n, n], k_sigpy))
+    else:
+        mps = maps[0].numpy()
+        srow["setup_s"], lin = _time_once(lambda: sigpy.mri.linop.Sense(mps, coord=k_sigpy))
+    log(f"  {case.label} [cpu] timing sigpy ...")
+    y_np = lin(image)
+    srow["rel_error"] = _rel_error(y_np, reference)
+    _time_nufft(srow, {"forward": lin, "adjoint": lin.H, "normal_plain": lin.N},
+                {"forward": image, "adjoint": y_np, "normal_plain": image}, {}, repeats, "cpu")
+    srow["note"] = "; ".join(filter(None, ["one slice per call; its defaults oversamp 1.25, width 4", ref_note]))
+    rows.append(srow)
+    del lin, y_np
+
+    # ------------------------------------------------------------- mri-nufft (optional, host)
+    rows.append(_mrinufft_row(case, coords, maps, image, xb_host.numpy(), reference, ref_note, repeats, batch, log))
+    _release_memory()
+    return rows
+
+
+def _mrinufft_row(case, coords, maps, image, xb, reference, ref_note, repeats, batch, log) -> dict:
+    """mri-nufft's finufft backend: B=1 and B=batch (``n_batchs``), all coils x slices in one
+    finufft call (``n_trans``). Its samples are in cycles per pixel, [-0.5, 0.5); its operators
+    are scaled by ``1 / sqrt(2^ndim H W)`` (``norm_factor``), medrecon's by ``1 / sqrt(H W)``."""
+    row = _empty_nufft_row(case, "mri-nufft (finufft backend)", "cpu", batch)
+    try:
+        import mrinufft  # noqa: PLC0415
+    except ImportError:
+        row["note"] = "not installed (pip install mri-nufft)"
+        return row
+    n, coils = case.size, case.coils
+    samples = (coords.numpy() / (2 * np.pi)).astype(np.float32)  # cycles per pixel
+    smaps = None if maps is None else maps[0].numpy()
+    try:
+        nufft_class = mrinufft.get_operator("finufft")
+
+        def make(n_batchs: int):
+            with warnings.catch_warnings():  # "Samples will be rescaled to [-pi, pi)": as documented
+                warnings.simplefilter("ignore", UserWarning)
+                return nufft_class(samples, (n, n), n_coils=coils, smaps=smaps, n_batchs=n_batchs,
+                                   n_trans=n_batchs * coils, eps=NUFFT_EPS)
+
+        log(f"  {case.label} [cpu] timing mri-nufft ...")
+        row["setup_s"], op1 = _time_once(lambda: make(1))
+        opb = make(batch)
+        y1 = op1.op(image)
+        row["rel_error"] = _rel_error(y1 * (op1.norm_factor / n), reference)
+        yb = opb.op(xb)
+        one = {"forward": image, "adjoint": y1, "normal_plain": image}
+        many = {"forward": xb, "adjoint": yb, "normal_plain": xb}
+        for name, fn1, fnb in (
+            ("forward", op1.op, opb.op),
+            ("adjoint", op1.adj_op, opb.adj_op),
+            ("normal_plain", lambda x: op1.adj_op(op1.op(x)), lambda x: opb.adj_op(opb.op(x))),
+        ):
+            row["b1_ms"][name] = 1e3 * time_call(lambda f=fn1, a=one[name]: f(a), repeats)
+            per_batch = 1e3 * time_call(lambda f=fnb, a=many[name]: f(a), repeats)
+            row["batch_ms"][name] = per_batch
+            row["per_slice_ms"][name] = per_batch / batch
+        version = f"mri-nufft {_dist_version('mri-nufft')}; its output x2 for the error"
+        row["note"] = "; ".join(filter(None, [version, ref_note]))
+        del op1, opb, y1, yb
+    except Exception as exc:  # noqa: BLE001 - an optional reference: its failure is a note, not a crash
+        if _is_oom(exc):
+            row["note"] = f"skipped: out of memory ({type(exc).__name__})"
+        else:
+            row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        log(f"  {case.label} mri-nufft: {row['note']}")
+    return row
+
+
 def run_cases(
     cases: list[Case],
     repeats: int = DEFAULT_REPEATS,
@@ -485,6 +782,12 @@ def run_cases(
     A matrix row (CT only): ``case``, ``device``, ``source`` (astra / torch), ``build_s``,
     ``transpose_s`` (for the matrix the timings used), ``nnz``, ``mb`` (values + indices, 10^6
     bytes), ``used_for_timings``, ``note``.
+    A NUFFT row (``result["nufft"]``): ``case``, ``samples``, ``coils``, ``implementation``,
+    ``device``, ``batch``, ``setup_s`` (first forward call of a fresh operator; constructing it for
+    sigpy and mri-nufft), ``toeplitz_s`` (building the Toeplitz kernel), ``b1_ms`` / ``batch_ms`` /
+    ``per_slice_ms`` (each ``{"forward", "adjoint", "normal", "normal_plain"} -> ms or None``;
+    ``normal`` is the Toeplitz one, ``normal_plain`` ``A^H (A x)``), ``rel_error`` (forward against
+    the eps=1e-12 finufft reference), ``note``.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise InputError(f"repeats must be a positive integer, got {repeats!r}")
@@ -492,7 +795,7 @@ def run_cases(
         raise InputError(f"batch must be a positive integer, got {batch!r}")
     log = log or (lambda msg: None)
     devices = devices or _devices()
-    timings, matrices = [], []
+    timings, matrices, nufft = [], [], []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
         for case in cases:
@@ -502,10 +805,12 @@ def run_cases(
                 t, m = _run_ct_case(case, repeats, batch, devices, log)
                 timings += t
                 matrices += m
-            else:
+            elif case.modality == "mri":
                 timings += _run_mri_case(case, repeats, batch, devices, log)
+            else:
+                nufft += _run_nufft_case(case, repeats, batch, devices, log)
             log(f"  done in {time.perf_counter() - t0:.1f} s")
-    return {"timings": timings, "matrices": matrices}
+    return {"timings": timings, "matrices": matrices, "nufft": nufft}
 
 
 # ============================================================================ report
@@ -533,6 +838,16 @@ def _version(module: str) -> str:
         return str(getattr(mod, "__version__", "?"))
     except Exception as exc:  # noqa: BLE001
         return f"not loadable ({type(exc).__name__})"
+
+
+def _dist_version(name: str) -> str:
+    """A distribution's installed version without importing it ("not installed" where missing)."""
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def machine_info() -> dict:
@@ -578,18 +893,54 @@ def machine_info() -> dict:
         "sigpy": _version("sigpy"),
         "skimage": _version("skimage"),
         "numpy": np.__version__,
+        "finufft": _dist_version("finufft"),
+        "mrinufft": _dist_version("mri-nufft"),
     }
 
 
-def command_line(quick: bool, repeats: int | None, write: str | None) -> str:
-    args = ["medrecon", "bench", "operators"]
+PROG = "medrecon bench operators"
+
+
+def command_line(quick: bool, repeats: int | None, write: str | None, only: str | None = None,
+                 prog: str = PROG) -> str:
+    args = shlex.split(prog)
     if quick:
         args.append("--quick")
     if repeats is not None:
         args += ["--repeats", str(repeats)]
+    if only is not None:
+        args += ["--only", str(only)]
     if write is not None:
         args += ["--write", str(write)]
     return shlex.join(args)
+
+
+def _load_lines(load: tuple | None, info: dict) -> list[str]:
+    if load is None:
+        return []
+    lines = [
+        "- Load average (1 / 5 / 15 min) at start and end: "
+        + " -> ".join(" / ".join(f"{v:.2f}" for v in item) for item in load)
+        + " (other processes on the machine slow the timings down, small calls most)"
+    ]
+    cores = info.get("usable_cores") or info.get("cores") or 1
+    if max(item[0] for item in load) > 0.75 * cores:
+        lines.append(
+            f"- **Warning: the machine was busy during this run** (1-minute load above 0.75 x {cores} "
+            "cores): torch's worker threads had to wait for a core, so times are inflated, small "
+            "multi-threaded calls most (B=1 rows, MRI); compare rows of one run only, and rerun on an "
+            "idle machine for numbers to quote."
+        )
+    return lines
+
+
+def _footer(total_s: float | None, peak_rss_bytes: int | None) -> list[str]:
+    footer = []
+    if total_s is not None:
+        footer.append(f"Total run time: {total_s / 60:.1f} min ({total_s:.0f} s).")
+    if peak_rss_bytes is not None:
+        footer.append(f"Peak resident memory of the process: {peak_rss_bytes / 2**30:.2f} GiB.")
+    return ["", " ".join(footer)] if footer else []
 
 
 def format_report(
@@ -620,20 +971,7 @@ def format_report(
         + (", `torch.cuda.synchronize()` around GPU calls" if info["gpu"] != "none" else "")
         + f"); batch B = {batch} slices; under `torch.no_grad()`; float32 CT, complex64 MRI.",
     ]
-    if load is not None:
-        lines.append(
-            "- Load average (1 / 5 / 15 min) at start and end: "
-            + " -> ".join(" / ".join(f"{v:.2f}" for v in item) for item in load)
-            + " (other processes on the machine slow the timings down, small calls most)"
-        )
-        cores = info.get("usable_cores") or info.get("cores") or 1
-        if max(item[0] for item in load) > 0.75 * cores:
-            lines.append(
-                f"- **Warning: the machine was busy during this run** (1-minute load above 0.75 x {cores} "
-                "cores): torch's worker threads had to wait for a core, so times are inflated, small "
-                "multi-threaded calls most (B=1 rows, MRI); compare rows of one run only, and rerun on an "
-                "idle machine for numbers to quote."
-            )
+    lines += _load_lines(load, info)
     lines += [
         "",
         f"Times in ms: forward / adjoint / normal (A^H A). \"B=1\" is one slice per call; \"B={batch}\" "
@@ -680,13 +1018,96 @@ def format_report(
         "- The MRI mask keeps every 4th column plus a centred block of 8% of the columns.",
         "- Nothing in the test suite asserts any of these times.",
     ]
-    footer = []
-    if total_s is not None:
-        footer.append(f"Total run time: {total_s / 60:.1f} min ({total_s:.0f} s).")
-    if peak_rss_bytes is not None:
-        footer.append(f"Peak resident memory of the process: {peak_rss_bytes / 2**30:.2f} GiB.")
-    if footer:
-        lines += ["", " ".join(footer)]
+    lines += _footer(total_s, peak_rss_bytes)
+    return "\n".join(lines) + "\n"
+
+
+def _quad(d: dict) -> str:
+    if all(v is None for v in d.values()):
+        return "—"
+    return " / ".join(_fmt(d[k]) for k in NUFFT_OPS)
+
+
+def _error(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1e}"
+
+
+def format_nufft_report(
+    result: dict,
+    *,
+    command: str,
+    info: dict,
+    date: str,
+    repeats: int,
+    batch: int,
+    total_s: float | None = None,
+    peak_rss_bytes: int | None = None,
+    load: tuple | None = None,
+) -> str:
+    """The Markdown section of the non-Cartesian MRI rows (``result["nufft"]``)."""
+    ram = "?" if info.get("ram_gib") is None else f"{info['ram_gib']:.1f} GiB"
+    lines = [
+        "### Non-Cartesian MRI: NUFFT timings (`medrecon bench operators`)",
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {date}",
+        f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), {ram} RAM; "
+        f"GPU: {info['gpu']}",
+        f"- Software: Python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads), "
+        f"finufft {info.get('finufft', '?')}, sigpy {info['sigpy']}, mri-nufft {info.get('mrinufft', '?')}, "
+        f"numpy {info['numpy']}",
+        f"- Method: median of {repeats} run{'' if repeats == 1 else 's'} after one warm-up call (`time.perf_counter`"
+        + (", `torch.cuda.synchronize()` around GPU calls" if info["gpu"] != "none" else "")
+        + f"); batch B = {batch} slices; under `torch.no_grad()`; complex64 images and k-space; "
+        f"NUFFT accuracy eps = {NUFFT_EPS:g} for medrecon and mri-nufft.",
+    ]
+    lines += _load_lines(load, info)
+    lines += [
+        "",
+        "Times in ms: forward / adjoint / normal by the Toeplitz embedding / normal as A^H (A x) "
+        f"(\"—\" where an implementation has no such call). \"B=1\" is one slice per call; \"B={batch}\" "
+        "is one call on the whole batch, given per batch and per slice. \"first call\" is the first "
+        "forward call of a fresh operator at B=1 (the torch backend builds its interpolation matrix "
+        "there) or, for sigpy and mri-nufft, constructing the operator (mri-nufft makes its finufft "
+        "plans there); \"Toeplitz kernel\" builds the transfer function the Toeplitz normal uses. "
+        "\"rel. error\" is ||y - y_ref|| / ||y_ref|| of the forward of the same image against "
+        f"medrecon's finufft backend in complex128 at eps = {REFERENCE_EPS:g}.",
+        "",
+        f"| case | implementation | device | first call (s) | Toeplitz kernel (s) | B=1 (ms/slice) | "
+        f"B={batch} (ms/batch) | B={batch} (ms/slice) | rel. error | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result.get("nufft", []):
+        lines.append(
+            f"| {r['case']} | {r['implementation']} | {r['device']} | {_fmt(r['setup_s'])} | "
+            f"{_fmt(r['toeplitz_s'])} | {_quad(r['b1_ms'])} | {_quad(r['batch_ms'])} | "
+            f"{_quad(r['per_slice_ms'])} | {_error(r['rel_error'])} | {r['note']} |"
+        )
+    lines += [
+        "",
+        "Notes:",
+        "",
+        f"- Trajectories: radial, {NUFFT_SPOKES} golden-angle spokes of N samples (N the image side); "
+        f"spiral, sigpy's variable-density design (alpha 1.5) with {SPIRAL_INTERLEAVES} interleaves and "
+        "the undersampling R whose sample count is closest to the radial one's. Coordinates in radians "
+        "per pixel for medrecon; sigpy gets them in cycles per field of view (omega N / (2 pi) per "
+        "axis), mri-nufft in cycles per pixel (omega / (2 pi), in [-0.5, 0.5)).",
+        "- Image: the Shepp-Logan phantom times a smooth phase; 8 coils: `simulated_maps(8, (N, N))`.",
+        "- medrecon's `finufft` backend plans inside every call (finufft's simple interface, "
+        "`torch.get_num_threads()` threads); its `torch` backend holds a sparse interpolation matrix "
+        "built at the first call. Toeplitz normal: one FFT pair on a 2x grid per coil, no interpolation.",
+        "- sigpy (numpy + numba, one slice per call) runs with its default NUFFT accuracy (oversampling "
+        "1.25, kernel width 4); its normal is `.N`, i.e. A^H (A x).",
+        "- mri-nufft (`mrinufft.get_operator(\"finufft\")`, optional; not a medrecon dependency) is "
+        "built with `n_batchs` = B and `n_trans` = B x coils (every coil image of the call in one "
+        "finufft transform), `eps` as medrecon's; its operators carry 1 / sqrt(2^2 H W) where medrecon's "
+        "carry 1 / sqrt(H W), so its output is multiplied by 2 before the error is taken. It has no "
+        "Toeplitz normal: its normal is `adj_op(op(x))`.",
+        "- Accuracy in complex64 is limited by single precision (finufft's single-precision transforms "
+        "reach about 1e-5); the torch backend accumulates its interpolation in float32.",
+        "- Nothing in the test suite asserts any of these times.",
+    ]
+    lines += _footer(total_s, peak_rss_bytes)
     return "\n".join(lines) + "\n"
 
 
@@ -705,41 +1126,79 @@ def peak_rss_bytes() -> int:
 
 # ============================================================================ writing the Markdown file
 def check_write_target(path: str | os.PathLike) -> None:
-    """Fail early (before a long run) if ``path`` cannot take the operators section."""
+    """Fail early (before a long run) if ``path`` cannot take the operators and NUFFT sections."""
     sections.check_write_target(path, SECTION)
+    sections.check_write_target(path, NUFFT_SECTION)
 
 
 def replace_section(text: str | None, section: str, path: Path | str = "<text>") -> str:
     return sections.replace_section(text, section, SECTION, path)
 
 
+def replace_nufft_section(text: str | None, section: str, path: Path | str = "<text>") -> str:
+    """``text`` with the NUFFT section replaced; where it has none yet, the section goes right after
+    the operators section's end marker (or, without one, at the end of the page)."""
+    if text is not None:
+        lines = text.splitlines(keepends=True)
+        stripped = [line.strip() for line in lines]
+        ends = [i for i, line in enumerate(stripped) if line == END_MARKER]
+        if NUFFT_START_MARKER not in stripped and NUFFT_END_MARKER not in stripped and len(ends) == 1:
+            head = "".join(lines[: ends[0] + 1])
+            head += "" if head.endswith("\n") else "\n"
+            block = f"\n{NUFFT_START_MARKER}\n{section.rstrip(chr(10))}\n{NUFFT_END_MARKER}\n"
+            return head + block + "".join(lines[ends[0] + 1 :])
+    return sections.replace_section(text, section, NUFFT_SECTION, path)
+
+
 def write_section(path: str | os.PathLike, section: str) -> None:
     sections.write_section(path, section, SECTION)
 
 
+def write_sections(path: str | os.PathLike, operators: str | None = None, nufft: str | None = None) -> None:
+    """Replace the operators and/or the NUFFT section of the Markdown file ``path`` (one atomic write);
+    a section passed as None is left as it is."""
+    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+
+    p = Path(path)
+    text = p.read_text(encoding="utf-8") if p.exists() else None
+    if operators is not None:
+        text = replace_section(text, operators, p)
+    if nufft is not None:
+        text = replace_nufft_section(text, nufft, p)
+    if text is None:
+        return
+    with atomic_output(p, overwrite=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 # ============================================================================ entry point
-def main(quick: bool = False, repeats: int | None = None, write: str | None = None) -> int:
-    """``medrecon bench operators [--quick] [--repeats N] [--write MARKDOWN]``."""
+def main(quick: bool = False, repeats: int | None = None, write: str | None = None, only: str | None = None,
+         *, prog: str = PROG) -> int:
+    """``medrecon bench operators [--quick] [--repeats N] [--only {ct-mri,nufft}] [--write MARKDOWN]``.
+
+    ``only="nufft"`` runs (and writes) only the non-Cartesian MRI table, ``only="ct-mri"`` only the
+    CT and Cartesian MRI tables; ``--write`` replaces just the sections that were measured."""
     t_start = time.perf_counter()
     load_start = _loadavg()
     n_repeats = repeats if repeats is not None else (QUICK_REPEATS if quick else DEFAULT_REPEATS)
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, int) or n_repeats < 1:
         raise InputError(f"--repeats must be a positive integer, got {repeats!r}")
+    if only is not None and only not in ONLY_CHOICES:
+        raise InputError(f"--only must be one of {', '.join(ONLY_CHOICES)}, got {only!r}")
     if write is not None:
         check_write_target(write)
     import torch  # noqa: PLC0415
 
-    command = command_line(quick, repeats, write)
+    command = command_line(quick, repeats, write, only, prog)
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = machine_info()
     _log_default(
         f"{command}\n{info['cpu']}, {info['cores']} cores, torch {info['torch']} with "
         f"{torch.get_num_threads()} threads, GPU: {info['gpu']}"
     )
-    result = run_cases(default_cases(quick), n_repeats, batch=DEFAULT_BATCH)
+    result = run_cases(default_cases(quick, only), n_repeats, batch=DEFAULT_BATCH)
     total = time.perf_counter() - t_start
-    report = format_report(
-        result,
+    common = dict(
         command=command,
         info=info,
         date=date,
@@ -749,11 +1208,30 @@ def main(quick: bool = False, repeats: int | None = None, write: str | None = No
         peak_rss_bytes=peak_rss_bytes(),
         load=None if load_start is None else (load_start, _loadavg() or load_start),
     )
-    print(report, end="", flush=True)
+    report = format_report(result, **common) if only != "nufft" else None
+    nufft_report = format_nufft_report(result, **common) if only != "ct-mri" else None
+    print("\n".join(filter(None, [report, nufft_report])), end="", flush=True)
     if write is not None:
-        write_section(write, report)
-        _log_default(f"wrote the operators section of {write}")
+        write_sections(write, report, nufft_report)
+        written = " and ".join(n for n, t in (("operators", report), ("NUFFT", nufft_report)) if t is not None)
+        _log_default(f"wrote the {written} section{'s' if report and nufft_report else ''} of {write}")
     return 0
+
+
+def _parse_args(argv: list[str] | None = None):
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="python -m medrecon.benchmarks.operators",
+        description="time forward/adjoint/normal of the CT, MRI and non-Cartesian MRI operators",
+    )
+    parser.add_argument("--quick", action="store_true", help="a small subset of the cases, few repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default: 5, quick: 2)")
+    parser.add_argument("--only", choices=ONLY_CHOICES, default=None,
+                        help="only the CT + Cartesian MRI tables, or only the NUFFT table")
+    parser.add_argument("--write", metavar="MARKDOWN", default=None,
+                        help="also write the measured tables into their sections of this Markdown file")
+    return parser.parse_args(argv)
 
 
 __all__ = [
@@ -765,8 +1243,19 @@ __all__ = [
     "time_call",
     "run_cases",
     "format_report",
+    "format_nufft_report",
+    "nufft_case",
+    "nufft_coordinates",
+    "matching_spiral_undersampling",
     "machine_info",
     "replace_section",
     "write_section",
+    "write_sections",
     "main",
 ]
+
+
+if __name__ == "__main__":
+    _args = _parse_args()
+    sys.exit(main(quick=_args.quick, repeats=_args.repeats, write=_args.write, only=_args.only,
+                  prog="python -m medrecon.benchmarks.operators"))

@@ -7,9 +7,10 @@ Protocol (ALGORITHMS.md, "Conventions of medrecon's own benchmarks"):
   says (CT HU window [-1000, 2000] -> [0, 1]; MR magnitude / the volume's 99.5th percentile) and
   resampled to the prior's size. Everything runs in these normalised units.
 - Settings: CT 23 views parallel beam (uniform), CT 60 views fan beam (full scan), MR 8 simulated
-  coils (smooth phase) with ``equispaced_fraction`` masks at 4x and 8x; each noiseless and noisy
-  (CT: Gaussian, std 1% of each slice's clean sinogram maximum; MR: complex Gaussian 0.02 per
-  complex value of the orthonormal k-space). Slice ``k``'s noise, phase and sampler draws are
+  coils (smooth phase) with ``equispaced_fraction`` masks at 4x and 8x, each noiseless and noisy
+  (the non-Cartesian MR settings, radial 48 golden-angle spokes and a 16-interleave spiral through
+  the NUFFT, noiseless only; noise: CT Gaussian, std 1% of each slice's clean sinogram maximum;
+  MR complex Gaussian 0.02 per complex value of the orthonormal k-space). Slice ``k``'s noise, phase and sampler draws are
   seeded from ``(seed, k)``.
 - Baselines with the weights of ``TUNED_WEIGHTS`` (chosen on training patients; the fan-beam rows
   use the 60-view parallel-beam weights), samplers with their task presets (``presets.json``).
@@ -53,8 +54,9 @@ class Setting:
     modality: str
     geometry: str = "parallel"  # CT
     views: int = 23  # CT
-    accel: int = 4  # MR
+    accel: int = 4  # MR, Cartesian
     noisy: bool = False
+    trajectory: str = "cartesian"  # MR: cartesian, or a key of NONCARTESIAN_TRAJECTORIES
 
     @property
     def tuned_key(self) -> str:
@@ -62,7 +64,27 @@ class Setting:
         noise = "noisy" if self.noisy else "clean"
         if self.modality == "CT":
             return f"ct-parallel-{self.views}v-{noise}"
+        if self.trajectory != "cartesian":
+            return f"mr-8coil-{self.trajectory}-{noise}"
         return f"mr-8coil-{self.accel}x-{noise}"
+
+
+def noncartesian_trajectory(name: str):
+    """The benchmark's radial or spiral :class:`~medrecon.operators.trajectories.Trajectory`."""
+    from medrecon.operators.trajectories import Trajectory  # noqa: PLC0415
+
+    if name not in NONCARTESIAN_TRAJECTORIES:
+        raise InputError(f"unknown benchmark trajectory {name!r}; known: {sorted(NONCARTESIAN_TRAJECTORIES)}")
+    return Trajectory.from_dict(NONCARTESIAN_TRAJECTORIES[name])
+
+
+#: The non-Cartesian benchmark acquisitions at 256x256 (both about 12,000 samples per coil, 8x below
+#: Nyquist's ~400 spokes for radial): 48 golden-angle spokes of 256 samples; a variable-density
+#: spiral of 16 interleaves at radial undersampling 4 (alpha 1.5).
+NONCARTESIAN_TRAJECTORIES = {
+    "radial48": {"kind": "radial", "spokes": 48, "angles": "golden"},
+    "spiral16r4": {"kind": "spiral", "interleaves": 16, "undersampling": 4.0, "alpha": 1.5},
+}
 
 
 SETTINGS = (
@@ -74,6 +96,8 @@ SETTINGS = (
     Setting("MR 8 coils 4x, noise 0.02", "MR", accel=4, noisy=True),
     Setting("MR 8 coils 8x", "MR", accel=8),
     Setting("MR 8 coils 8x, noise 0.02", "MR", accel=8, noisy=True),
+    Setting("MR 8 coils radial 48 spokes", "MR", trajectory="radial48"),
+    Setting("MR 8 coils spiral 16 interleaves R4", "MR", trajectory="spiral16r4"),
 )
 
 
@@ -111,11 +135,20 @@ def make_problem(setting: Setting, images: torch.Tensor, seed: int, *, with_phas
         op = CTProjector(geometry)
         y = simulate_sinogram(op, images, noise_gens, noise_rel=CT_NOISE_REL if setting.noisy else 0.0)
         return Problem(op, y, "CT", setting.noisy, description={"geometry": geometry.to_dict()}), images
-    mask = CartesianSampling("equispaced_fraction", setting.accel, seed="bench").make(shape)
-    op = MultiCoilMRI(simulated_maps(8, shape)[None], mask)
+    maps = simulated_maps(8, shape)[None]
+    if setting.trajectory != "cartesian":
+        from medrecon.operators import NonCartesianMRI  # noqa: PLC0415
+
+        trajectory = noncartesian_trajectory(setting.trajectory)
+        op = NonCartesianMRI(trajectory.make(shape), shape, maps)
+        description = {"trajectory": trajectory.to_dict(), "accel": round(trajectory.acceleration(shape), 2)}
+    else:
+        mask = CartesianSampling("equispaced_fraction", setting.accel, seed="bench").make(shape)
+        op = MultiCoilMRI(maps, mask)
+        description = {"mask": "equispaced_fraction", "accel": setting.accel}
     image = complex_image(images, slice_generators(seed, index, "phase"), with_phase=with_phase)
     y = simulate_kspace(op, image, noise_gens, noise_sigma=MR_NOISE_SIGMA if setting.noisy else 0.0)
-    return Problem(op, y, "MR", setting.noisy, description={"mask": "equispaced_fraction", "accel": setting.accel}), images
+    return Problem(op, y, "MR", setting.noisy, description=description), images
 
 
 def baselines(setting: Setting) -> dict:
@@ -132,8 +165,10 @@ def baselines(setting: Setting) -> dict:
             f"CGLS ({w['cgls']:g} it)": lambda p: bct.cgls(p.op, p.y, n_iter=int(w["cgls"])),
             f"TV-PDHG (lam_rel {w['tv_pdhg']:g})": lambda p: bct.tv_pdhg(p.op, p.y, lam_rel=w["tv_pdhg"]),
         }
+    first = ({"gridding (Pipe-Menon)": lambda p: bmr.gridding(p.op, p.y)} if setting.trajectory != "cartesian"
+             else {"zero-filled": lambda p: bmr.zero_filled(p.op, p.y)})
     return {
-        "zero-filled": lambda p: bmr.zero_filled(p.op, p.y),
+        **first,
         f"CG-SENSE ({w['cg_sense']:g} it)": lambda p: bmr.cg_sense(p.op, p.y, n_iter=int(w["cg_sense"])),
         f"L1-wavelet (lam_rel {w['l1_wavelet']:g})": lambda p: bmr.l1_wavelet(p.op, p.y, lam_rel=w["l1_wavelet"]),
         f"TV (lam_rel {w['total_variation']:g})": lambda p: bmr.total_variation(p.op, p.y, lam_rel=w["total_variation"]),

@@ -8,7 +8,8 @@ table.
 
 Settings: CT parallel beam, 256x256, 23 and 60 views, clean and with 1% sinogram noise;
 MR 256x256, 8 simulated coils, smooth phase, ``equispaced_fraction`` masks at 4x and 8x, clean
-and with complex noise 0.02. Images are in [0, 1], normalised as the priors are
+and with complex noise 0.02; and the non-Cartesian benchmark trajectories (radial 48 spokes, a
+16-interleave spiral), clean. Images are in [0, 1], normalised as the priors are
 (:class:`~medrecon.priors.training_data.Normalisation`: CT HU window [-1000, 2000]; MR magnitude
 over the volume's 99.5th percentile, clipped), PSNR with data range 1 on images clipped to
 [0, 1] (MR: magnitudes), averaged over the slices.
@@ -40,6 +41,13 @@ MR_GRIDS = {
 }
 CT_SETTINGS = [(views, noisy) for views in (23, 60) for noisy in (False, True)]
 MR_SETTINGS = [(accel, noisy) for accel in (4, 8) for noisy in (False, True)]
+#: Non-Cartesian MR: the benchmark trajectories (medrecon.benchmarks.recon.NONCARTESIAN_TRAJECTORIES),
+#: noiseless; TV and l1-wavelet cost a NUFFT pair per iteration, hence the shorter grids.
+MR_NONCARTESIAN_GRIDS = {
+    "l1_wavelet": ("lam_rel", [1e-4, 3e-4, 1e-3, 3e-3]),
+    "total_variation": ("lam_rel", [1e-3, 3e-3, 1e-2]),
+    "cg_sense": ("n_iter", [5, 10, 20, 40, 80]),
+}
 
 
 def _resize(slices: np.ndarray, size: int) -> np.ndarray:
@@ -126,6 +134,24 @@ def tune_mr(truth: torch.Tensor, log=print) -> list[dict]:
     return rows
 
 
+def tune_mr_noncartesian(truth: torch.Tensor, log=print) -> list[dict]:
+    """The radial and spiral benchmark trajectories, 8 simulated coils, smooth phase, noiseless."""
+    from medrecon.baselines import mri as mri_baselines  # noqa: PLC0415
+    from medrecon.benchmarks.recon import NONCARTESIAN_TRAJECTORIES, noncartesian_trajectory  # noqa: PLC0415
+    from medrecon.operators import NonCartesianMRI, simulated_maps  # noqa: PLC0415
+    from medrecon.simulation import complex_image, simulate_kspace  # noqa: PLC0415
+
+    shape = tuple(truth.shape[-2:])
+    image = complex_image(truth, _generators(truth.shape[0], 200))
+    maps = simulated_maps(8, shape)[None]
+    rows = []
+    for name in NONCARTESIAN_TRAJECTORIES:
+        op = NonCartesianMRI(noncartesian_trajectory(name).make(shape), shape, maps)
+        y = simulate_kspace(op, image, _generators(truth.shape[0], 300))
+        rows += _search(f"mr-8coil-{name}-clean", mri_baselines, "gridding", MR_NONCARTESIAN_GRIDS, op, y, truth, log)
+    return rows
+
+
 def to_markdown(rows: list[dict], header: str) -> str:
     lines = [header, "", "| setting | method | chosen | PSNR (dB) | grid (value: PSNR) |", "|---|---|---|---|---|"]
     grouped = {}
@@ -139,17 +165,28 @@ def to_markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@torch.no_grad()
-def main(ct_volume: str | None, mr_volume: str | None, n_slices: int, out_json: str | None) -> int:
+def _volume_array(path: str) -> np.ndarray:
+    """The ``(x, y, z)`` voxel array of an NRRD or NIfTI volume (the starter corpus's files)."""
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        import nibabel  # noqa: PLC0415
+
+        return np.asarray(nibabel.load(str(path)).get_fdata(), dtype=np.float64)
     from medrecon.io.nrrd import read_nrrd  # noqa: PLC0415
 
+    return read_nrrd(path).data
+
+
+@torch.no_grad()
+def main(ct_volume: str | None, mr_volume: str | None, n_slices: int, out_json: str | None, *,
+         noncartesian_only: bool = False) -> int:
     if ct_volume is None and mr_volume is None:
-        raise InputError("give --ct-volume and/or --mr-volume (NRRD volumes of training patients)")
+        raise InputError("give --ct-volume and/or --mr-volume (NRRD or NIfTI volumes of training patients)")
     rows: list[dict] = []
-    if ct_volume:
-        rows += tune_ct(ct_training_slices(read_nrrd(ct_volume).data, n_slices))
+    if ct_volume and not noncartesian_only:
+        rows += tune_ct(ct_training_slices(_volume_array(ct_volume), n_slices))
     if mr_volume:
-        rows += tune_mr(mr_training_slices(read_nrrd(mr_volume).data, n_slices))
+        slices = mr_training_slices(_volume_array(mr_volume), n_slices)
+        rows += ([] if noncartesian_only else tune_mr(slices)) + tune_mr_noncartesian(slices)
     names = ", ".join(Path(p).name for p in (ct_volume, mr_volume) if p)
     print(to_markdown(rows, f"Weights tuned on {n_slices} slices each of {names} (training patients)."))
     if out_json:

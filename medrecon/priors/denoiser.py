@@ -262,7 +262,10 @@ class TwoChannelDenoiser(Denoiser):
 def low_resolution_phase(op, y: torch.Tensor, *, width: int = 24) -> torch.Tensor:
     """Smooth phase ``(B, 1, H, W)`` of MR data: the angle of ``A^H`` applied to the central
     ``width x width`` block of the k-space (fully sampled in Cartesian protocols), tapered by a
-    Hann window so the low-resolution image has no ringing."""
+    Hann window so the low-resolution image has no ringing. Non-Cartesian operators give their own
+    window (``op.kspace_window``: a radial Hann taper times the density weights)."""
+    if hasattr(op, "kspace_window"):
+        return torch.angle(op.adjoint(y * op.kspace_window(width, device=y.device, dtype=y.real.dtype)))
     h, w = y.shape[-2:]
     window = torch.zeros(h, w, dtype=y.real.dtype, device=y.device)
     half = min(width, min(h, w) - 1) // 2  # small images: the widest block that fits

@@ -1,7 +1,9 @@
 """Per-task sampler settings, stored as data in ``presets.json`` beside this module.
 
-A task is a modality and whether the data are noisy (see ``presets.json``'s ``about`` for how the values were chosen): ``ct-clean``, ``ct-noisy``, ``mr-clean``,
-``mr-noisy``. A preset holds the schedule (``steps``, ``schedule`` = ``karras`` or ``geometric``,
+A task is a modality, whether MR k-space is Cartesian, and whether the data are noisy (see
+``presets.json``'s ``about`` for how the values were chosen): ``ct-clean``, ``ct-noisy``,
+``mr-clean``, ``mr-noisy``, ``mr-noncartesian-clean``, ``mr-noncartesian-noisy`` (radial,
+spiral and any other trajectory through the NUFFT). A preset holds the schedule (``steps``, ``schedule`` = ``karras`` or ``geometric``,
 ``sigma_max``, ``sigma_min``) and the sampler's own options (e.g. DDS's ``cg_iters``, ``eta``,
 ``gamma_rel``). :func:`sampler_settings` turns a preset plus the caller's overrides into the
 ``sigmas`` and keyword options of the sampler function; unknown override names are refused,
@@ -23,7 +25,7 @@ from medrecon.errors import InputError
 from .schedules import geometric_sigmas, karras_sigmas
 
 PRESETS_FILE = Path(__file__).with_name("presets.json")
-TASKS = ("ct-clean", "ct-noisy", "mr-clean", "mr-noisy")
+TASKS = ("ct-clean", "ct-noisy", "mr-clean", "mr-noisy", "mr-noncartesian-clean", "mr-noncartesian-noisy")
 SCHEDULE_KEYS = ("steps", "schedule", "sigma_max", "sigma_min")
 
 
@@ -48,12 +50,15 @@ def adapter_settings(task: str) -> dict:
     return dict(_presets_file().get("adapters", {}).get(task, {}))
 
 
-def task_name(modality: str, noisy: bool) -> str:
-    """``"ct-clean"`` etc. from a modality (``CT``/``MR``) and the noise flag."""
+def task_name(modality: str, noisy: bool, *, non_cartesian: bool = False) -> str:
+    """``"ct-clean"`` etc. from a modality (``CT``/``MR``), the noise flag and, for MR, whether the
+    k-space is non-Cartesian."""
     m = str(modality).lower()
     if m not in ("ct", "mr"):
         raise InputError(f"modality must be CT or MR, got {modality!r}")
-    return f"{m}-{'noisy' if noisy else 'clean'}"
+    if non_cartesian and m != "mr":
+        raise InputError("only MR data can be non-Cartesian")
+    return f"{m}{'-noncartesian' if non_cartesian else ''}-{'noisy' if noisy else 'clean'}"
 
 
 @dataclass(frozen=True)

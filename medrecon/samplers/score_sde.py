@@ -10,7 +10,13 @@ selection of what was measured (:func:`full_transform`):
   is ``FINAL_CG_ITERS`` CG steps on the normal equations from the last estimate);
 - CT: ``T`` the full-view sinogram on the uniform grid of views that contains the measured ones
   (ALGORITHMS.md: ``N k`` views, ``k = ceil(side / N)``, for the ``uniform`` convention; the
-  ``side``-view grid for ``song``), ``Lambda`` the measured views, and ``T^-1`` its FBP.
+  ``side``-view grid for ``song``), ``Lambda`` the measured views, and ``T^-1`` its FBP;
+- non-Cartesian MRI (radial, spiral, any NUFFT operator): there is no full transform with a
+  subset ``Lambda`` to project onto (the samples lie off any grid), so the projection is replaced
+  by a least-squares data-consistency step ``x' = x + lam A^+ (y_t - A x)``, ``A^+`` by
+  ``LS_CG_ITERS`` conjugate-gradient steps on the normal equations (our extension: for a
+  Cartesian single-coil mask it equals the paper's projection, since there ``A^+ = F^H M``), and
+  the final hard projection is ``FINAL_CG_ITERS`` CG steps, as for multi-coil data.
 
 Each of the ``N = len(sigmas) - 1`` steps runs a Langevin corrector then a reverse-diffusion
 predictor; before each, a fresh noisy measurement ``y_t = y + sigma Lambda T z`` and the soft
@@ -37,6 +43,7 @@ from medrecon.operators.noise import as_generator_list
 from .consistency import cg_data_consistency, diffusion_noise, per_item_norm
 
 FINAL_CG_ITERS = 30  # CG steps of the final data consistency (multi-coil MRI, or final_gamma_rel)
+LS_CG_ITERS = 5  # CG steps of each least-squares projection of non-Cartesian data
 
 
 class _FourierTransform:
@@ -104,8 +111,34 @@ class _FullViewTransform:
         return out
 
 
+class _LeastSquaresTransform:
+    """Non-Cartesian MRI: ``T = A`` with everything selected, and ``T^+ = A^+`` by CG; the
+    projection takes the residual form ``x + lam A^+ (y - A x)`` (module docstring)."""
+
+    residual_form = True
+
+    def __init__(self, op) -> None:
+        self.op = op
+
+    def forward(self, x):
+        return self.op(x)
+
+    def inverse(self, k):
+        from medrecon.operators.cg import conjugate_gradient  # noqa: PLC0415
+
+        return conjugate_gradient(self.op.normal, self.op.adjoint(k), n_iter=LS_CG_ITERS)
+
+    def select(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.ones((), dtype=t.real.dtype, device=t.device)
+
+    def embed(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
 def full_transform(op):
     """``T`` and ``Lambda`` of an operator (see the module docstring), or :class:`InputError`."""
+    if getattr(op, "non_cartesian", False):
+        return _LeastSquaresTransform(op)
     if isinstance(op, SingleCoilMRI):
         return _FourierTransform(op)
     if isinstance(op, MultiCoilMRI):
@@ -124,7 +157,8 @@ def full_transform(op):
                 return _FullViewTransform(full, torch.from_numpy(rows))
         raise InputError("score-SDE needs CT views on a uniform grid (the 'uniform' or 'song' conventions)")
     raise InputError(
-        f"score-SDE projection needs an invertible full transform: MRI (single- or multi-coil) or CT, not {type(op).__name__}"
+        f"score-SDE projection needs an invertible full transform: MRI (single- or multi-coil, Cartesian or "
+        f"non-Cartesian) or CT, not {type(op).__name__}"
     )
 
 
@@ -200,7 +234,7 @@ def sample_score_sde(
     x0 = denoiser(x, sigmas[-1])
     if final_gamma_rel is not None:
         x0 = cg_data_consistency(op, y, x0, n_iter=FINAL_CG_ITERS, gamma_rel=final_gamma_rel)
-    elif isinstance(transform, _MultiCoilTransform):
+    elif isinstance(transform, (_MultiCoilTransform, _LeastSquaresTransform)):
         # T is not unitary: the hard projection is the least-squares step x0 + A^+ (y - A x0), by CG
         x0 = cg_data_consistency(op, y, x0, n_iter=FINAL_CG_ITERS, gamma_rel=None)
     else:

@@ -481,7 +481,7 @@ def _call(method, op, y, **kwargs):
 def test_unknown_operator_is_refused(method):
     y = torch.zeros(1, 1, 8, 8, dtype=torch.complex64)
     for op in (IdentityOperator((1, 8, 8), complex=True), 2.0 * SingleCoilMRI(torch.ones(8, 8)), "mri"):
-        with pytest.raises(InputError, match="expected an MRI operator .*SingleCoilMRI or MultiCoilMRI.*got"):
+        with pytest.raises(InputError, match="expected an MRI operator .*SingleCoilMRI, MultiCoilMRI or NonCartesianMRI.*got"):
             _call(method, op, y)
 
 

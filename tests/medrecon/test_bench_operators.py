@@ -7,6 +7,7 @@ fields the report needs, and that writing replaces the marked section of a file 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -130,3 +131,157 @@ def test_report_warns_about_a_busy_machine(result):
     idle = bench.format_report(result, load=((0.1, 0.1, 0.1), (0.2, 0.1, 0.1)), **common)
     assert "machine was busy" in busy and "machine was busy" not in idle
     assert "3.50 / 3.00 / 2.00 -> 1.00 / 1.00 / 1.00" in busy
+
+
+# ------------------------------------------------------------------------------- non-Cartesian MRI
+NUFFT_OPS = ("forward", "adjoint", "normal", "normal_plain")
+MEDRECON = ("medrecon NonCartesianMRI (torch)", "medrecon NonCartesianMRI (finufft)")
+
+
+@pytest.fixture(scope="module")
+def nufft_result():
+    pytest.importorskip("finufft")
+    cases = [bench.nufft_case(32, 1, "radial"), bench.nufft_case(32, 2, "spiral", undersampling=0.25)]
+    return bench.run_cases(cases, repeats=1, batch=2, devices=["cpu"], log=None)
+
+
+def test_nufft_cases_and_trajectories():
+    radial, spiral = bench.nufft_case(32, 1, "radial"), bench.nufft_case(32, 2, "spiral")
+    assert bench.nufft_coordinates(radial).shape == (64 * 32, 2)
+    # the spiral's R is the candidate whose sample count is closest to the radial case's
+    k = bench.nufft_coordinates(spiral).shape[0]
+    assert abs(k - 64 * 32) < 0.1 * 64 * 32 and spiral.undersampling == 0.25
+    assert spiral.label == f"NUFFT 32², spiral 16 interleaves R 0.25 ({k:,} samples), 2-coil SENSE"
+    assert radial.label == "NUFFT 32², radial 64 golden spokes (2,048 samples), 1 coil"
+    with pytest.raises(InputError):
+        bench.Case("nufft", 32, kind="rosette", spokes=4)
+    with pytest.raises(InputError):
+        bench.Case("nufft", 32, kind="radial")  # no spokes
+
+    full, quick = bench.default_cases(), bench.default_cases(quick=True)
+    nufft_full = [c for c in full if c.modality == "nufft"]
+    nufft_quick = [c for c in quick if c.modality == "nufft"]
+    assert {(c.size, c.kind, c.coils) for c in nufft_full} == {
+        (n, kind, c) for n in (256, 320) for kind in ("radial", "spiral") for c in (1, 8)
+    }
+    assert 0 < len(nufft_quick) < len(nufft_full)
+    assert all(c.modality == "nufft" for c in bench.default_cases(only="nufft"))
+    assert not any(c.modality == "nufft" for c in bench.default_cases(only="ct-mri"))
+    assert [c for c in full if c.modality != "nufft"] == bench.default_cases(only="ct-mri")
+    with pytest.raises(InputError, match="--only"):
+        bench.default_cases(only="pet")
+
+
+def test_nufft_rows_have_all_implementations(nufft_result):
+    assert nufft_result["timings"] == [] and nufft_result["matrices"] == []
+    rows = nufft_result["nufft"]
+    cases = {r["case"] for r in rows}
+    assert len(cases) == 2
+    keys = {"case", "samples", "coils", "implementation", "device", "batch", "setup_s", "toeplitz_s",
+            "b1_ms", "batch_ms", "per_slice_ms", "rel_error", "note"}
+    for case in cases:
+        impls = [r["implementation"] for r in rows if r["case"] == case]
+        assert impls[:2] == list(MEDRECON)
+        assert impls[2].startswith("sigpy") and impls[3] == "mri-nufft (finufft backend)"
+    for r in rows:
+        assert set(r) == keys
+        for column in ("b1_ms", "batch_ms", "per_slice_ms"):
+            assert set(r[column]) == set(NUFFT_OPS)
+            assert all(v is None or _positive(v) for v in r[column].values())
+        if r["implementation"] in MEDRECON:  # every column measured, Toeplitz and plain normal alike
+            assert _positive(r["setup_s"]) and _positive(r["toeplitz_s"])
+            for op in NUFFT_OPS:
+                assert _positive(r["b1_ms"][op]) and _positive(r["batch_ms"][op])
+                assert r["per_slice_ms"][op] == pytest.approx(r["batch_ms"][op] / 2)
+            assert "A^H A / Toeplitz" in r["note"]
+        elif r["implementation"].startswith("sigpy"):  # one slice per call, no Toeplitz normal
+            assert r["b1_ms"]["normal"] is None and r["batch_ms"] == dict.fromkeys(NUFFT_OPS)
+            assert all(_positive(r["b1_ms"][op]) for op in ("forward", "adjoint", "normal_plain"))
+
+
+def test_nufft_accuracy_column(nufft_result):
+    for r in nufft_result["nufft"]:
+        err = r["rel_error"]
+        if r["implementation"] in MEDRECON:
+            assert err < 1e-4, r  # eps 1e-6 in complex64 against the eps 1e-12 complex128 reference
+        elif r["implementation"].startswith("sigpy"):
+            assert err < 5e-2, r  # its default oversampling 1.25, width 4; a wrong convention gives ~1
+        elif err is not None:  # mri-nufft, where it is installed
+            assert err < 1e-4, r
+
+
+def test_mrinufft_row(nufft_result):
+    rows = [r for r in nufft_result["nufft"] if r["implementation"].startswith("mri-nufft")]
+    try:
+        import mrinufft  # noqa: F401
+    except ImportError:
+        assert all(r["note"].startswith("not installed") for r in rows)
+        return
+    for r in rows:
+        assert _positive(r["setup_s"]) and r["b1_ms"]["normal"] is None
+        for op in ("forward", "adjoint", "normal_plain"):
+            assert _positive(r["b1_ms"][op]) and _positive(r["batch_ms"][op])
+
+
+def test_mrinufft_missing_is_a_note(monkeypatch):
+    pytest.importorskip("finufft")
+    monkeypatch.setitem(sys.modules, "mrinufft", None)  # `import mrinufft` raises ImportError
+    case = bench.nufft_case(16, 1, "radial", spokes=8)
+    rows = bench.run_cases([case], repeats=1, batch=2, devices=["cpu"], log=None)["nufft"]
+    (row,) = [r for r in rows if r["implementation"].startswith("mri-nufft")]
+    assert row["note"] == "not installed (pip install mri-nufft)"
+    assert row["rel_error"] is None and all(v is None for v in row["b1_ms"].values())
+    assert all(r["rel_error"] < 1e-4 for r in rows if r["implementation"] in MEDRECON)
+
+
+def test_nufft_report_table(nufft_result):
+    info = bench.machine_info()
+    text = bench.format_nufft_report(
+        nufft_result, command="medrecon bench operators --only nufft", info=info, date="2000-01-01 00:00 UTC",
+        repeats=1, batch=2,
+    )
+    assert "`medrecon bench operators --only nufft`" in text and "rel. error" in text
+    rows = [line for line in text.splitlines() if line.startswith("| NUFFT 32²")]
+    assert len(rows) == len(nufft_result["nufft"])
+    assert all(line.count("|") == 11 for line in rows)
+    ours = [line for line in rows if "NonCartesianMRI" in line]
+    assert ours and all(len(line.split("|")[6].split(" / ")) == 4 for line in ours)
+    # the CT/MRI report of the same result has no NUFFT row
+    assert "NUFFT" not in bench.format_report(nufft_result, command="c", info=info, date="d", repeats=1, batch=2)
+
+
+def test_command_line_and_only():
+    assert bench.command_line(False, None, "docs/benchmarks.md", "nufft") == (
+        "medrecon bench operators --only nufft --write docs/benchmarks.md"
+    )
+    assert bench.command_line(True, 3, None) == "medrecon bench operators --quick --repeats 3"
+    with pytest.raises(InputError, match="--only"):
+        bench.main(only="everything")
+
+
+def test_nufft_section_goes_after_the_operators_section(tmp_path):
+    page = tmp_path / "benchmarks.md"
+    before = f"# Benchmarks\n\n{bench.START_MARKER}\nold table\n{bench.END_MARKER}\n"
+    after = "\n## Other section\n\nkept as it is\n"
+    page.write_text(before + after)
+    bench.write_sections(page, nufft="nufft table\n")  # the operators section is left as it is
+    block = f"{bench.NUFFT_START_MARKER}\nnufft table\n{bench.NUFFT_END_MARKER}\n"
+    assert page.read_text() == f"{before}\n{block}{after}"
+    bench.write_sections(page, nufft="newer nufft")
+    assert page.read_text() == f"{before}\n{bench.NUFFT_START_MARKER}\nnewer nufft\n{bench.NUFFT_END_MARKER}\n{after}"
+    bench.write_sections(page, operators="new table", nufft="both")
+    assert page.read_text() == (
+        f"# Benchmarks\n\n{bench.START_MARKER}\nnew table\n{bench.END_MARKER}\n\n"
+        f"{bench.NUFFT_START_MARKER}\nboth\n{bench.NUFFT_END_MARKER}\n{after}"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["benchmarks.md"]
+
+    fresh = tmp_path / "fresh.md"
+    bench.write_sections(fresh, operators="ops", nufft="nufft")
+    text = fresh.read_text()
+    assert text.index(bench.END_MARKER) < text.index(bench.NUFFT_START_MARKER)
+
+    broken = tmp_path / "broken.md"
+    broken.write_text(f"# B\n{bench.NUFFT_END_MARKER}\n{bench.NUFFT_START_MARKER}\n")
+    with pytest.raises(InputError, match="marker"):
+        bench.check_write_target(broken)
