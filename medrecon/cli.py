@@ -88,6 +88,8 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
                        help="also run the settings on the slices under these contrast shifts (gamma0.5 gamma2 invert)")
     recon.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     recon.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
+    recon.add_argument("--section", default=None, metavar="NAME",
+                       help="write into the page's bench:NAME section instead (e.g. noncartesian for the radial/spiral rows)")
     p = sub.add_parser("recon-volume", help="coherent volumes: slice-wise DDS, DDS-3D (TV along z) and 3-D TV on a "
                                              "contiguous CT block, scored on axial, coronal and sagittal views")
     p.add_argument("--source", default="ct-lung1", help="starter CT volume (default: the validation patient ct-lung1; "

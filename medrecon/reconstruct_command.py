@@ -197,7 +197,10 @@ def _from_noncartesian(args):
         data = (read_ismrmrd if layout == "ismrmrd" else read_noncartesian_h5)(args.input, slices=sel)
     problem = problem_from_noncartesian(data)
     problem.description["acquisition"] = {"kind": "mr", "sampling": (data.attrs or {}).get("trajectory", {}),
-                                          "file": str(args.input), "layout": layout}
+                                          "file": str(args.input), "layout": layout,
+                                          "samples": int(data.kspace.shape[-1]), "coils": int(data.kspace.shape[1]),
+                                          "coil_maps": problem.description["coil_maps"],
+                                          "density": "the file's" if data.density is not None else "Pipe-Menon"}
     pixel = float((data.attrs or {}).get("pixel_mm", 1.0))
     affine = np.diag([pixel, pixel, 1.0, 1.0])
     h, w = data.image_shape
@@ -231,8 +234,9 @@ def baseline_setting(problem, acquisition: dict) -> str:
 
 @torch.no_grad()
 def classical_baseline(problem) -> tuple[str, torch.Tensor, float]:
-    """``(description, image (S, 1, H, W) normalised, seconds)``: TV-PDHG for CT, sigpy's TV for MR,
-    with the weight tuned on training patients for the closest benchmark setting."""
+    """``(description, image (S, 1, H, W) normalised, seconds)``: TV-PDHG for CT, sigpy's TV for
+    Cartesian MR, l1-wavelet for non-Cartesian MR, with the weight tuned on training patients for
+    the closest benchmark setting."""
     from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
     from medrecon.baselines.ct import tv_pdhg  # noqa: PLC0415
     from medrecon.baselines.mri import total_variation  # noqa: PLC0415
@@ -243,6 +247,13 @@ def classical_baseline(problem) -> tuple[str, torch.Tensor, float]:
         lam = TUNED_WEIGHTS[setting]["tv_pdhg"]
         image = tv_pdhg(problem.op, problem.y, lam_rel=lam)
         name = f"TV-PDHG (lam_rel {lam:g}, tuned for {setting})"
+    elif getattr(problem.op, "non_cartesian", False):
+        # l1-wavelet: the best tuned baseline of both non-Cartesian settings (docs/baselines.md)
+        from medrecon.baselines.mri import l1_wavelet  # noqa: PLC0415
+
+        lam = TUNED_WEIGHTS[setting]["l1_wavelet"]
+        image = l1_wavelet(problem.op, problem.y, lam_rel=lam)
+        name = f"l1-wavelet (sigpy, density-weighted, lam_rel {lam:g}, tuned for {setting})"
     else:
         lam = TUNED_WEIGHTS[setting]["total_variation"]
         image = total_variation(problem.op, problem.y, lam_rel=lam)

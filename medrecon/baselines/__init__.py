@@ -1,14 +1,16 @@
 """Classical reconstructions used as references for every diffusion result.
 
 - :mod:`.ct`: FBP, SIRT, CGLS, TV-PDHG;
-- :mod:`.mri`: zero-filled, CG-SENSE, L1-wavelet and TV (through sigpy).
+- :mod:`.mri`: zero-filled, gridding (non-Cartesian), CG-SENSE, L1-wavelet and TV (through sigpy).
 
 :data:`TUNED_WEIGHTS` holds, per benchmark setting, the weight or iteration count of each method
 chosen on training patients only (``medrecon bench tune-baselines``; the full grids are in
 docs/baselines.md). Settings are named ``ct-parallel-{8,23,60}v-{clean,noisy}`` (256x256, parallel
 beam, 1% sinogram noise) and ``mr-8coil-{4,8}x-{clean,noisy}`` (256x256, 8 coils,
-``equispaced_fraction`` masks, complex noise 0.02), images normalised as the priors are
-(CT HU window [-1000, 2000], MR magnitude / 99.5th percentile).
+``equispaced_fraction`` masks, complex noise 0.02), ``mr-8coil-{radial48,spiral16r4}-clean``
+(the non-Cartesian benchmark trajectories; l1-wavelet and TV solve the density-weighted problem,
+docs/baselines.md), images normalised as the priors are (CT HU window [-1000, 2000], MR
+magnitude / 99.5th percentile).
 """
 
 TUNED_WEIGHTS: dict[str, dict[str, float]] = {
@@ -22,6 +24,8 @@ TUNED_WEIGHTS: dict[str, dict[str, float]] = {
     "mr-8coil-4x-noisy": {"l1_wavelet": 3e-3, "total_variation": 3e-3, "cg_sense": 5},
     "mr-8coil-8x-clean": {"l1_wavelet": 3e-4, "total_variation": 1e-2, "cg_sense": 320},
     "mr-8coil-8x-noisy": {"l1_wavelet": 3e-3, "total_variation": 1e-2, "cg_sense": 5},
+    "mr-8coil-radial48-clean": {"l1_wavelet": 3e-5, "total_variation": 1e-4, "cg_sense": 160},
+    "mr-8coil-spiral16r4-clean": {"l1_wavelet": 1e-5, "total_variation": 3e-5, "cg_sense": 160},
 }
 """``TUNED_WEIGHTS[setting][method]``: ``lam_rel`` for tv_pdhg / tv3d_pdhg (``tv_pdhg(volume=True)``)
 / l1_wavelet / total_variation, ``n_iter`` for sirt / cgls / cg_sense. The volume settings of

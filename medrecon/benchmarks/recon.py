@@ -277,8 +277,9 @@ def main(args) -> int:
     from medrecon.data.sources import validation_sources  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
+    section = getattr(args, "section", None) or "recon"
     if args.write:
-        report.check_write_target(args.write, "recon")
+        report.check_write_target(args.write, section)
     for shift in getattr(args, "contrast", None) or []:
         remap(torch.zeros(1), shift)  # an unknown name is refused before any work
     device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -319,7 +320,8 @@ def main(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"header": header, "rows": rows}, indent=2, default=str) + "\n")
     if args.write:
-        report.write_section(args.write, "### Reconstruction quality and speed (`bench recon`)\n\n" + table, "recon")
+        title = "Reconstruction quality and speed (`bench recon`)" if section == "recon" else f"`bench recon`: {section}"
+        report.write_section(args.write, f"### {title}\n\n" + table, section)
     return 0
 
 
@@ -328,7 +330,9 @@ __all__ = ["SETTINGS", "Setting", "baselines", "evaluation_slices", "make_proble
 
 # ------------------------------------------------------------------ choosing presets (training data)
 TRAINING_SOURCES = {"CT": "ct-lung2", "MR": "mr-brain1"}
-TASK_SETTINGS = {"ct-clean": SETTINGS[0], "ct-noisy": SETTINGS[1], "mr-clean": SETTINGS[4], "mr-noisy": SETTINGS[5]}
+TASK_SETTINGS = {"ct-clean": SETTINGS[0], "ct-noisy": SETTINGS[1], "mr-clean": SETTINGS[4], "mr-noisy": SETTINGS[5],
+                 # the non-Cartesian task's preset is chosen on both benchmark trajectories
+                 "mr-noncartesian-clean:radial48": SETTINGS[8], "mr-noncartesian-clean:spiral16r4": SETTINGS[9]}
 
 
 @torch.no_grad()

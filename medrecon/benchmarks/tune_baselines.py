@@ -44,9 +44,9 @@ MR_SETTINGS = [(accel, noisy) for accel in (4, 8) for noisy in (False, True)]
 #: Non-Cartesian MR: the benchmark trajectories (medrecon.benchmarks.recon.NONCARTESIAN_TRAJECTORIES),
 #: noiseless; TV and l1-wavelet cost a NUFFT pair per iteration, hence the shorter grids.
 MR_NONCARTESIAN_GRIDS = {
-    "l1_wavelet": ("lam_rel", [1e-4, 3e-4, 1e-3, 3e-3]),
-    "total_variation": ("lam_rel", [1e-3, 3e-3, 1e-2]),
-    "cg_sense": ("n_iter", [5, 10, 20, 40, 80]),
+    "l1_wavelet": ("lam_rel", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]),
+    "total_variation": ("lam_rel", [1e-5, 3e-5, 1e-4, 1e-3, 1e-2]),
+    "cg_sense": ("n_iter", [10, 20, 40, 80, 160, 320]),
 }
 
 

@@ -246,3 +246,14 @@ def test_the_phase_adapters_imag_std_comes_from_the_task_and_can_be_overridden()
     other = reconstruct(problem, gaussian_prior("MR"), options={"imag_std": 0.5}, **kwargs)
     assert other.settings["adapter"] == {"phase_aligned": {"imag_std": 0.5}} and not torch.allclose(other.mean, preset.mean)
     assert "adapter" not in reconstruct(small_ct_problem()[0], gaussian_prior(), **kwargs).settings
+
+
+def test_a_simulation_folder_reconstructs_with_its_recorded_geometry(tmp_path, priors):
+    sim = tmp_path / "sim"
+    assert main(["simulate", str(MR_SAMPLE), "--modality", "mr", "--slices", "2:3", "--coils", "4", "-o", str(sim)]) == 0
+    out = tmp_path / "r.nii.gz"
+    assert run(sim, "-o", out, "--steps", "1", "--prior", priors["MR"]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["input"]["kind"] == "simulation" and "reconstruction" in record["metrics"]
+    source = nib.load(MR_SAMPLE)
+    np.testing.assert_allclose(nib.load(out).affine[:3, :3], source.affine[:3, :3], atol=1e-5)
