@@ -45,6 +45,8 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
         help="also write the table into this Markdown file (e.g. docs/benchmarks.md), replacing its "
         "operators section",
     )
+    ops.add_argument("--only", choices=("ct-mri", "nufft"), default=None,
+                     help="only the CT and Cartesian MRI tables, or only the non-Cartesian (NUFFT) table")
 
 
     prior = sub.add_parser("prior", help="denoising PSNR of a prior on validation slices next to wavelet denoising; sample grid")
@@ -176,7 +178,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "operators":
         from medrecon.benchmarks.operators import main as bench_operators  # noqa: PLC0415
 
-        return bench_operators(quick=args.quick, repeats=args.repeats, write=args.write)
+        return bench_operators(quick=args.quick, repeats=args.repeats, write=args.write, only=args.only)
     raise MedreconError(f"unknown bench {args.bench_command!r}")  # argparse already refuses this
 
 

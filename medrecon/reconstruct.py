@@ -469,6 +469,11 @@ def reconstruct(
 
     op = problem.op.to(device)
     y_all = problem.y
+    if getattr(op, "density_weighted", None) is not None:
+        # non-Cartesian data: the samplers see the density-weighted model W^1/2 A, W^1/2 y (its
+        # normal operator is well conditioned, so their CG and gradient steps work as on Cartesian data)
+        y_all = y_all * op.density.sqrt().to(y_all.real.dtype)
+        op = op.density_weighted()
     real = real_dtype_of(y_all.dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -388,14 +388,24 @@ class NonCartesianMRI(LinearOperator):
             self._weighted_norm_sq = power_iteration(_DensityWeighted(self), n_iter=n_iter)
         return self._weighted_norm_sq
 
-    def kspace_window(self, width: int = 24, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    def kspace_window(self, width: int = 24, *, device=None, dtype=torch.float32, with_density: bool = True) -> torch.Tensor:
         """Weights ``(K,)`` that keep the k-space centre: a radial Hann taper reaching 0 at
-        ``width / 2`` Cartesian samples from the centre, times the density weights, so ``A^H`` of
-        the windowed data is a smooth low-resolution image (its phase is the smooth phase)."""
+        ``width / 2`` Cartesian samples from the centre, times the density weights (unless
+        ``with_density`` is False), so ``A^H`` of the windowed data is a smooth low-resolution image
+        (its phase is the smooth phase)."""
         radius = 2 * math.pi * (width / 2) / max(self.image_shape)
         r = torch.linalg.vector_norm(self.coords, dim=1)
         taper = torch.where(r < radius, torch.cos(0.5 * math.pi * r / radius) ** 2, torch.zeros_like(r))
-        return (taper * self.density.to(torch.float64)).to(device=device, dtype=dtype)
+        if with_density:
+            taper = taper * self.density.to(torch.float64)
+        return taper.to(device=device, dtype=dtype)
+
+    def density_weighted(self) -> "LinearOperator":
+        """``W^1/2 A`` (W the density weights): the density-weighted model, whose ``A^H A`` is well
+        conditioned (eigenvalues near 1 instead of 0.4 to 78 for 48 radial spokes), so CG-based data
+        consistency converges in tens of iterations instead of hundreds. Measurements go with it
+        as ``W^1/2 y``."""
+        return _DensityWeighted(self)
 
     def batch_slice(self, index: slice) -> "NonCartesianMRI":
         if self.batch_size is None:
@@ -415,11 +425,28 @@ class NonCartesianMRI(LinearOperator):
 
 
 class _DensityWeighted(LinearOperator):
-    """``W^1/2 A`` of a :class:`NonCartesianMRI` (W its density weights): the density-weighted model."""
+    """``W^1/2 A`` of a :class:`NonCartesianMRI` (W its density weights): the density-weighted model
+    (:meth:`NonCartesianMRI.density_weighted`)."""
+
+    non_cartesian = True
 
     def __init__(self, op: NonCartesianMRI) -> None:
         super().__init__(op.in_shape, op.out_shape, in_complex=True, out_complex=True, batch_size=op.batch_size)
         self.op = op
+
+    @property
+    def name(self) -> str:
+        return f"density-weighted {self.op.name}"
+
+    def batch_slice(self, index: slice) -> "_DensityWeighted":
+        return self if self.batch_size is None else _DensityWeighted(self.op.batch_slice(index))
+
+    def kspace_window(self, width: int = 24, *, device=None, dtype=torch.float32) -> torch.Tensor:
+        """The taper alone: the data already carry ``W^1/2`` and the adjoint the other ``W^1/2``."""
+        return self.op.kspace_window(width, device=device, dtype=dtype, with_density=False)
+
+    def _normal(self, x):
+        return self._adjoint(self._forward(x))
 
     def _weights(self, t):
         return self.op.density.to(device=t.device, dtype=t.real.dtype).sqrt()

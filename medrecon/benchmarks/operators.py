@@ -247,8 +247,8 @@ def matching_spiral_undersampling(size: int, interleaves: int, samples: int) -> 
 def _coordinates(size: int, kind: str, spokes: int, interleaves: int, undersampling: float):
     from medrecon.operators.trajectories import radial, spiral  # noqa: PLC0415
 
-    if kind == "radial":
-        return radial((size, size), spokes, angles="golden")
+    if kind == "radial":  # read-out = image side (the Cartesian spacing), not radial()'s default 2 N
+        return radial((size, size), spokes, readout=size, angles="golden")
     return spiral((size, size), interleaves, undersampling=undersampling)
 
 
@@ -1087,7 +1087,8 @@ def format_nufft_report(
         "",
         "Notes:",
         "",
-        f"- Trajectories: radial, {NUFFT_SPOKES} golden-angle spokes of N samples (N the image side); "
+        f"- Trajectories: radial, {NUFFT_SPOKES} golden-angle spokes of N samples (N the image side, no "
+        "read-out oversampling); "
         f"spiral, sigpy's variable-density design (alpha 1.5) with {SPIRAL_INTERLEAVES} interleaves and "
         "the undersampling R whose sample count is closest to the radial one's. Coordinates in radians "
         "per pixel for medrecon; sigpy gets them in cycles per field of view (omega N / (2 pi) per "

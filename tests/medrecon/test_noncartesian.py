@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from medrecon.priors.denoiser import low_resolution_phase
 from medrecon.reconstruct import Problem, reconstruct
 from medrecon.samplers.presets import sampler_settings, task_name
 
-from .test_reconstruct import MR_SAMPLE, gaussian_prior, tiny_prior
+from .test_reconstruct import MR_SAMPLE, gaussian_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,14 +127,39 @@ def test_task_names():
 
 
 # ------------------------------------------------------------------------------ the command
+SIZE = 64  # the command-line tests run on a 64x64 copy of two slices of the MR sample
+
+
 @pytest.fixture(scope="module")
 def mr_prior(tmp_path_factory):
-    return tiny_prior(tmp_path_factory.mktemp("priors") / "tiny-mr", "MR")
+    from medrecon.priors.hub import PriorCard, save_prior
+    from medrecon.priors.networks import UNetConfig, build_unet
+    from medrecon.priors.training_data import Normalisation
+
+    config = UNetConfig(sample_size=SIZE, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1)
+    torch.manual_seed(0)
+    card = PriorCard(name="tiny-mr-64", modality="MR", image_size=SIZE, channels=1, parameterisation="edm",
+                     normalisation=Normalisation.for_modality("MR").to_dict(), training={"summary": "untrained (tests)"})
+    return save_prior(tmp_path_factory.mktemp("priors") / "tiny-mr-64", build_unet(config), card)
 
 
-def _simulate(tmp_path, *flags) -> Path:
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory) -> Path:
+    from skimage.transform import resize
+
+    source = nib.load(MR_SAMPLE)
+    data = source.get_fdata()[:, :, 3:5]
+    small = np.stack([resize(data[:, :, k], (SIZE, SIZE), anti_aliasing=True, preserve_range=True) for k in range(2)], -1)
+    affine = source.affine.copy()
+    affine[:3, :2] *= data.shape[0] / SIZE
+    path = tmp_path_factory.mktemp("study") / "mr-small.nii.gz"
+    nib.save(nib.Nifti1Image(small.astype(np.float32), affine), path)
+    return path
+
+
+def _simulate(tmp_path, study, *flags) -> Path:
     out = tmp_path / "sim"
-    assert main(["simulate", str(MR_SAMPLE), "--modality", "mr", "--slices", "3:5", "--coils", "4", "-o", str(out), *flags]) == 0
+    assert main(["simulate", str(study), "--modality", "mr", "--coils", "4", "-o", str(out), *flags]) == 0
     return out
 
 
@@ -141,8 +167,8 @@ def _reconstruct(inp, out, prior, *flags) -> int:
     return main(["reconstruct", str(inp), "-o", str(out), "--steps", "2", "--prior", str(prior), "--quiet", *flags])
 
 
-def test_radial_round_trip_simulate_file_reconstruct(tmp_path, mr_prior, capsys):
-    sim = _simulate(tmp_path, "--trajectory", "radial", "--spokes", "24")
+def test_radial_round_trip_simulate_file_reconstruct(tmp_path, mr_prior, small_study, capsys):
+    sim = _simulate(tmp_path, small_study, "--trajectory", "radial", "--spokes", "24")
     assert "24 golden-angle spokes" in capsys.readouterr().out
     record = json.loads((sim / "acquisition.json").read_text())
     assert record["acquisition"]["sampling"] == {"kind": "radial", "spokes": 24, "angles": "golden"}
@@ -152,7 +178,8 @@ def test_radial_round_trip_simulate_file_reconstruct(tmp_path, mr_prior, capsys)
     result = json.loads((tmp_path / "from-folder.json").read_text())
     assert result["acquisition"]["sampling"]["kind"] == "radial"
     assert "reconstruction" in result["metrics"] and "l1-wavelet" in result["baseline"]["method"] and "radial48" in result["baseline"]["method"]
-    assert nib.load(out).shape == (256, 256, 2)
+    assert nib.load(out).shape == (SIZE, SIZE, 2)
+    np.testing.assert_allclose(nib.load(out).affine, nib.load(small_study).affine, atol=1e-5)
     # 2. the raw file on its own, without coil maps: estimated from the k-space centre
     from medrecon.io.noncartesian import read_noncartesian_h5, write_ismrmrd, write_noncartesian_h5
     from medrecon.simulation import NONCARTESIAN_FILE
@@ -171,15 +198,15 @@ def test_radial_round_trip_simulate_file_reconstruct(tmp_path, mr_prior, capsys)
     assert nib.load(tmp_path / "from-mrd.nii.gz").shape[2] == 1
 
 
-def test_spiral_simulation_reconstructs(tmp_path, mr_prior):
-    sim = _simulate(tmp_path, "--trajectory", "spiral", "--interleaves", "8", "--undersampling", "3", "--slices", "3:4")
+def test_spiral_simulation_reconstructs(tmp_path, mr_prior, small_study):
+    sim = _simulate(tmp_path, small_study, "--trajectory", "spiral", "--interleaves", "8", "--undersampling", "2", "--slices", "0:1")
     assert _reconstruct(sim, tmp_path / "s.nii.gz", mr_prior, "--sampler", "score_sde") == 0
 
 
-def test_bad_non_cartesian_input_is_refused_and_writes_nothing(tmp_path, mr_prior, capsys):
+def test_bad_non_cartesian_input_is_refused_and_writes_nothing(tmp_path, mr_prior, small_study, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    assert main(["simulate", str(MR_SAMPLE), "--modality", "mr", "--trajectory", "radial", "--spokes", "0",
+    assert main(["simulate", str(small_study), "--modality", "mr", "--trajectory", "radial", "--spokes", "0",
                  "-o", str(out_dir / "sim")]) == 2
     assert "spokes must be a positive integer" in capsys.readouterr().err
     broken = tmp_path / "broken.mrd"
