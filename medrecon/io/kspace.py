@@ -55,6 +55,7 @@ import torch
 
 from medrecon.errors import InputError, ShapeError
 from medrecon.io.atomic import atomic_output
+from medrecon.io.base import check_slice_selection, is_int
 from medrecon.operators.mri import ifft2c
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -173,7 +174,7 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     if x.ndim < 2:
         raise ShapeError(f"center_crop needs at least 2 dimensions, got shape {tuple(x.shape)}")
     if (not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 2
-            or not all(_is_int(n) and n > 0 for n in shape)):
+            or not all(is_int(n) and n > 0 for n in shape)):
         raise ShapeError(f"center_crop: the crop shape must be two positive ints (h, w), got {shape!r}")
     h, w = int(shape[0]), int(shape[1])
     size_h, size_w = x.shape[-2], x.shape[-1]
@@ -281,32 +282,10 @@ def read_fastmri_h5(path: str | os.PathLike, *, slices: slice | None = None) -> 
     )
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def _check_slices(slices: slice | None, n: int, path: Path) -> slice:
-    if slices is None:
-        if n == 0:
-            raise InputError(f"{path}: 'kspace' holds no slice")
-        return slice(0, n)
-    if not isinstance(slices, slice):
-        raise InputError(f"slices must be a slice (e.g. slice(10, 20)) or None, got {slices!r}")
-    for what in ("start", "stop", "step"):
-        value = getattr(slices, what)
-        if value is not None and not _is_int(value):
-            raise InputError(f"slices.{what} must be an int or None, got {value!r}")
-    if slices.step is not None and slices.step < 1:
-        raise InputError(f"slices must have a positive step, got {slices.step}")
-    for what in ("start", "stop"):
-        value = getattr(slices, what)
-        if value is not None and not -n <= value <= n:
-            raise InputError(f"{path}: slice {what} {value} is out of range for a file of {n} slices "
-                             f"(valid: {-n}..{n})")
-    start, stop, step = slices.indices(n)
-    if len(range(start, stop, step)) == 0:
-        raise InputError(f"{path}: {slices} selects no slice of the file's {n}")
-    return slice(start, stop, step)
+    if slices is None and n == 0:
+        raise InputError(f"{path}: 'kspace' holds no slice")
+    return check_slice_selection(slices, n, path)
 
 
 def _header_root(hf: h5py.File, path: Path) -> ET.Element:
@@ -421,7 +400,7 @@ def _size3(value: Any, default: tuple[int, int, int], what: str) -> tuple[int, i
     if value is None:
         return default
     if (not isinstance(value, (tuple, list)) or len(value) not in (2, 3)
-            or not all(_is_int(v) and v > 0 for v in value)):
+            or not all(is_int(v) and v > 0 for v in value)):
         raise InputError(f"write_fastmri_h5: {what} must be 2 or 3 positive ints (x, y[, z]), got {value!r}")
     return (int(value[0]), int(value[1]), int(value[2]) if len(value) == 3 else 1)
 
@@ -461,7 +440,7 @@ def _attr_value(key: str, value: Any) -> Any:
         return value
     if isinstance(value, bool):
         return np.bool_(value)
-    if _is_int(value):
+    if is_int(value):
         return np.int64(value)
     if isinstance(value, numbers.Real):
         return np.float64(value)
@@ -563,7 +542,7 @@ def write_fastmri_h5(
         center, maximum = enc[1] // 2, enc[1] - 1
     else:
         if (not isinstance(encoding_limits, (tuple, list)) or len(encoding_limits) != 2
-                or not all(_is_int(v) and v >= 0 for v in encoding_limits)
+                or not all(is_int(v) and v >= 0 for v in encoding_limits)
                 or encoding_limits[0] > encoding_limits[1]):
             raise InputError("write_fastmri_h5: encoding_limits must be (center, maximum), two ints "
                              f"with 0 <= center <= maximum, got {encoding_limits!r}")

@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -98,6 +97,7 @@ import torch
 
 from medrecon.errors import InputError, MissingResourceError, ShapeError
 from medrecon.io.atomic import atomic_output
+from medrecon.io.base import check_slice_selection, is_int
 from medrecon.operators.trajectories import check_coordinates
 
 FORMAT = "medrecon-noncartesian"
@@ -124,10 +124,6 @@ _SINGLE_COUNTERS = ("kspace_encode_step_2", "average", "contrast", "phase", "rep
 
 # --------------------------------------------------------------------------------------------------
 # the data
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _shape(x: Any) -> Any:
@@ -214,7 +210,7 @@ def _check_kspace(kspace: Any) -> torch.Tensor:
 
 def _check_image_shape(shape: Any, who: str) -> tuple[int, int]:
     if (not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 2
-            or not all(_is_int(n) and n > 0 for n in shape)):
+            or not all(is_int(n) and n > 0 for n in shape)):
         raise ShapeError(f"{who}: image_shape must be two positive ints (H, W), got {shape!r}")
     return int(shape[0]), int(shape[1])
 
@@ -259,25 +255,8 @@ def _check_attrs(attrs: Any) -> dict:
 
 
 def _select(slices: slice | None, n: int, path: Path) -> slice:
-    """``slices`` checked against a file of ``n`` slices, as a normalised slice (positive step)."""
-    if slices is None:
-        return slice(0, n, 1)
-    if not isinstance(slices, slice):
-        raise InputError(f"slices must be a slice (e.g. slice(2, 5)) or None, got {slices!r}")
-    for what in ("start", "stop", "step"):
-        value = getattr(slices, what)
-        if value is not None and not _is_int(value):
-            raise InputError(f"slices.{what} must be an int or None, got {value!r}")
-    if slices.step is not None and slices.step < 1:
-        raise InputError(f"slices must have a positive step, got {slices.step}")
-    for what in ("start", "stop"):
-        value = getattr(slices, what)
-        if value is not None and not -n <= value <= n:
-            raise InputError(f"{path}: slice {what} {value} is out of range for a file of {n} slices")
-    start, stop, step = slices.indices(n)
-    if len(range(start, stop, step)) == 0:
-        raise InputError(f"{path}: {slices} selects no slice of the file's {n}")
-    return slice(start, stop, step)
+    """``slices`` checked against a file of ``n`` slices (:func:`medrecon.io.base.check_slice_selection`)."""
+    return check_slice_selection(slices, n, path)
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -382,7 +361,7 @@ def _check_format(hf: h5py.File, path: Path) -> None:
         raise InputError(f"{path} is not a medrecon non-Cartesian file: its root attribute 'format' is "
                          f"{fmt!r}, expected {FORMAT!r}")
     version = hf.attrs.get("version")
-    if not _is_int(version) or int(version) != VERSION:
+    if not is_int(version) or int(version) != VERSION:
         raise InputError(f"{path}: unsupported layout version {version!r} (this reader knows version {VERSION})")
 
 
@@ -471,7 +450,7 @@ def _import_ismrmrd(verb: str):
 
 def _readout_length(data: NonCartesianData) -> int:
     length = data.attrs.get("readout_length", data.num_samples)
-    if not _is_int(length) or length < 1 or data.num_samples % length:
+    if not is_int(length) or length < 1 or data.num_samples % length:
         raise InputError(f"write_ismrmrd: attrs['readout_length'] must be a positive int dividing the "
                          f"{data.num_samples} samples per slice, got {length!r}")
     if length > np.iinfo(np.uint16).max:
@@ -666,7 +645,7 @@ def _parse_header(xsd, dataset, path: Path) -> dict:
 def _matrix(encoding, space: str, path: Path) -> tuple[int, int, int]:
     matrix = getattr(getattr(encoding, space, None), "matrixSize", None)
     values = tuple(getattr(matrix, axis, None) for axis in "xyz")
-    if not all(_is_int(v) and v > 0 for v in values):
+    if not all(is_int(v) and v > 0 for v in values):
         raise InputError(f"{path}: the ISMRMRD header's encoding/{space}/matrixSize must hold positive "
                          f"x, y, z, got {values}")
     return tuple(int(v) for v in values)

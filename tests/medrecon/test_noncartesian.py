@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import h5py
@@ -22,7 +21,7 @@ from medrecon.priors.denoiser import low_resolution_phase
 from medrecon.reconstruct import Problem, reconstruct
 from medrecon.samplers.presets import sampler_settings, task_name
 
-from .test_reconstruct import MR_SAMPLE, gaussian_prior
+from .test_reconstruct import MR_SAMPLE, gaussian_prior, tiny_latent_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,21 +98,7 @@ def test_dds_fits_non_cartesian_data():
 
 
 def test_resample_runs_on_non_cartesian_data():
-    from medrecon.priors.denoiser import EDMDenoiser
-    from medrecon.priors.hub import Prior, PriorCard
-    from medrecon.priors.latent import LatentPrior
-    from medrecon.priors.networks import AutoencoderConfig, UNetConfig, build_autoencoder, build_unet
-    from medrecon.priors.training_data import Normalisation
-
-    torch.manual_seed(0)
-    ae = build_autoencoder(AutoencoderConfig(block_out_channels=(8, 16), norm_num_groups=4, sample_size=8, latent_channels=4))
-    unet = build_unet(UNetConfig(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(8, 16), attention_levels=(),
-                                 norm_num_groups=4, layers_per_block=1))
-    latent = LatentPrior(ae, 1.0, EDMDenoiser(unet, sigma_data=1.0))
-    card = PriorCard(name="tiny-latent-mr", modality="MR", image_size=8, channels=1, parameterisation="edm",
-                     normalisation=Normalisation.for_modality("MR").to_dict(),
-                     latent={"scaling_factor": 1.0, "latent_channels": 4, "downsampling": 2})
-    prior = Prior(latent.denoiser, unet, card, Path("."), latent=latent)
+    prior = tiny_latent_prior("MR")
     op, x, y = _problem(n=8, spokes=6, coils=2)
     out = reconstruct(Problem(op, y, "MR", noisy=False), prior, sampler="resample", steps=4,
                       options={"latent_iters": 2}, progress=False)

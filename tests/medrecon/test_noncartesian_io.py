@@ -32,7 +32,7 @@ from medrecon.io.noncartesian import (
 from medrecon.operators.trajectories import radial
 
 H, W, SLICES, COILS, SPOKES = 12, 16, 2, 3, 5
-READOUT = max(H, W)  # radial() samples each spoke with the larger image side
+READOUT = max(H, W)  # samples per spoke (radial() is given this read-out length)
 K = SPOKES * READOUT
 # float32 rounding of omega / (2 pi) with |omega / (2 pi)| <= 0.5, back in radians per pixel
 TRAJ_ATOL = 2 * math.pi * 2.0 ** -25
@@ -52,7 +52,7 @@ def make_data(*, maps_per_slice: bool = True, extras: bool = True, attrs: dict |
                  "acquisition": {"name": "phantom", "acceleration": 2.5}, "scale": 1.5, "note": "µ-coil"}
     return NonCartesianData(
         kspace=kspace,
-        coords=radial((H, W), SPOKES),
+        coords=radial((H, W), SPOKES, readout=READOUT),
         image_shape=(H, W),
         coil_maps=maps if extras else None,
         density=torch.rand(K, generator=g) + 0.1 if extras else None,
@@ -445,7 +445,7 @@ def test_ismrmrd_writer_follows_the_mrd_convention(tmp_path):
     ismrmrd = pytest.importorskip("ismrmrd")
     rng = np.random.default_rng(3)
     image = (rng.standard_normal((SLICES, COILS, H, W)) + 1j * rng.standard_normal((SLICES, COILS, H, W)))
-    coords = radial((H, W), SPOKES).numpy()
+    coords = radial((H, W), SPOKES, readout=READOUT).numpy()
     n_h, n_w = np.meshgrid(np.arange(H) - H // 2, np.arange(W) - W // 2, indexing="ij")
     phase = np.exp(-1j * (coords[:, 0, None, None] * n_h + coords[:, 1, None, None] * n_w)) / math.sqrt(H * W)
     kspace = np.einsum("scij,kij->sck", image, phase).astype(np.complex64)

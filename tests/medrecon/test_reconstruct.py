@@ -182,7 +182,8 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path, priors, cap
     assert run(CT_SAMPLE, "-o", tmp_path / "x.nii.gz", "--modality", "ct", "--slices", "0:1", "--prior", "no-such-prior") == 3
 
 
-def test_resample_runs_through_the_pipeline_on_a_latent_prior():
+def tiny_latent_prior(modality: str = "CT") -> Prior:
+    """An untrained latent prior on 8x8 images (4-channel 4x4 latents) for pipeline tests."""
     from medrecon.priors.denoiser import EDMDenoiser
     from medrecon.priors.latent import LatentPrior
     from medrecon.priors.networks import AutoencoderConfig, build_autoencoder
@@ -192,10 +193,14 @@ def test_resample_runs_through_the_pipeline_on_a_latent_prior():
     unet = build_unet(UNetConfig(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(8, 16), attention_levels=(),
                                  norm_num_groups=4, layers_per_block=1))
     latent = LatentPrior(ae, 1.0, EDMDenoiser(unet, sigma_data=1.0))
-    card = PriorCard(name="tiny-latent", modality="CT", image_size=8, channels=1, parameterisation="edm",
-                     normalisation=Normalisation.for_modality("CT").to_dict(),
+    card = PriorCard(name=f"tiny-latent-{modality.lower()}", modality=modality, image_size=8, channels=1, parameterisation="edm",
+                     normalisation=Normalisation.for_modality(modality).to_dict(),
                      latent={"scaling_factor": 1.0, "latent_channels": 4, "downsampling": 2})
-    prior = Prior(latent.denoiser, unet, card, Path("."), latent=latent)
+    return Prior(latent.denoiser, unet, card, Path("."), latent=latent)
+
+
+def test_resample_runs_through_the_pipeline_on_a_latent_prior():
+    prior = tiny_latent_prior()
     problem, _ = small_ct_problem(n=2)
     out = reconstruct(problem, prior, sampler="resample", steps=6, options={"latent_iters": 2}, progress=False)
     assert out.mean.shape == (2, 1, 8, 8) and torch.isfinite(out.mean).all() and out.nfe == 6
