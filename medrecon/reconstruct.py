@@ -199,7 +199,7 @@ def problem_from_noncartesian(data, *, noisy: bool = True, scale: float | None =
     magnitude (measured data are noisy, hence ``noisy`` True by default)."""
     from medrecon.operators import NonCartesianMRI  # noqa: PLC0415
     from medrecon.operators.coils import noncartesian_espirit_maps  # noqa: PLC0415
-    from medrecon.operators.trajectories import density_compensation  # noqa: PLC0415
+    from medrecon.operators.nufft import density_compensation  # noqa: PLC0415
 
     kspace = torch.as_tensor(data.kspace).to(torch.complex64)
     shape = tuple(int(s) for s in data.image_shape)

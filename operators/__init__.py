@@ -37,7 +37,8 @@ from .ct_geometry import (
 )
 from .mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from .nufft import NonCartesianMRI
-from .trajectories import Trajectory, density_compensation
+from .nufft import density_compensation
+from .trajectories import Trajectory
 from .noise import add_gaussian_noise, add_log_poisson_noise, randn_per_item, transmission_counts
 
 __all__ = [

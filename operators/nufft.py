@@ -229,7 +229,7 @@ class NonCartesianMRI(LinearOperator):
         coords: ``(K, 2)`` (or ``(..., K, 2)``) radians per pixel in ``[-pi, pi)``.
         image_shape: ``(H, W)``.
         coil_maps: complex ``(B or 1, coils, H, W)``; None for single-coil data (``coils = 1``).
-        density: optional density-compensation weights ``(K,)`` (:func:`.trajectories.density_compensation`),
+        density: optional density-compensation weights ``(K,)`` (:func:`density_compensation`),
             used by :meth:`gridding` and :meth:`kspace_window`; computed on first use when None.
         backend: ``auto``, ``torch`` or ``finufft`` (module docstring).
         eps: NUFFT accuracy, relative to the exact non-uniform DFT.
@@ -302,8 +302,6 @@ class NonCartesianMRI(LinearOperator):
     def density(self) -> torch.Tensor:
         """Density-compensation weights ``(K,)`` (Pipe-Menon through sigpy when not given)."""
         if self._density is None:
-            from .trajectories import density_compensation  # noqa: PLC0415
-
             self._density = density_compensation(self.coords, self.image_shape)
         return self._density
 
@@ -424,6 +422,34 @@ class NonCartesianMRI(LinearOperator):
                 f"backend {self.backend}, eps {self.eps:g}, toeplitz {self.toeplitz}")
 
 
+def density_compensation(coords: torch.Tensor, image_shape: tuple[int, int], *, iterations: int = 30) -> torch.Tensor:
+    """Pipe-Menon density compensation weights ``(K,)`` float32 (Pipe and Menon, MRM 1999):
+    ``w <- w / (P P^T w)`` with ``P`` the NUFFT's sparse interpolation onto the 2x grid (a width-3
+    exponential-of-semicircle kernel), ``iterations`` times from ``w = 1``; then scaled so that
+    gridding ``A^H diag(w) A`` keeps the intensity of a smooth image (the least-squares gain on a
+    Gaussian blob of width ``N / 8`` is 1; scaling the point-spread function's peak to 1 instead
+    over-scales trajectories that cover a disk by 4 / pi, as their corners are never sampled).
+
+    Written here rather than taken from sigpy: on a fully sampled radial acquisition (400 spokes,
+    64x64 Shepp-Logan), gridding with these weights is 46 dB from the disk-truncated image after 10
+    iterations, with sigpy's ``pipe_menon_dcf`` 29 / 31 / 34 dB after 30 / 100 / 300 (docs/operators.md)."""
+    flat = check_coordinates(coords, "density_compensation").to(torch.float64)
+    h, w = image_shape
+    interp, spread, _ = _GriddingPlan(flat, (h, w), 1e-2).tensors("cpu", torch.float64)
+    weights = torch.ones(flat.shape[0], 1, dtype=torch.float64)
+    for _ in range(iterations):
+        weights = weights / (interp @ (spread @ weights)).clamp_min(1e-30)
+    weights = weights[:, 0]
+    rows = torch.arange(h, dtype=torch.float64) - h // 2
+    cols = torch.arange(w, dtype=torch.float64) - w // 2
+    width = max(h, w) / 8
+    blob = torch.exp(-(rows[:, None] ** 2 + cols[None, :] ** 2) / (2 * width**2)).to(torch.complex128)[None, None]
+    op = NonCartesianMRI(flat, (h, w), backend="torch", eps=1e-6)
+    gridded = op.adjoint(op(blob) * weights)
+    gain = float(torch.sum(gridded.conj() * blob).real / torch.sum(gridded.abs() ** 2))
+    return (weights * gain).to(torch.float32)
+
+
 class _DensityWeighted(LinearOperator):
     """``W^1/2 A`` of a :class:`NonCartesianMRI` (W its density weights): the density-weighted model
     (:meth:`NonCartesianMRI.density_weighted`)."""
@@ -458,4 +484,4 @@ class _DensityWeighted(LinearOperator):
         return self.op._adjoint(self._weights(y) * y)
 
 
-__all__ = ["NonCartesianMRI", "BACKENDS", "finufft_available", "kernel_shape"]
+__all__ = ["NonCartesianMRI", "density_compensation", "BACKENDS", "finufft_available", "kernel_shape"]

@@ -18,9 +18,9 @@ grid ``omega = 2 pi k / N`` gives exactly the centred orthonormal FFT of :mod:`.
 - user coordinates: any ``(K, 2)`` tensor; its acceleration is ``H W / K`` (samples against the
   Cartesian grid's), stated as such.
 
-Density compensation: :func:`density_compensation` (Pipe and Menon, MRM 1999, iterative, with the
-NUFFT's own interpolation matrix; measured better than sigpy's ``pipe_menon_dcf``, see there). The
-spiral design is sigpy's (a dependency already).
+Density compensation lives with the NUFFT (:func:`medrecon.operators.nufft.density_compensation`:
+Pipe and Menon, MRM 1999, with the NUFFT's own interpolation matrix). The spiral design is sigpy's
+(a dependency already).
 """
 
 from __future__ import annotations
@@ -182,36 +182,6 @@ def samples_acceleration(image_shape: tuple[int, int], n_samples: int) -> float:
     return image_shape[0] * image_shape[1] / n_samples
 
 
-def density_compensation(coords: torch.Tensor, image_shape: tuple[int, int], *, iterations: int = 30) -> torch.Tensor:
-    """Pipe-Menon density compensation weights ``(K,)`` float32 (Pipe and Menon, MRM 1999):
-    ``w <- w / (P P^T w)`` with ``P`` the NUFFT's sparse interpolation onto the 2x grid (a width-3
-    exponential-of-semicircle kernel), ``iterations`` times from ``w = 1``; then scaled so that
-    gridding ``A^H diag(w) A`` keeps the intensity of a smooth image (the least-squares gain on a
-    Gaussian blob of width ``N / 8`` is 1; scaling the point-spread function's peak to 1 instead
-    over-scales trajectories that cover a disk by 4 / pi, as their corners are never sampled).
-
-    Written here rather than taken from sigpy: on a fully sampled radial acquisition (400 spokes,
-    64x64 Shepp-Logan), gridding with these weights is 46 dB from the disk-truncated image after 10
-    iterations, with sigpy's ``pipe_menon_dcf`` 29 / 31 / 34 dB after 30 / 100 / 300 (docs/operators.md)."""
-    from .nufft import _GriddingPlan, NonCartesianMRI  # noqa: PLC0415 - the operator imports this module
-
-    flat = check_coordinates(coords, "density_compensation").to(torch.float64)
-    h, w = image_shape
-    interp, spread, _ = _GriddingPlan(flat, (h, w), 1e-2).tensors("cpu", torch.float64)
-    weights = torch.ones(flat.shape[0], 1, dtype=torch.float64)
-    for _ in range(iterations):
-        weights = weights / (interp @ (spread @ weights)).clamp_min(1e-30)
-    weights = weights[:, 0]
-    rows = torch.arange(h, dtype=torch.float64) - h // 2
-    cols = torch.arange(w, dtype=torch.float64) - w // 2
-    width = max(h, w) / 8
-    blob = torch.exp(-(rows[:, None] ** 2 + cols[None, :] ** 2) / (2 * width**2)).to(torch.complex128)[None, None]
-    op = NonCartesianMRI(flat, (h, w), backend="torch", eps=1e-6)
-    gridded = op.adjoint(op(blob) * weights)
-    gain = float(torch.sum(gridded.conj() * blob).real / torch.sum(gridded.abs() ** 2))
-    return (weights * gain).to(torch.float32)
-
-
 __all__ = [
     "Trajectory",
     "KINDS",
@@ -221,6 +191,5 @@ __all__ = [
     "radial",
     "spiral",
     "samples_acceleration",
-    "density_compensation",
     "wrap",
 ]

@@ -14,7 +14,8 @@ import torch
 from medrecon.errors import GeometryError, InputError, MissingResourceError, ShapeError
 from medrecon.operators import NonCartesianMRI, Trajectory, fft2c, simulated_maps
 from medrecon.operators.coils import noncartesian_espirit_maps
-from medrecon.operators.trajectories import density_compensation, radial, samples_acceleration, spiral
+from medrecon.operators.nufft import density_compensation
+from medrecon.operators.trajectories import radial, samples_acceleration, spiral
 
 N = 32
 
