@@ -309,18 +309,20 @@ class NonCartesianMRI(LinearOperator):
     def _type2(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, H, W)`` complex -> ``(N, K)``."""
         if self.backend_for(images) == "torch":
-            if self._plan is None:
-                self._plan = _GriddingPlan(self.coords, self.image_shape, self.eps)
-            return _torch_type2(self._plan, images)
+            return _torch_type2(self._gridding_plan(), images)
         return _Finufft.apply(images, 2, self._coords_for_finufft(), self.image_shape, self.eps)
 
     def _type1(self, samples: torch.Tensor) -> torch.Tensor:
         """``(N, K)`` complex -> ``(N, H, W)``: the adjoint of :meth:`_type2`."""
         if self.backend_for(samples) == "torch":
-            if self._plan is None:
-                self._plan = _GriddingPlan(self.coords, self.image_shape, self.eps)
-            return _torch_type1(self._plan, samples)
+            return _torch_type1(self._gridding_plan(), samples)
         return _Finufft.apply(samples, 1, self._coords_for_finufft(), self.image_shape, self.eps)
+
+    def _gridding_plan(self) -> _GriddingPlan:
+        """The torch backend's plan (built on first use, shared with batch slices)."""
+        if self._plan is None:
+            self._plan = _GriddingPlan(self.coords, self.image_shape, self.eps)
+        return self._plan
 
     def _coords_for_finufft(self) -> dict:
         if self._finufft_coords is None:

@@ -943,6 +943,24 @@ def _footer(total_s: float | None, peak_rss_bytes: int | None) -> list[str]:
     return ["", " ".join(footer)] if footer else []
 
 
+def _header_lines(title: str, *, command: str, info: dict, date: str, software: str, repeats: int,
+                  method_tail: str) -> list[str]:
+    """The first lines of a report section: title, command, date, machine, software and method."""
+    ram = "?" if info.get("ram_gib") is None else f"{info['ram_gib']:.1f} GiB"
+    return [
+        title,
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {date}",
+        f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), {ram} RAM; "
+        f"GPU: {info['gpu']}",
+        f"- Software: {software}",
+        f"- Method: median of {repeats} run{'' if repeats == 1 else 's'} after one warm-up call (`time.perf_counter`"
+        + (", `torch.cuda.synchronize()` around GPU calls" if info["gpu"] != "none" else "")
+        + f"); {method_tail}",
+    ]
+
+
 def format_report(
     result: dict,
     *,
@@ -956,21 +974,13 @@ def format_report(
     load: tuple | None = None,
 ) -> str:
     """The Markdown section: header, timing table, matrix table, notes, run time and peak memory."""
-    ram = "?" if info.get("ram_gib") is None else f"{info['ram_gib']:.1f} GiB"
-    lines = [
-        "## Operator timings (`medrecon bench operators`)",
-        "",
-        f"- Command: `{command}`",
-        f"- Date: {date}",
-        f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), {ram} RAM; "
-        f"GPU: {info['gpu']}",
-        f"- Software: Python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads, "
+    lines = _header_lines(
+        "## Operator timings (`medrecon bench operators`)", command=command, info=info, date=date, repeats=repeats,
+        software=f"Python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads, "
         f"`torch.get_num_threads()`), astra-toolbox {info['astra']}, sigpy {info['sigpy']}, "
         f"scikit-image {info['skimage']}, numpy {info['numpy']}",
-        f"- Method: median of {repeats} run{'' if repeats == 1 else 's'} after one warm-up call (`time.perf_counter`"
-        + (", `torch.cuda.synchronize()` around GPU calls" if info["gpu"] != "none" else "")
-        + f"); batch B = {batch} slices; under `torch.no_grad()`; float32 CT, complex64 MRI.",
-    ]
+        method_tail=f"batch B = {batch} slices; under `torch.no_grad()`; float32 CT, complex64 MRI.",
+    )
     lines += _load_lines(load, info)
     lines += [
         "",
@@ -1045,22 +1055,15 @@ def format_nufft_report(
     load: tuple | None = None,
 ) -> str:
     """The Markdown section of the non-Cartesian MRI rows (``result["nufft"]``)."""
-    ram = "?" if info.get("ram_gib") is None else f"{info['ram_gib']:.1f} GiB"
-    lines = [
-        "### Non-Cartesian MRI: NUFFT timings (`medrecon bench operators`)",
-        "",
-        f"- Command: `{command}`",
-        f"- Date: {date}",
-        f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), {ram} RAM; "
-        f"GPU: {info['gpu']}",
-        f"- Software: Python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads), "
+    lines = _header_lines(
+        "### Non-Cartesian MRI: NUFFT timings (`medrecon bench operators`)", command=command, info=info, date=date,
+        repeats=repeats,
+        software=f"Python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads), "
         f"finufft {info.get('finufft', '?')}, sigpy {info['sigpy']}, mri-nufft {info.get('mrinufft', '?')}, "
         f"numpy {info['numpy']}",
-        f"- Method: median of {repeats} run{'' if repeats == 1 else 's'} after one warm-up call (`time.perf_counter`"
-        + (", `torch.cuda.synchronize()` around GPU calls" if info["gpu"] != "none" else "")
-        + f"); batch B = {batch} slices; under `torch.no_grad()`; complex64 images and k-space; "
+        method_tail=f"batch B = {batch} slices; under `torch.no_grad()`; complex64 images and k-space; "
         f"NUFFT accuracy eps = {NUFFT_EPS:g} for medrecon and mri-nufft.",
-    ]
+    )
     lines += _load_lines(load, info)
     lines += [
         "",
