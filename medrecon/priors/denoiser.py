@@ -31,6 +31,7 @@ is clamped to the table's range.
 
 from __future__ import annotations
 
+import math
 from abc import ABCMeta, abstractmethod
 from typing import Callable
 
@@ -41,15 +42,27 @@ from medrecon.errors import InputError, ShapeError
 
 
 def sigma_tensor(sigma, x: torch.Tensor) -> torch.Tensor:
-    """``sigma`` as a ``(B,)`` real tensor on ``x``'s device (checked: finite and positive)."""
+    """``sigma`` as a ``(B,)`` real tensor on ``x``'s device (checked: finite and positive).
+
+    No host synchronisation on an accelerator (the samplers call this every step): a number is
+    checked on the host and filled on the device; a tensor on a GPU is checked asynchronously
+    (the error surfaces at the next synchronisation)."""
     real = x.real.dtype if x.is_complex() else x.dtype
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise InputError("sigma must be finite and > 0")
+        return torch.full((x.shape[0],), float(sigma), dtype=real, device=x.device)
     s = torch.as_tensor(sigma, dtype=real, device=x.device)
     if s.ndim == 0:
         s = s.expand(x.shape[0])
     if s.shape != (x.shape[0],):
         raise ShapeError(f"sigma must be a number or one value per item ({x.shape[0]}), got shape {tuple(s.shape)}")
-    if not bool(torch.all(torch.isfinite(s) & (s > 0))):
-        raise InputError("sigma must be finite and > 0")
+    valid = torch.all(torch.isfinite(s) & (s > 0))
+    if s.device.type == "cpu":
+        if not bool(valid):
+            raise InputError("sigma must be finite and > 0")
+    else:
+        torch._assert_async(valid, "sigma must be finite and > 0")
     return s
 
 
@@ -111,6 +124,13 @@ class DiscreteVPSchedule:
             raise InputError("alphas_cumprod must decrease with the timestep (sigma increasing)")
         self.alphas_cumprod = abar
         self.sigmas = sigmas
+        self._log_tables: dict[torch.device, torch.Tensor] = {}
+
+    def _log_table(self, device: torch.device) -> torch.Tensor:
+        """``log sigmas`` on ``device``, copied there once (no host-to-device copy per step)."""
+        if device not in self._log_tables:
+            self._log_tables[device] = torch.log(self.sigmas).to(device)
+        return self._log_tables[device]
 
     @property
     def sigma_min(self) -> float:
@@ -122,7 +142,7 @@ class DiscreteVPSchedule:
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """Fractional timestep of each sigma (log-sigma interpolation, clamped to the table)."""
-        log_table = torch.log(self.sigmas).to(sigma.device)
+        log_table = self._log_table(sigma.device)
         log_s = torch.log(sigma.to(torch.float64)).clamp(log_table[0], log_table[-1])
         upper = torch.searchsorted(log_table, log_s).clamp(1, log_table.numel() - 1)
         lo, hi = log_table[upper - 1], log_table[upper]

@@ -33,15 +33,26 @@ def tweedie_epsilon(x: torch.Tensor, x0_hat: torch.Tensor, sigma: float) -> torc
     return (x - x0_hat) / sigma
 
 
-def cg_data_consistency(op, y: torch.Tensor, x_start: torch.Tensor, *, n_iter: int, gamma_rel: float | None) -> torch.Tensor:
-    """DDS's data-consistency step (Chung, Lee, Ye 2024), ``n_iter`` CG iterations from ``x_start``:
+class CGDataConsistency:
+    """DDS's data-consistency step (Chung, Lee, Ye 2024): ``n_iter`` CG iterations from ``x_start``.
 
     - ``gamma_rel`` None (noiseless): CG on ``A^H A x = A^H y`` started at ``x_start``;
     - otherwise (noisy): the proximal problem ``(I + gamma A^H A) x = x_start + gamma A^H y`` with
       ``gamma = gamma_rel / ||A||^2``, which keeps the prior's estimate where the data are noise.
+
+    Built once per sampler call, before its loop: ``A^H y`` and ``||A||^2`` (a power iteration with
+    host reads) are computed here, so a step is device work only.
     """
-    rhs = op.adjoint(y)
-    if gamma_rel is None:
-        return conjugate_gradient(op.normal, rhs, x_start, n_iter=n_iter)
-    gamma = gamma_rel / op.norm_sq(device=y.device, dtype=y.real.dtype if y.is_complex() else y.dtype)
-    return conjugate_gradient(lambda v: v + gamma * op.normal(v), x_start + gamma * rhs, x_start, n_iter=n_iter)
+
+    def __init__(self, op, y: torch.Tensor, *, gamma_rel: float | None) -> None:
+        self.op = op
+        self.rhs = op.adjoint(y)
+        self.gamma = None
+        if gamma_rel is not None:
+            self.gamma = gamma_rel / op.norm_sq(device=y.device, dtype=y.real.dtype if y.is_complex() else y.dtype)
+
+    def __call__(self, x_start: torch.Tensor, *, n_iter: int) -> torch.Tensor:
+        if self.gamma is None:
+            return conjugate_gradient(self.op.normal, self.rhs, x_start, n_iter=n_iter)
+        gamma = self.gamma
+        return conjugate_gradient(lambda v: v + gamma * self.op.normal(v), x_start + gamma * self.rhs, x_start, n_iter=n_iter)

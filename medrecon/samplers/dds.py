@@ -5,7 +5,7 @@ One step from ``sigma_i`` to ``sigma_{i+1}`` (ALGORITHMS.md):
 1. Tweedie: ``x0_hat = D(x_i, sigma_i)`` (no clipping), ``eps_hat = (x_i - x0_hat) / sigma_i``;
 2. data consistency: ``x0_tilde`` = ``cg_iters`` CG steps from ``x0_hat`` on ``A^H A x = A^H y``
    (noiseless) or on ``(I + gamma A^H A) x = x0_hat + gamma A^H y`` (noisy, ``gamma = gamma_rel /
-   ||A||^2``) — :func:`~medrecon.samplers.consistency.cg_data_consistency`;
+   ||A||^2``) — :class:`~medrecon.samplers.consistency.CGDataConsistency`;
 3. re-noise: ``x_{i+1} = x0_tilde + sigma_{i+1} (eta z + sqrt(1 - eta^2) eps_hat)`` — DDIM's update
    written for ``x = x0 + sigma n`` (the VP form divided by ``sqrt(abar)``).
 
@@ -32,7 +32,7 @@ from medrecon.errors import InputError
 from medrecon.operators.base import complex_dtype_of, real_dtype_of
 from medrecon.operators.noise import as_generator_list
 
-from .consistency import cg_data_consistency, diffusion_noise, tweedie_epsilon
+from .consistency import CGDataConsistency, diffusion_noise, tweedie_epsilon
 from .tv_z import TVzADMM
 
 VOLUME_PRIORS = (None, "tv-z")
@@ -89,9 +89,11 @@ def sample_dds(
         raise InputError(f"cg_iters must be an integer >= 0, got {cg_iters!r}")
     if volume_prior not in VOLUME_PRIORS:
         raise InputError(f"volume_prior must be one of {VOLUME_PRIORS}, got {volume_prior!r}")
-    admm = None
+    admm = consistency = None
     if volume_prior == "tv-z":
         admm = TVzADMM(op, y, lam_rel=tv_lam_rel, rho_rel=tv_rho_rel, gamma_rel=gamma_rel, boundary=tv_boundary)
+    elif cg_iters > 0:
+        consistency = CGDataConsistency(op, y, gamma_rel=gamma_rel)
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).tolist()
     gens = as_generator_list(generator, y.shape[0])
     real = real_dtype_of(y.dtype)
@@ -105,7 +107,7 @@ def sample_dds(
         elif admm is not None:
             x0_tilde = admm.step(x0_hat, cg_iters=cg_iters)
         else:
-            x0_tilde = cg_data_consistency(op, y, x0_hat, n_iter=cg_iters, gamma_rel=gamma_rel)
+            x0_tilde = consistency(x0_hat, n_iter=cg_iters)
         if callback is not None:
             callback(i, x0_tilde)
         if i + 1 == len(sigmas):

@@ -20,7 +20,7 @@ s_{N-1}`` and ``z = s_0 n`` (item i's noise from generator i), step ``i`` (``s =
    - middle third (``m <= i < ceil(2N / 3)``), **pixel space**: ``x* =`` ``pixel_cg_iters`` CG
      iterations started at ``decode(z0_hat)`` on ``A^H A x = A^H y`` (``gamma_rel`` None), or on
      ``(I + gamma A^H A) x = decode(z0_hat) + gamma A^H y`` with ``gamma = gamma_rel / ||A||^2`` for
-     noisy data (:func:`~medrecon.samplers.consistency.cg_data_consistency`, DDS's step); then
+     noisy data (:class:`~medrecon.samplers.consistency.CGDataConsistency`, DDS's step); then
      ``z0* = encode(x*)``. (The paper solves this least-squares problem by gradient steps; it is
      linear, so CG is the natural solver, as ALGORITHMS.md notes.)
    - last third, **latent space**: ``z0* = argmin_z ||y - A decode(z)||^2`` approximated by
@@ -84,7 +84,7 @@ from medrecon.errors import InputError
 from medrecon.operators.base import LinearOperator, complex_dtype_of, real_dtype_of
 from medrecon.operators.noise import as_generator_list
 
-from .consistency import cg_data_consistency, diffusion_noise
+from .consistency import CGDataConsistency, diffusion_noise
 from .dps import likelihood_gradient
 
 PHASES = ("low_resolution", "zero")
@@ -268,10 +268,12 @@ def sample_resample(
     def encode(x: torch.Tensor) -> torch.Tensor:
         return latent_prior.encode(x.to(latent_dtype)).to(latent_dtype)
 
+    consistency = CGDataConsistency(image_op, y, gamma_rel=gamma_rel) if pixel_cg_iters > 0 else None
+
     def pixel_solve(x_start: torch.Tensor) -> torch.Tensor:
-        if pixel_cg_iters == 0:
+        if consistency is None:
             return x_start
-        return cg_data_consistency(image_op, y, x_start, n_iter=pixel_cg_iters, gamma_rel=gamma_rel)
+        return consistency(x_start, n_iter=pixel_cg_iters)
 
     def latent_solve(z_start: torch.Tensor) -> torch.Tensor:
         z = z_start.detach().clone().requires_grad_(True)

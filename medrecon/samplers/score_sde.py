@@ -40,7 +40,7 @@ from medrecon.operators.ct import CTProjector
 from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from medrecon.operators.noise import as_generator_list
 
-from .consistency import cg_data_consistency, diffusion_noise, per_item_norm
+from .consistency import CGDataConsistency, diffusion_noise, per_item_norm
 
 FINAL_CG_ITERS = 30  # CG steps of the final data consistency (multi-coil MRI, or final_gamma_rel)
 LS_CG_ITERS = 5  # CG steps of each least-squares projection of non-Cartesian data
@@ -216,6 +216,12 @@ def sample_score_sde(
     is_complex = op.in_complex
     like = torch.zeros((y.shape[0], *op.in_shape), dtype=complex_dtype_of(real) if is_complex else real, device=y.device)
     y_full = transform.embed(y)
+    final = None  # the last step's data consistency, set up before the loop (no host reads in it)
+    if final_gamma_rel is not None:
+        final = CGDataConsistency(op, y, gamma_rel=final_gamma_rel)
+    elif isinstance(transform, (_MultiCoilTransform, _LeastSquaresTransform)):
+        # T is not unitary: the hard projection is the least-squares step x0 + A^+ (y - A x0), by CG
+        final = CGDataConsistency(op, y, gamma_rel=None)
     x = sigmas[0] * diffusion_noise(like, gens)
     for i, sigma in enumerate(sigmas[:-1]):
         nxt = sigmas[i + 1]
@@ -232,11 +238,8 @@ def sample_score_sde(
         if callback is not None:
             callback(i, x)
     x0 = denoiser(x, sigmas[-1])
-    if final_gamma_rel is not None:
-        x0 = cg_data_consistency(op, y, x0, n_iter=FINAL_CG_ITERS, gamma_rel=final_gamma_rel)
-    elif isinstance(transform, (_MultiCoilTransform, _LeastSquaresTransform)):
-        # T is not unitary: the hard projection is the least-squares step x0 + A^+ (y - A x0), by CG
-        x0 = cg_data_consistency(op, y, x0, n_iter=FINAL_CG_ITERS, gamma_rel=None)
+    if final is not None:
+        x0 = final(x0, n_iter=FINAL_CG_ITERS)
     else:
         x0 = _project(transform, x0, y_full, 1.0, is_complex)
     if clip is not None:
