@@ -307,9 +307,36 @@ def _add_reconstruct(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--steps", type=int, default=None, help="sampler steps (default: the task's preset)")
     rec.add_argument("--option", action="append", metavar="KEY=VALUE", help="override a preset option (repeatable), e.g. gamma_rel=0.5")
     rec.add_argument("--samples", type=int, default=1, help="posterior samples per slice; > 1 adds an uncertainty map (default: 1)")
-    rec.add_argument("--batch-size", type=int, default=8, help="slices per network call (default: %(default)s)")
+    rec.add_argument("--batch-size", type=batch_size_arg, default="auto",
+                     help="at most this many slices per network call, or auto: as many as the GPU's free memory holds, 8 on "
+                     "the CPU (default: %(default)s)")
     rec.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    add_execution_arguments(rec)
     rec.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def batch_size_arg(value: str):
+    """``--batch-size``: a positive integer or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {value!r}")
+    return number
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--compile``: how the prior's network runs (medrecon.priors.execution)."""
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="the network's arithmetic: bf16 autocast with channels_last, or fp32; auto: bf16 on a GPU, fp32 on "
+                        "the CPU (default: %(default)s)")
+    parser.add_argument("--compile", choices=["auto", "off", "default", "reduce-overhead", "max-autotune"], default="auto",
+                        help="torch.compile the network with this mode (off: eager); auto: default on a GPU, off on the CPU. "
+                        "The first call of each batch shape pays the compile time, stated in the record (default: %(default)s)")
+
 
 
 def _run_reconstruct(args: argparse.Namespace) -> int:

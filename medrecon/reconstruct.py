@@ -392,11 +392,71 @@ def _volume_model(prior, op, y, sampler: str, phase, adapter: dict, chunk: int):
     """``(model, counter)`` for a whole volume ``y`` ``(S, ...)``: :func:`_batch_model` for each chunk
     of ``chunk`` slices, called chunk by chunk; ``counter`` counts the first chunk's network calls
     (one per step, as for every slice)."""
-    n = y.shape[0]
-    bounds = [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    bounds = [slice(a, b) for a, b in balanced_blocks(y.shape[0], chunk)]
     parts = [_batch_model(prior, op.batch_slice(s), y[s], sampler, None if phase is None else phase[s], **adapter)
              for s in bounds]
     return _ChunkedModel([m for m, _ in parts], bounds), parts[0][1]
+
+
+def balanced_blocks(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the fewest batches of at most ``batch_size`` items covering ``n``, their
+    sizes differing by at most one, the larger first (300 at 128: three of 100)."""
+    count = -(-n // batch_size)
+    size, extra = divmod(n, count)
+    blocks, start = [], 0
+    for k in range(count):
+        stop = start + size + (1 if k < extra else 0)
+        blocks.append((start, stop))
+        start = stop
+    return blocks
+
+
+MAX_AUTO_BATCH = 256  # GPU.md: batch 128 is twice as fast as 32; no measurement beyond, so no more
+
+
+def batch_from_memory(free_bytes: int, bytes_per_slice: float, slices: int, *, share: float = 0.7) -> int:
+    """The batch size that fits ``share`` of ``free_bytes`` at ``bytes_per_slice``, between 1 and
+    ``min(slices, MAX_AUTO_BATCH)``."""
+    fits = int(share * free_bytes // max(bytes_per_slice, 1.0))
+    return max(1, min(fits, slices, MAX_AUTO_BATCH))
+
+
+def auto_batch_size(prior, op, sampler: str, execution, device, slices: int, *, probe: int = 4) -> int:
+    """Slices per batch for ``device``: 8 on the CPU; on a GPU measured: one network call on
+    ``probe`` slices (with input gradients for DPS and ReSample, which differentiate through the
+    network), run eagerly with ``execution``'s precision and layout, gives the memory per slice,
+    and the batch takes 70% of the free memory (:func:`batch_from_memory`), the rest left to the
+    sampler's own tensors (data, CG vectors: a few images per slice)."""
+    import dataclasses  # noqa: PLC0415
+
+    from medrecon.priors.execution import with_execution  # noqa: PLC0415
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return min(8, slices)
+    eager = with_execution(prior, dataclasses.replace(execution, compile="off"))
+    denoiser = eager.latent.denoiser if eager.latent is not None else eager.denoiser
+    if eager.latent is not None:
+        f = eager.latent.downsampling
+        shape = (eager.latent.latent_channels, op.in_shape[-2] // f, op.in_shape[-1] // f)
+    else:
+        shape = (prior.card.channels, *op.in_shape[-2:])
+    grad = sampler in ("dps", "resample")
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    x = torch.randn((probe, *shape), device=device).requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        out = denoiser(x, 1.0)
+        if grad:
+            torch.autograd.grad(out.sum(), x)
+    torch.cuda.synchronize(device)
+    per_slice = (torch.cuda.max_memory_allocated(device) - before) / probe
+    del x, out
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(device)
+    return batch_from_memory(free, per_slice, slices)
 
 
 @torch.no_grad()
@@ -414,6 +474,7 @@ def reconstruct(
     slice_indices=None,
     progress: bool | None = None,
     other_size: bool = False,
+    execution=None,
 ) -> Reconstruction:
     """Reconstruct every slice of ``problem`` with ``sampler`` over ``prior``.
 
@@ -424,7 +485,10 @@ def reconstruct(
         steps, options: override the preset's step count and options (``presets.json``); ``options``
             may also set the prior adapter's ``imag_std`` (complex MR with a real prior).
         samples: posterior samples per slice; > 1 gives the mean and the standard deviation.
-        batch_size: slices per network call (and, with a volume prior, per operator call).
+        batch_size: at most this many slices per network call (and, with a volume prior, per
+            operator call), or ``"auto"``: on a GPU as many as its free memory holds
+            (:func:`auto_batch_size`), else 8. The slices are split into batches of equal size
+            (300 slices at 128: three of 100), so a compiled network sees one shape.
         device: ``cuda``/``cpu``/None (CUDA when available).
         seed: slice ``k``'s sample ``j`` draws from a generator seeded by ``(seed, k, j)``.
         slice_indices: the global index of each of the problem's slices (default ``0..S-1``) —
@@ -432,8 +496,13 @@ def reconstruct(
         progress: a progress line on stderr (None: when stderr is a terminal).
         other_size: let a pixel prior run at the operator's image size though it was trained at
             another (:func:`check_prior_fits`).
+        execution: how the network runs (:class:`~medrecon.priors.execution.NetworkExecution`,
+            its ``auto`` settings resolved for ``device``; None: all ``auto``, bf16 + channels_last + ``torch.compile`` on a GPU, fp32
+            eager on the CPU). The record's ``network`` entry states it, with the first call's
+            seconds per input shape (the compile time).
     """
     from medrecon.operators.base import SliceChunkedOperator, real_dtype_of  # noqa: PLC0415
+    from medrecon.priors.execution import NetworkExecution, executed_network, with_execution  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
     from .samplers import SAMPLERS  # noqa: PLC0415
@@ -443,14 +512,18 @@ def reconstruct(
         raise InputError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise InputError(f"samples must be a positive integer, got {samples!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but torch sees no CUDA device")
     if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
         prior = load_prior(prior, device=device)
     check_prior_fits(prior, problem, sampler, other_size=other_size)
+    execution = (NetworkExecution() if execution is None else execution).for_device(device)
+    if batch_size == "auto":
+        batch_size = auto_batch_size(prior, problem.op, sampler, execution, device, problem.slices)
+    prior = with_execution(prior, execution)
     task = task_name(problem.modality, problem.noisy, non_cartesian=getattr(problem.op, "non_cartesian", False))
     options = dict(options or {})
     adapter = {**adapter_settings(task), **{k: options.pop(k) for k in ADAPTER_OPTIONS if k in options}}
@@ -483,7 +556,7 @@ def reconstruct(
     t0 = time.perf_counter()
     # slice-wise: independent batches of slices; a volume prior: the whole volume in one sampler call
     # (its operator and network applied batch_size slices at a time)
-    blocks = [(0, n)] if volume else [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    blocks = [(0, n)] if volume else balanced_blocks(n, batch_size)
     for j in range(samples):
         for start, stop in blocks:
             y_b = y_all[start:stop].to(device)
@@ -521,12 +594,15 @@ def reconstruct(
         std = (value_sq / samples - (value_sum / samples) ** 2).clamp_min(0).sqrt()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     recorded = settings.to_dict()
+    executed = executed_network(prior)
+    recorded["network"] = executed.record() if executed is not None else execution.to_dict()
+    recorded["batch_size"] = batch_size
     if adapter and op.in_complex and prior.card.channels == 1 and sampler != "resample":
         recorded["adapter"] = {"phase_aligned": dict(adapter)}
     return Reconstruction(mean, std, samples, nfe, seconds, int(peak), recorded, str(device))
 
 
-__all__ = ["Problem", "Progress", "Reconstruction", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace",
+__all__ = ["Problem", "Progress", "Reconstruction", "auto_batch_size", "balanced_blocks", "batch_from_memory", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace",
            "reconstruct"]
 
 

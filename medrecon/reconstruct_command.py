@@ -46,6 +46,7 @@ import torch
 
 from medrecon import __version__
 from medrecon.errors import InputError
+from medrecon.priors.execution import NetworkExecution
 
 FIGURE_SLICES = 3
 
@@ -434,6 +435,7 @@ def _run_reconstruct(args: argparse.Namespace, device) -> int:
     # that the other ranks do not wait for it inside the gather
     result = reconstruct_sharded(problem, prior, sampler=args.sampler, steps=args.steps, options=options, samples=args.samples,
                                  batch_size=args.batch_size, device=device, seed=args.seed,
+                                 execution=NetworkExecution(precision=args.precision, compile=args.compile),
                                  progress=None if not args.quiet else False, other_size=args.grid == "input")
     if result is None:  # a rank other than 0: rank 0 writes the outputs
         return 0

@@ -19,7 +19,7 @@ from medrecon.priors.networks import UNetConfig, build_unet
 from medrecon.priors.training_data import Normalisation
 from medrecon.reconstruct import Problem, reconstruct
 
-from .test_reconstruct import small_ct_problem, tiny_latent_prior
+from .test_reconstruct import CT_SAMPLE, gaussian_prior, small_ct_problem, tiny_latent_prior
 
 # What reads a tensor's value on the host from Python (each waits for the device on a GPU).
 HOST_READS = ("__bool__", "item", "tolist", "__float__", "__int__", "__index__", "numpy", "cpu")
@@ -157,3 +157,99 @@ def test_the_trap_catches_a_host_read(monkeypatch):
         float(torch.ones(()))
         trap.armed = False
     assert [r.split(" ")[0] for r in trap.reads] == ["__bool__", "__float__"]
+
+
+# ------------------------------------------------------------------------------ network execution
+def _ct_sample_problem(n_slices: int, size: int):
+    """Slices of the shipped validation sample (ct-lung1) in the prior's units, 23 parallel views."""
+    import nibabel as nib
+    import numpy as np
+
+    from medrecon.benchmarks.recon import Setting, make_problem
+    from medrecon.priors.training_data import resample_slices
+
+    volume = np.asarray(nib.load(CT_SAMPLE).dataobj).transpose(2, 1, 0)
+    index = np.linspace(1, volume.shape[0] - 2, n_slices).round().astype(int)
+    images = resample_slices(Normalisation.for_modality("CT").apply(torch.as_tensor(volume[index], dtype=torch.float32)), size)
+    return make_problem(Setting("CT 23 views", "CT"), images, seed=0)
+
+
+def test_bf16_channels_last_gives_the_fp32_image_within_the_tolerance():
+    # The fast path's tolerance (issue: PSNR within 0.05 dB of fp32 eager), in reduced form: the
+    # shipped CT prior, two validation-sample slices, DDS at 10 steps instead of 50.
+    from medrecon.benchmarks.recon import score
+    from medrecon.priors.execution import NetworkExecution
+    from medrecon.priors.hub import load_prior
+
+    problem, reference = _ct_sample_problem(2, 256)
+    runs = {}
+    for name, execution in {"fp32": NetworkExecution.plain(), "bf16": NetworkExecution("bf16")}.items():
+        result = reconstruct(problem, load_prior("ct-starter"), sampler="dds", steps=10, progress=False, execution=execution)
+        runs[name] = (result, score(result.mean, reference)["psnr"])
+    (fp32, psnr32), (bf16, psnr16) = runs["fp32"], runs["bf16"]
+    assert bf16.settings["network"]["precision"] == "bf16" and bf16.settings["network"]["channels_last"] is True
+    assert fp32.settings["network"] == NetworkExecution.plain().to_dict()
+    assert psnr32 > 30  # a real reconstruction, not two equal failures
+    assert abs(psnr16 - psnr32) <= 0.05, (psnr32, psnr16)
+    assert not torch.equal(bf16.mean, fp32.mean)  # bf16 did run
+
+
+def test_a_compiled_network_matches_eager_and_compiles_once_for_a_volume():
+    # torch.compile (inductor) on the CPU with a tiny network: 3 slices at batch size 2 are two
+    # batches of 2 and 1; the short one is padded, so one shape is compiled, and its time recorded.
+    from medrecon.priors.execution import NetworkExecution
+
+    problem, _ = _ct_sample_problem(3, 32)
+    card = PriorCard(name="tiny-ct", modality="CT", image_size=32, channels=1, parameterisation="edm",
+                     normalisation=Normalisation.for_modality("CT").to_dict())
+    results = {}
+    for compile_mode in ("off", "default"):
+        net = _unet(32)
+        prior = Prior(EDMDenoiser(net), net, card, Path("."))
+        results[compile_mode] = reconstruct(problem, prior, sampler="dds", steps=3, batch_size=2, progress=False,
+                                            execution=NetworkExecution("fp32", False, compile_mode))
+    eager, compiled = results["off"], results["default"]
+    torch.testing.assert_close(compiled.mean, eager.mean, rtol=1e-4, atol=1e-4)
+    record = compiled.settings["network"]
+    assert record["compile"] == "default" and list(record["first_call_seconds"]) == ["(2, 1, 32, 32)"]
+    assert record["first_call_seconds"]["(2, 1, 32, 32)"] > 0
+    assert eager.settings["network"] == NetworkExecution.plain().to_dict()
+
+
+def test_execution_settings_resolve_per_device_and_refuse_bad_values():
+    from medrecon.errors import InputError
+    from medrecon.priors.execution import NetworkExecution, with_execution
+
+    assert NetworkExecution().for_device("cpu") == NetworkExecution.plain()
+    assert NetworkExecution().for_device("cuda") == NetworkExecution("bf16", True, "default")
+    assert NetworkExecution("bf16").for_device("cpu") == NetworkExecution("bf16", True, "off")
+    assert NetworkExecution("fp32", True, "auto").for_device("cuda") == NetworkExecution("fp32", True, "default")
+    with pytest.raises(InputError, match="precision"):
+        NetworkExecution("fp16")
+    with pytest.raises(InputError, match="compile"):
+        NetworkExecution(compile="fast")
+    gaussian = _pixel_prior("CT", 8, EDMDenoiser(torch.nn.Identity()))
+    assert with_execution(gaussian, NetworkExecution()) is gaussian  # plain on the CPU: unchanged
+    with pytest.raises(InputError, match="no network"):
+        with_execution(gaussian, NetworkExecution("bf16"))
+
+
+def test_batches_are_balanced_and_sized_from_memory():
+    from medrecon.reconstruct import MAX_AUTO_BATCH, balanced_blocks, batch_from_memory
+
+    assert balanced_blocks(300, 128) == [(0, 100), (100, 200), (200, 300)]
+    assert balanced_blocks(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert balanced_blocks(5, 8) == [(0, 5)]
+    for n, b in [(1, 1), (17, 4), (300, 256), (301, 100)]:
+        blocks = balanced_blocks(n, b)
+        sizes = [stop - start for start, stop in blocks]
+        assert blocks[0][0] == 0 and blocks[-1][1] == n and max(sizes) <= b and max(sizes) - min(sizes) <= 1
+        assert len(blocks) == -(-n // b)
+    gib = 2**30
+    assert batch_from_memory(80 * gib, 0.12 * gib, 1000) == min(int(0.7 * 80 / 0.12), MAX_AUTO_BATCH)
+    assert batch_from_memory(10 * gib, 0.12 * gib, 1000) == int(0.7 * 10 / 0.12)
+    assert batch_from_memory(10 * gib, 0.12 * gib, 20) == 20
+    assert batch_from_memory(0, 0.12 * gib, 20) == 1
+    problem, _ = small_ct_problem(n=3, size=8)
+    out = reconstruct(problem, gaussian_prior(), sampler="dds", steps=2, batch_size="auto", progress=False)
+    assert out.settings["batch_size"] == 3  # the CPU's 8, capped by the volume

@@ -1,0 +1,169 @@
+"""How a prior's network is executed: precision, memory layout and compilation.
+
+The network is nearly all of a diffusion reconstruction's time (15,000 calls for a 300-slice volume
+at 50 steps), so on a GPU it runs fast by default: bf16 autocast (the weights stay fp32, matmuls
+and convolutions run in bf16), channels_last activations, and ``torch.compile`` (inductor). On the
+CPU the default stays fp32 eager: compiling costs about 40 s per input shape there and measured no
+faster than eager, and bf16 is only fast on CPUs with native bf16 (AMX / AVX512-BF16); both can be
+asked for. The fast settings must give the fp32 eager image within a stated tolerance
+(docs/benchmarks.md, "GPU fast path"; the CPU test in tests/medrecon/test_fast_path.py).
+
+:func:`with_execution` returns a prior whose denoiser calls an :class:`ExecutedNetwork`; the
+sampler code does not change. A compiled network is compiled for fixed shapes (``dynamic=False``):
+a batch smaller than the largest one seen is zero-padded to it (each image is processed on its own:
+group norm, attention and convolutions never mix batch items), so a volume whose last batch is
+short compiles once. ``reduce-overhead`` (CUDA graphs) pays only where launch overhead matters,
+i.e. small batches; its outputs are copied out of the graph's memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medrecon.errors import InputError
+
+from .denoiser import call_network
+
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+@dataclass(frozen=True)
+class NetworkExecution:
+    """``precision`` ``fp32`` or ``bf16`` (autocast), ``channels_last`` activations, ``compile``
+    one of :data:`COMPILE_MODES` (``off``: eager). ``auto`` / None leave the choice to the device
+    (:meth:`for_device`): on CUDA bf16, channels_last and ``torch.compile`` (mode ``default``);
+    elsewhere fp32 eager. channels_last follows bf16 unless given (it is what makes bf16
+    convolutions fast, on CPUs with native bf16 as well)."""
+
+    precision: str = "auto"
+    channels_last: bool | None = None
+    compile: str = "auto"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS + ("auto",):
+            raise InputError(f"precision must be one of {PRECISIONS} or auto, got {self.precision!r}")
+        if self.compile not in COMPILE_MODES + ("auto",):
+            raise InputError(f"compile must be one of {COMPILE_MODES} or auto, got {self.compile!r}")
+        if self.channels_last not in (None, True, False):
+            raise InputError(f"channels_last must be true, false or None (auto), got {self.channels_last!r}")
+
+    @classmethod
+    def plain(cls) -> "NetworkExecution":
+        """fp32 eager in the default layout: the network as loaded (the reference of the tolerance)."""
+        return cls("fp32", False, "off")
+
+    @property
+    def is_plain(self) -> bool:
+        return self == NetworkExecution.plain()
+
+    def for_device(self, device) -> "NetworkExecution":
+        """These settings with every ``auto`` resolved for ``device``."""
+        gpu = torch.device(device).type == "cuda"
+        precision = ("bf16" if gpu else "fp32") if self.precision == "auto" else self.precision
+        compile = ("default" if gpu else "off") if self.compile == "auto" else self.compile
+        channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
+        return NetworkExecution(precision, channels_last, compile)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ExecutedNetwork(nn.Module):
+    """``net(x, t)`` executed as ``execution`` says; returns a tensor of ``x``'s dtype in the default
+    layout. ``first_calls`` records the seconds of the first call of each input shape (the compile
+    time when compiled), with and without gradients apart. Converts ``net``'s weights to
+    channels_last in place when asked (a layout change, not a value change)."""
+
+    def __init__(self, net: nn.Module, execution: NetworkExecution) -> None:
+        super().__init__()
+        self.net = net
+        self.execution = execution
+        if execution.channels_last:
+            net.to(memory_format=torch.channels_last)
+        self._call = net
+        if execution.compile != "off":
+            self._call = torch.compile(net, mode=execution.compile, dynamic=False)
+        self.first_calls: dict[str, float] = {}
+        self._largest_batch = 0
+
+    @property
+    def config(self):
+        """The wrapped network's config (diffusers), which adapters and checks read."""
+        return self.net.config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.execution.compile != "off":
+            self._largest_batch = max(self._largest_batch, n)
+            if n < self._largest_batch:  # one compiled shape: pad the short batch
+                pad = self._largest_batch - n
+                x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+                t = torch.cat([t, t[-1:].expand(pad)])
+        key = f"{tuple(x.shape)}{' grad' if torch.is_grad_enabled() else ''}"
+        first = key not in self.first_calls
+        if first:
+            _synchronise(x.device)
+            start = time.perf_counter()
+        out = self._run(x, t)
+        if first:
+            _synchronise(x.device)
+            self.first_calls[key] = round(time.perf_counter() - start, 3)
+        return out[:n]
+
+    def _run(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        if self.execution.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.execution.precision == "bf16"):
+            out = call_network(self._call, x, t)
+        out = out.to(dtype).contiguous()
+        if self.execution.compile == "reduce-overhead":
+            out = out.clone()  # CUDA graphs reuse their output memory at the next replay
+        return out
+
+    def record(self) -> dict:
+        """What the reconstruction record states about the network's execution."""
+        return {**self.execution.to_dict(), "first_call_seconds": dict(self.first_calls)}
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def with_execution(prior, execution: NetworkExecution):
+    """``prior`` with its denoiser calling an :class:`ExecutedNetwork` (the plain execution returns
+    ``prior`` itself). A latent prior's latent denoiser is executed so; its autoencoder stays fp32
+    eager. Raises :class:`InputError` for a prior without a network (an analytic denoiser)."""
+    from .hub import make_denoiser  # noqa: PLC0415
+
+    execution = execution.for_device(next(iter(prior.network.parameters()), torch.empty(0)).device)
+    if execution.is_plain:
+        return prior
+    net = prior.network  # the UNet of a pixel prior, the latent UNet of a latent prior
+    if not isinstance(net, nn.Module) or not any(True for _ in net.parameters()):
+        raise InputError(f"the prior {prior.card.name!r} has no network to run in {execution.precision} / compiled")
+    executed = ExecutedNetwork(net, execution)
+    denoiser = make_denoiser(executed, prior.card)
+    if prior.latent is None:
+        return dataclasses.replace(prior, denoiser=denoiser)
+    from .latent import LatentPrior  # noqa: PLC0415
+
+    latent = LatentPrior(prior.latent.autoencoder, prior.latent.scaling_factor, denoiser)
+    return dataclasses.replace(prior, denoiser=denoiser, latent=latent)
+
+
+def executed_network(prior) -> ExecutedNetwork | None:
+    """The :class:`ExecutedNetwork` behind ``prior``'s denoiser, if it has one."""
+    holder = prior.latent.denoiser if prior.latent is not None else prior.denoiser
+    net = getattr(holder, "net", None)
+    return net if isinstance(net, ExecutedNetwork) else None
+
+
+__all__ = ["COMPILE_MODES", "PRECISIONS", "ExecutedNetwork", "NetworkExecution", "executed_network", "with_execution"]
