@@ -118,6 +118,26 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--write", metavar="MARKDOWN", help="replace the recon-volume section of this file (docs/benchmarks.md)")
+    vol = sub.add_parser("volume", help="a whole study end to end (default 300 CT slices of 256x256): total seconds, slices/s, "
+                                        "network calls/s, the network's share and TFLOP/s, peak memory, PSNR against fp32 eager")
+    vol.add_argument("--slices", type=int, default=300, help="slices of the volume (ct-lung1 repeated; default: %(default)s)")
+    vol.add_argument("--samplers", nargs="+", choices=["dds", "score_sde", "dps"], default=["dds", "score_sde", "dps"])
+    vol.add_argument("--steps", nargs="+", metavar="SAMPLER=N", default=None,
+                     help="steps of a sampler instead of its preset's, e.g. dps=50 (stated in the row)")
+    vol.add_argument("--no-reference", action="store_true", help="skip the fp32 eager DDS run that the fast rows are compared with")
+    vol.add_argument("--networks", action="store_true",
+                     help="also time the network alone: the shipped prior's and the reference UNet of the GPU figures")
+    vol.add_argument("--network-batch", type=int, default=32, help="batch of the network-alone rows (default: %(default)s)")
+    vol.add_argument("--prior", default="ct-starter")
+    vol.add_argument("--starter", metavar="DIR", help="the starter corpus folder (default: medrecon data fetch's)")
+    vol.add_argument("--batch-size", type=batch_size_arg, default="auto", help="slices per batch or auto (default: %(default)s)")
+    vol.add_argument("--device", default="auto")
+    add_execution_arguments(vol)
+    vol.add_argument("--seed", type=int, default=0)
+    vol.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    vol.add_argument("--write", metavar="MARKDOWN", help="write the tables into this page's bench:SECTION section")
+    vol.add_argument("--section", default="volume-cpu", metavar="NAME",
+                     help="the page's section to write (default: %(default)s; volume-gpu for a GPU run)")
     gap = sub.add_parser("mr-gap", help="MR DDS under each phase protocol (phase or real image; complex or real unknowns; estimated or true phase)")
     gap.add_argument("--prior", default="mr-starter")
     gap.add_argument("--accel", type=int, choices=[4, 8], default=4)
@@ -171,6 +191,11 @@ def _run_bench(args: argparse.Namespace) -> int:
 
         args.argv = sys.argv[3:] if sys.argv[1:3] == ["bench", "recon-volume"] else []
         return bench_volume(args)
+    if args.bench_command == "volume":
+        from medrecon.benchmarks.throughput import main as bench_throughput  # noqa: PLC0415
+
+        args.argv = sys.argv[3:] if sys.argv[1:3] == ["bench", "volume"] else []
+        return bench_throughput(args)
     if args.bench_command == "tune-baselines":
         from medrecon.benchmarks.tune_baselines import main as tune  # noqa: PLC0415
 

@@ -18,6 +18,7 @@ i.e. small batches; its outputs are copied out of the graph's memory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -110,7 +111,11 @@ class ExecutedNetwork(nn.Module):
         if first:
             _synchronise(x.device)
             start = time.perf_counter()
+        timer = _TIMERS[-1] if _TIMERS and not first else None
+        begin = timer.start(x.device) if timer is not None else None
         out = self._run(x, t)
+        if timer is not None:
+            timer.stop(begin, x.device, n)
         if first:
             _synchronise(x.device)
             self.first_calls[key] = round(time.perf_counter() - start, 3)
@@ -132,22 +137,73 @@ class ExecutedNetwork(nn.Module):
         return {**self.execution.to_dict(), "first_call_seconds": dict(self.first_calls)}
 
 
+class NetworkTimer:
+    """The network calls made while it is active (:func:`timing_network_calls`), first calls of a
+    shape (compilation) apart: their count, images, and wall time — CUDA events on a GPU, read
+    once at the end, so timing adds no synchronisation to the steps."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.images = 0
+        self._cpu_seconds = 0.0
+        self._events: list = []
+
+    def start(self, device: torch.device):
+        if device.type == "cuda":
+            begin = torch.cuda.Event(enable_timing=True)
+            begin.record()
+            return begin
+        return time.perf_counter()
+
+    def stop(self, begin, device: torch.device, images: int) -> None:
+        self.calls += 1
+        self.images += images
+        if device.type == "cuda":
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((begin, end))
+        else:
+            self._cpu_seconds += time.perf_counter() - begin
+
+    @property
+    def seconds(self) -> float:
+        if self._events:
+            torch.cuda.synchronize()
+        return self._cpu_seconds + sum(b.elapsed_time(e) for b, e in self._events) / 1000.0
+
+
+_TIMERS: list[NetworkTimer] = []
+
+
+@contextlib.contextmanager
+def timing_network_calls():
+    """``with timing_network_calls() as timer:`` — every :class:`ExecutedNetwork` call inside is
+    timed (benchmarks: the network's share of the step time)."""
+    timer = NetworkTimer()
+    _TIMERS.append(timer)
+    try:
+        yield timer
+    finally:
+        _TIMERS.remove(timer)
+
+
 def _synchronise(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def with_execution(prior, execution: NetworkExecution):
-    """``prior`` with its denoiser calling an :class:`ExecutedNetwork` (the plain execution returns
-    ``prior`` itself). A latent prior's latent denoiser is executed so; its autoencoder stays fp32
+    """``prior`` with its denoiser calling an :class:`ExecutedNetwork` (the plain execution too: it
+    records the first calls and feeds :func:`timing_network_calls`). A latent prior's latent denoiser is executed so; its autoencoder stays fp32
     eager. Raises :class:`InputError` for a prior without a network (an analytic denoiser)."""
     from .hub import make_denoiser  # noqa: PLC0415
 
-    execution = execution.for_device(next(iter(prior.network.parameters()), torch.empty(0)).device)
-    if execution.is_plain:
-        return prior
     net = prior.network  # the UNet of a pixel prior, the latent UNet of a latent prior
-    if not isinstance(net, nn.Module) or not any(True for _ in net.parameters()):
+    has_network = isinstance(net, nn.Module) and any(True for _ in net.parameters())
+    execution = execution.for_device(next(net.parameters()).device if has_network else "cpu")
+    if not has_network:
+        if execution.is_plain:
+            return prior  # an analytic denoiser (tests): nothing to execute
         raise InputError(f"the prior {prior.card.name!r} has no network to run in {execution.precision} / compiled")
     executed = ExecutedNetwork(net, execution)
     denoiser = make_denoiser(executed, prior.card)
@@ -166,4 +222,5 @@ def executed_network(prior) -> ExecutedNetwork | None:
     return net if isinstance(net, ExecutedNetwork) else None
 
 
-__all__ = ["COMPILE_MODES", "PRECISIONS", "ExecutedNetwork", "NetworkExecution", "executed_network", "with_execution"]
+__all__ = ["COMPILE_MODES", "PRECISIONS", "ExecutedNetwork", "NetworkExecution", "NetworkTimer", "executed_network",
+           "timing_network_calls", "with_execution"]

@@ -188,7 +188,7 @@ def test_bf16_channels_last_gives_the_fp32_image_within_the_tolerance():
         runs[name] = (result, score(result.mean, reference)["psnr"])
     (fp32, psnr32), (bf16, psnr16) = runs["fp32"], runs["bf16"]
     assert bf16.settings["network"]["precision"] == "bf16" and bf16.settings["network"]["channels_last"] is True
-    assert fp32.settings["network"] == NetworkExecution.plain().to_dict()
+    assert {k: fp32.settings["network"][k] for k in ("precision", "channels_last", "compile")} == NetworkExecution.plain().to_dict()
     assert psnr32 > 30  # a real reconstruction, not two equal failures
     assert abs(psnr16 - psnr32) <= 0.05, (psnr32, psnr16)
     assert not torch.equal(bf16.mean, fp32.mean)  # bf16 did run
@@ -213,7 +213,7 @@ def test_a_compiled_network_matches_eager_and_compiles_once_for_a_volume():
     record = compiled.settings["network"]
     assert record["compile"] == "default" and list(record["first_call_seconds"]) == ["(2, 1, 32, 32)"]
     assert record["first_call_seconds"]["(2, 1, 32, 32)"] > 0
-    assert eager.settings["network"] == NetworkExecution.plain().to_dict()
+    assert eager.settings["network"]["compile"] == "off"
 
 
 def test_execution_settings_resolve_per_device_and_refuse_bad_values():

@@ -1,0 +1,253 @@
+"""``medrecon bench volume``: how fast a whole study is reconstructed, end to end through
+:func:`medrecon.reconstruct`, and where the time goes.
+
+Protocol:
+
+- Volume: ``--slices`` slices (default 300) of 256x256: the validation CT patient (ct-lung1, all
+  its slices, in the prior's units) repeated back and forth until there are enough; 23 parallel
+  views, noiseless (the setting of ../shared/GPU.md's figures).
+- Rows: each sampler of ``--samplers`` (default DDS, score-SDE and DPS) at its ct-clean preset
+  (``--steps SAMPLER=N`` overrides, stated in the row), with the device's fast network execution
+  (``--precision`` / ``--compile``, default ``auto``: bf16 + channels_last + ``torch.compile`` on a
+  GPU, fp32 eager on the CPU); and DDS once more in fp32 eager (``--no-reference`` to skip), whose
+  PSNR the fast rows are compared with (the tolerance: at most 0.05 dB).
+- Per row: total seconds (first calls, i.e. compilation, included and also given apart), slices/s,
+  network images/s, the network's share of the sampling time (network calls timed with CUDA events,
+  or the wall clock on the CPU; first calls excluded from both), achieved TFLOP/s of the network
+  (FLOPs per image counted by ``torch.utils.flop_counter``, forward plus the input gradient for
+  DPS), peak memory (CUDA peak allocation; on the CPU the process's peak resident size), PSNR.
+- ``--networks``: the network alone, images/s and TFLOP/s at the batch size, eager fp32 and with
+  the fast execution: the shipped prior's architecture and ../shared/GPU.md's reference UNet
+  (32, 64, 128, 128; attention at the third level; random weights), at 256x256.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from medrecon.errors import InputError
+
+from .recon import _machine, _peak_memory, score
+
+DEFAULT_SAMPLERS = ("dds", "score_sde", "dps")
+VIEWS = 23
+# ../shared/GPU.md: 3x3 convolutions in bf16, channels_last, on an H100 (the UNet layers' ceiling)
+H100_CONV_CEILING = "94 TFLOP/s at 32 ch 256², 196 at 64 ch 128², 338 at 128 ch 64², 484 at 256 ch 32²"
+GPU_MD_UNET = {"block_out_channels": (32, 64, 128, 128), "attention_levels": (2,), "layers_per_block": 2}
+
+
+def parse_steps(items: list[str] | None) -> dict[str, int]:
+    """``["dps=20", ...]`` -> ``{"dps": 20}``."""
+    steps = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if name not in DEFAULT_SAMPLERS + ("resample", "diffusion_mbir") or not value.isdigit() or int(value) < 1:
+            raise InputError(f"--steps takes SAMPLER=N with a positive N, got {item!r}")
+        steps[name] = int(value)
+    return steps
+
+
+def network_flops(net, shape: tuple[int, ...], device, *, with_input_gradient: bool = False) -> int:
+    """FLOPs of one image ``(1, *shape)`` through ``net`` (and of the gradient w.r.t. the input)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    from medrecon.priors.denoiser import call_network  # noqa: PLC0415
+
+    x = torch.randn((1, *shape), device=device, requires_grad=with_input_gradient)
+    t = torch.full((1,), 0.5, device=device)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    for p in trainable:  # as in DPS: the gradient w.r.t. the input only, none for the weights
+        p.requires_grad_(False)
+    try:
+        # attention through the math kernel: its matrix products are counted (fused kernels are not)
+        with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(with_input_gradient), \
+                sdpa_kernel(SDPBackend.MATH):
+            out = call_network(net, x, t)
+            if with_input_gradient:
+                out.sum().backward()  # (autograd.grad cannot run under the counter)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    return int(counter.get_total_flops())
+
+
+def network_rate(net, execution, shape, batch: int, device, *, calls: int = 3) -> dict:
+    """Images/s and first-call seconds of ``net`` alone at ``batch``, as ``execution`` runs it."""
+    from medrecon.priors.execution import ExecutedNetwork, timing_network_calls  # noqa: PLC0415
+
+    executed = ExecutedNetwork(net, execution.for_device(device))
+    x = torch.randn((batch, *shape), device=device)
+    t = torch.full((batch,), 0.5, device=device)
+    with torch.no_grad():
+        executed(x, t)  # first call: compilation when compiled
+        with timing_network_calls() as timer:
+            for _ in range(calls):
+                executed(x, t)
+    seconds = timer.seconds
+    return {"images_per_second": timer.images / seconds, "first_call_seconds": sum(executed.first_calls.values())}
+
+
+def repeated_volume(images: torch.Tensor, n: int) -> torch.Tensor:
+    """``images`` ``(S, ...)``, then its mirror image, and so on, cut to ``n`` slices: a long volume
+    whose neighbouring slices stay neighbours."""
+    reps = -(-n // images.shape[0])
+    return torch.cat([images if k % 2 == 0 else images.flip(0) for k in range(reps)])[:n]
+
+
+def _runs(args) -> list[tuple[str, str, object]]:
+    from medrecon.priors.execution import NetworkExecution  # noqa: PLC0415
+
+    fast = NetworkExecution(precision=args.precision, compile=args.compile)
+    runs = [(sampler, "fast", fast) for sampler in args.samplers]
+    if "dds" in args.samplers and not args.no_reference:
+        runs.insert(1, ("dds", "fp32 eager (reference)", NetworkExecution.plain()))
+    return runs
+
+
+def main(args) -> int:
+    """Run the table (``args`` from the ``bench volume`` parser) and print it as Markdown."""
+    from medrecon.benchmarks import report  # noqa: PLC0415
+    from medrecon.benchmarks.volume import volume_slab  # noqa: PLC0415
+    from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
+    from medrecon.priors.execution import timing_network_calls  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+    from medrecon.priors.networks import UNetConfig, build_unet  # noqa: PLC0415
+    from medrecon.reconstruct import Problem, reconstruct  # noqa: PLC0415
+    from medrecon.samplers.presets import sampler_settings  # noqa: PLC0415
+
+    if args.write:
+        report.check_write_target(args.write, args.section)
+    if args.slices < 1:
+        raise InputError(f"--slices must be a positive integer, got {args.slices}")
+    steps = parse_steps(args.steps)
+    runs = _runs(args)
+    for sampler, _, _ in runs:  # bad settings are refused before any work
+        sampler_settings(sampler, "ct-clean", steps=steps.get(sampler))
+    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    prior = load_prior(args.prior, device=device)
+    size = prior.card.image_size
+    images, spacing = volume_slab("ct-lung1", prior.card.normalisation, size, 0, args.starter)
+    source_slices = images.shape[0]
+    images = repeated_volume(images, args.slices)
+    op = CTProjector(ParallelBeamGeometry.sparse_view((size, size), VIEWS, "uniform"))
+    problem = Problem(op, op.to(device)(images.to(device)).cpu(), "CT", noisy=False)
+    flops = {grad: network_flops(prior.network, (prior.card.channels, size, size), device, with_input_gradient=grad)
+             for grad in (False, True)}
+    t0 = time.perf_counter()
+    rows = []
+    for sampler, label, execution in runs:
+        fresh = load_prior(args.prior, device=device)  # each run compiles and converts its own copy
+        with timing_network_calls() as timer:
+            result = reconstruct(problem, fresh, sampler=sampler, steps=steps.get(sampler), batch_size=args.batch_size,
+                                 device=device, seed=args.seed, progress=False, execution=execution)
+        network = result.settings["network"]
+        first = sum(network.get("first_call_seconds", {}).values())
+        sampling = max(result.seconds - first, 1e-9)
+        net_seconds = timer.seconds
+        grad = sampler == "dps"
+        row = {
+            "sampler": sampler, "execution": label, "steps": result.settings["steps"], "nfe": result.nfe,
+            "network": {k: network[k] for k in ("precision", "channels_last", "compile")},
+            "batch_size": result.settings["batch_size"], "slices": problem.slices, "seconds": result.seconds,
+            "first_call_seconds": first, "slices_per_second": problem.slices / result.seconds,
+            "images_per_second": problem.slices * result.nfe / result.seconds,
+            "network_share": net_seconds / sampling if timer.calls else None,
+            "tflops": flops[grad] * timer.images / net_seconds / 1e12 if timer.calls and net_seconds > 0 else None,
+            "peak_memory_bytes": result.peak_memory_bytes, **score(result.mean, images),
+        }
+        rows.append(row)
+        print(f"  {sampler:10s} {label:24s} {row['seconds']:8.1f} s  {row['slices_per_second']:.3f} slices/s  "
+              f"{row['images_per_second']:.1f} img/s  network {100 * (row['network_share'] or 0):.0f}%  "
+              f"PSNR {row['psnr']:.2f}", flush=True)
+    reference = next((r["psnr"] for r in rows if r["execution"].startswith("fp32 eager")), None)
+    for r in rows:
+        r["psnr_difference"] = None if reference is None or r["sampler"] != "dds" else r["psnr"] - reference
+    networks = []
+    if args.networks:
+        from medrecon.priors.execution import NetworkExecution  # noqa: PLC0415
+
+        architectures = {f"{prior.card.name} (shipped)": prior.network}
+        torch.manual_seed(0)
+        architectures["GPU.md reference UNet (random weights)"] = build_unet(UNetConfig(sample_size=size, **GPU_MD_UNET)).to(device).eval()
+        for name, net in architectures.items():
+            shape = (int(net.config.in_channels), size, size)
+            per_image = network_flops(net, shape, device)
+            for label, execution in (("fp32 eager", NetworkExecution.plain()),
+                                     ("fast", NetworkExecution(precision=args.precision, compile=args.compile))):
+                rate = network_rate(net, execution, shape, args.network_batch, device)
+                networks.append({"network": name, "parameters": sum(p.numel() for p in net.parameters()),
+                                 "gflop_per_image": per_image / 1e9, "execution": label,
+                                 "execution_settings": execution.for_device(device).to_dict(), **rate,
+                                 "tflops": per_image * rate["images_per_second"] / 1e12})
+                n = networks[-1]
+                print(f"  {name:42s} {label:12s} {n['images_per_second']:8.1f} img/s  {n['tflops']:.2f} TFLOP/s", flush=True)
+    header = {
+        "command": "medrecon bench volume " + " ".join(args.argv or []),
+        "machine": _machine(device),
+        "date": _dt.date.today().isoformat(),
+        "seconds": time.perf_counter() - t0,
+        "prior": prior.card.name,
+        "volume": (f"{problem.slices} slices of {size}x{size}: the {source_slices} slices of ct-lung1 (validation; "
+                   f"{spacing[2]:.3g} mm) repeated back and forth; {VIEWS} parallel views, noiseless"),
+        "gflop_per_image": flops[False] / 1e9, "gflop_per_dps_image": flops[True] / 1e9,
+        "ceiling": H100_CONV_CEILING if device.type == "cuda" else None,
+    }
+    table = to_markdown(rows, networks, header)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "rows": rows, "networks": networks}, indent=2, default=str) + "\n")
+    if args.write:
+        report.write_section(args.write, table, args.section)
+    return 0
+
+
+def _execution_label(r: dict) -> str:
+    n = r["network"]
+    parts = [n["precision"]] + (["channels_last"] if n["channels_last"] else []) + ([f"compile {n['compile']}"] if n["compile"] != "off" else ["eager"])
+    return " ".join(parts)
+
+
+def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
+    """The tables, with the command, machine, date and volume stated above them."""
+    lines = [
+        f"Command: `{header['command']}`  ",
+        f"Machine: {header['machine']}; date {header['date']}; total {header['seconds']:.0f} s.  ",
+        f"Prior: {header['prior']} ({header['gflop_per_image']:.1f} GFLOP per image, "
+        f"{header['gflop_per_dps_image']:.1f} with the input gradient of a DPS step); volume: {header['volume']}.",
+        "",
+        "| sampler | network execution | steps | NFE | batch | total s | of which first calls s | slices/s | network img/s "
+        "| network share | network TFLOP/s | peak memory (MB) | PSNR (dB) | vs fp32 eager (dB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        share = "-" if r["network_share"] is None else f"{100 * r['network_share']:.0f}%"
+        tflops = "-" if r["tflops"] is None else f"{r['tflops']:.2f}"
+        diff = "-" if r["psnr_difference"] is None or r["execution"].startswith("fp32 eager") else f"{r['psnr_difference']:+.3f}"
+        lines.append(
+            f"| {r['sampler']} | {_execution_label(r)} | {r['steps']} | {r['nfe']} | {r['batch_size']} | {r['seconds']:.1f} | "
+            f"{r['first_call_seconds']:.1f} | {r['slices_per_second']:.3f} | {r['images_per_second']:.1f} | {share} | {tflops} | "
+            f"{r['peak_memory_bytes'] / 2**20:.0f} | {r['psnr']:.2f} | {diff} |"
+        )
+    if networks:
+        lines += [
+            "",
+            "Network alone (same batch, 3 timed calls after a first call):",
+            "",
+            "| network | parameters (M) | GFLOP / image | execution | images/s | first call s | TFLOP/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n in networks:
+            lines.append(f"| {n['network']} | {n['parameters'] / 1e6:.1f} | {n['gflop_per_image']:.1f} | {n['execution']} | "
+                         f"{n['images_per_second']:.1f} | {n['first_call_seconds']:.1f} | {n['tflops']:.2f} |")
+    if header.get("ceiling"):
+        lines += ["", f"Convolution ceiling on an H100 (bf16, channels_last; ../shared/GPU.md): {header['ceiling']}."]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["DEFAULT_SAMPLERS", "main", "network_flops", "network_rate", "parse_steps", "repeated_volume", "to_markdown"]
