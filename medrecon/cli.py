@@ -124,6 +124,8 @@ def _add_bench(parser: argparse.ArgumentParser) -> None:
     vol.add_argument("--samplers", nargs="+", choices=["dds", "score_sde", "dps"], default=["dds", "score_sde", "dps"])
     vol.add_argument("--steps", nargs="+", metavar="SAMPLER=N", default=None,
                      help="steps of a sampler instead of its preset's, e.g. dps=50 (stated in the row)")
+    vol.add_argument("--long-slices", type=int, default=None, metavar="N",
+                     help="score-SDE and DPS (2001 and 1000 NFE at their presets) on the first N slices only (default: all)")
     vol.add_argument("--no-reference", action="store_true", help="skip the fp32 eager DDS run that the fast rows are compared with")
     vol.add_argument("--networks", action="store_true",
                      help="also time the network alone: the shipped prior's and the reference UNet of the GPU figures")

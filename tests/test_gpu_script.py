@@ -57,3 +57,30 @@ def test_gpu_priors_script_with_a_tiny_budget_on_the_cpu(tmp_path):
         assert card.training["record"]["stopped_by_time_limit"] and card.training["record"]["unet_config"]["attention_levels"] == [1]
         augmentation = card.training["data"]["augmentation"]["intensity"]
         assert (augmentation is not None) == (m == "mr")
+
+
+def test_gpu_fast_path_script_with_a_tiny_volume_on_the_cpu(tmp_path):
+    # scripts/gpu-fast-path.sh end to end on the CPU: a 2-slice volume, a few steps; the tables and
+    # the JSON come back in the output folder (the torchrun part needs several GPUs and is skipped)
+    starter = tmp_path / "starter"
+    starter.mkdir()
+    shutil.copyfile(FILES["ct-lung1"], starter / "ct-lung1.nii.gz")
+    sources = {"ct-lung1": {"id": "ct-lung1", "split": "validation", "nifti": "ct-lung1.nii.gz",
+                            "nifti_sha256": sha256_file(starter / "ct-lung1.nii.gz")}}
+    (starter / "manifest.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "format_version": 1, "sources": sources}))
+    out = tmp_path / "out"
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts/gpu-fast-path.sh"), "--out", str(out), "--starter", str(starter), "--slices", "3",
+         "--long-slices", "1", "--network-batch", "1", "--extra", "--steps dds=2 score_sde=1 dps=1"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable), cwd=ROOT, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["run.log", "volume-gpu.json", "volume-gpu.md"]
+    result = json.loads((out / "volume-gpu.json").read_text())
+    rows = {(r["sampler"], r["execution"]): r for r in result["rows"]}
+    assert set(rows) == {("dds", "fast"), ("dds", "fp32 eager (reference)"), ("score_sde", "fast"), ("dps", "fast")}
+    assert rows[("dds", "fast")]["slices"] == 3 and rows[("dps", "fast")]["slices"] == 1
+    assert rows[("dps", "fast")]["nfe"] == 1 and rows[("score_sde", "fast")]["nfe"] == 3
+    assert all(0 < r["network_share"] <= 1 and r["tflops"] > 0 for r in result["rows"])
+    assert [n["network"].split(" ")[0] for n in result["networks"]] == ["ct-starter", "ct-starter", "GPU.md", "GPU.md"]
+    assert "<!-- bench:volume-gpu:start -->" in (out / "volume-gpu.md").read_text()

@@ -7,7 +7,8 @@ Protocol:
   its slices, in the prior's units) repeated back and forth until there are enough; 23 parallel
   views, noiseless (the setting of ../shared/GPU.md's figures).
 - Rows: each sampler of ``--samplers`` (default DDS, score-SDE and DPS) at its ct-clean preset
-  (``--steps SAMPLER=N`` overrides, stated in the row), with the device's fast network execution
+  (``--steps SAMPLER=N`` overrides, stated in the row; score-SDE's 2001 and DPS's 1000 NFE run on
+  the first ``--long-slices`` slices where given, the row says how many), with the device's fast network execution
   (``--precision`` / ``--compile``, default ``auto``: bf16 + channels_last + ``torch.compile`` on a
   GPU, fp32 eager on the CPU); and DDS once more in fp32 eager (``--no-reference`` to skip), whose
   PSNR the fast rows are compared with (the tolerance: at most 0.05 dB).
@@ -35,6 +36,7 @@ from medrecon.errors import InputError
 from .recon import _machine, _peak_memory, score
 
 DEFAULT_SAMPLERS = ("dds", "score_sde", "dps")
+LONG_SAMPLERS = ("score_sde", "dps")  # 2001 and 1000 NFE: --long-slices of the volume where time is short
 VIEWS = 23
 # ../shared/GPU.md: 3x3 convolutions in bf16, channels_last, on an H100 (the UNet layers' ceiling)
 H100_CONV_CEILING = "94 TFLOP/s at 32 ch 256², 196 at 64 ch 128², 338 at 128 ch 64², 484 at 256 ch 32²"
@@ -141,10 +143,16 @@ def main(args) -> int:
              for grad in (False, True)}
     t0 = time.perf_counter()
     rows = []
+    long_slices = args.long_slices or problem.slices
+    if long_slices < 1:
+        raise InputError(f"--long-slices must be a positive integer, got {long_slices}")
     for sampler, label, execution in runs:
         fresh = load_prior(args.prior, device=device)  # each run compiles and converts its own copy
+        run_problem = problem
+        if sampler in LONG_SAMPLERS and long_slices < problem.slices:
+            run_problem = Problem(op.batch_slice(slice(0, long_slices)), problem.y[:long_slices], "CT", noisy=False)
         with timing_network_calls() as timer:
-            result = reconstruct(problem, fresh, sampler=sampler, steps=steps.get(sampler), batch_size=args.batch_size,
+            result = reconstruct(run_problem, fresh, sampler=sampler, steps=steps.get(sampler), batch_size=args.batch_size,
                                  device=device, seed=args.seed, progress=False, execution=execution)
         network = result.settings["network"]
         first = sum(network.get("first_call_seconds", {}).values())
@@ -154,12 +162,12 @@ def main(args) -> int:
         row = {
             "sampler": sampler, "execution": label, "steps": result.settings["steps"], "nfe": result.nfe,
             "network": {k: network[k] for k in ("precision", "channels_last", "compile")},
-            "batch_size": result.settings["batch_size"], "slices": problem.slices, "seconds": result.seconds,
-            "first_call_seconds": first, "slices_per_second": problem.slices / result.seconds,
-            "images_per_second": problem.slices * result.nfe / result.seconds,
+            "batch_size": result.settings["batch_size"], "slices": run_problem.slices, "seconds": result.seconds,
+            "first_call_seconds": first, "slices_per_second": run_problem.slices / result.seconds,
+            "images_per_second": run_problem.slices * result.nfe / result.seconds,
             "network_share": net_seconds / sampling if timer.calls else None,
             "tflops": flops[grad] * timer.images / net_seconds / 1e12 if timer.calls and net_seconds > 0 else None,
-            "peak_memory_bytes": result.peak_memory_bytes, **score(result.mean, images),
+            "peak_memory_bytes": result.peak_memory_bytes, **score(result.mean, images[: run_problem.slices]),
         }
         rows.append(row)
         print(f"  {sampler:10s} {label:24s} {row['seconds']:8.1f} s  {row['slices_per_second']:.3f} slices/s  "
@@ -221,16 +229,16 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
         f"Prior: {header['prior']} ({header['gflop_per_image']:.1f} GFLOP per image, "
         f"{header['gflop_per_dps_image']:.1f} with the input gradient of a DPS step); volume: {header['volume']}.",
         "",
-        "| sampler | network execution | steps | NFE | batch | total s | of which first calls s | slices/s | network img/s "
+        "| sampler | network execution | steps | NFE | slices | batch | total s | of which first calls s | slices/s | network img/s "
         "| network share | network TFLOP/s | peak memory (MB) | PSNR (dB) | vs fp32 eager (dB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         share = "-" if r["network_share"] is None else f"{100 * r['network_share']:.0f}%"
         tflops = "-" if r["tflops"] is None else f"{r['tflops']:.2f}"
         diff = "-" if r["psnr_difference"] is None or r["execution"].startswith("fp32 eager") else f"{r['psnr_difference']:+.3f}"
         lines.append(
-            f"| {r['sampler']} | {_execution_label(r)} | {r['steps']} | {r['nfe']} | {r['batch_size']} | {r['seconds']:.1f} | "
+            f"| {r['sampler']} | {_execution_label(r)} | {r['steps']} | {r['nfe']} | {r['slices']} | {r['batch_size']} | {r['seconds']:.1f} | "
             f"{r['first_call_seconds']:.1f} | {r['slices_per_second']:.3f} | {r['images_per_second']:.1f} | {share} | {tflops} | "
             f"{r['peak_memory_bytes'] / 2**20:.0f} | {r['psnr']:.2f} | {diff} |"
         )

@@ -253,3 +253,15 @@ def test_batches_are_balanced_and_sized_from_memory():
     problem, _ = small_ct_problem(n=3, size=8)
     out = reconstruct(problem, gaussian_prior(), sampler="dds", steps=2, batch_size="auto", progress=False)
     assert out.settings["batch_size"] == 3  # the CPU's 8, capped by the volume
+
+
+def test_bench_volume_arguments_and_volume():
+    from medrecon.benchmarks.throughput import parse_steps, repeated_volume
+    from medrecon.errors import InputError
+
+    assert parse_steps(["dps=20", "dds=5"]) == {"dps": 20, "dds": 5}
+    for bad in (["dps"], ["dps=0"], ["nope=3"], ["dds=x"]):
+        with pytest.raises(InputError, match="SAMPLER=N"):
+            parse_steps(bad)
+    block = torch.arange(3.0).reshape(3, 1, 1, 1)
+    assert repeated_volume(block, 8).flatten().tolist() == [0, 1, 2, 2, 1, 0, 0, 1]
