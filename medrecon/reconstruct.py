@@ -497,9 +497,10 @@ def reconstruct(
         other_size: let a pixel prior run at the operator's image size though it was trained at
             another (:func:`check_prior_fits`).
         execution: how the network runs (:class:`~medrecon.priors.execution.NetworkExecution`,
-            its ``auto`` settings resolved for ``device``; None: all ``auto``, bf16 + channels_last + ``torch.compile`` on a GPU, fp32
-            eager on the CPU). The record's ``network`` entry states it, with the first call's
-            seconds per input shape (the compile time).
+            its ``auto`` settings resolved for ``device``; None: all ``auto``, i.e. bf16 +
+            channels_last + ``torch.compile`` on a GPU, fp32 eager on the CPU). The record's
+            ``network`` entry states it, with the first call's seconds per input shape (the
+            compile time).
     """
     from medrecon.operators.base import SliceChunkedOperator, real_dtype_of  # noqa: PLC0415
     from medrecon.priors.execution import NetworkExecution, executed_network, with_execution  # noqa: PLC0415

@@ -95,6 +95,35 @@ def network_rate(net, execution, shape, batch: int, device, *, calls: int = 3) -
     return {"images_per_second": timer.images / seconds, "first_call_seconds": sum(executed.first_calls.values())}
 
 
+def noise_draw_seconds(batch: int, shape: tuple[int, ...], device, *, repeats: int = 20) -> dict:
+    """Seconds of one diffusion-noise draw for ``batch`` slices: from one generator per slice (the
+    samplers' way, a ``torch.randn`` per slice) and, for comparison, one batched ``torch.randn``."""
+    from medrecon.operators.noise import randn_per_item  # noqa: PLC0415
+
+    device = torch.device(device)
+
+    def generator(seed):
+        return (torch.Generator(device=device) if device.type == "cuda" else torch.Generator()).manual_seed(seed)
+
+    like = torch.empty((batch, *shape), device=device)
+    gens = [generator(k) for k in range(batch)]
+    one = generator(batch)
+
+    def timed(draw) -> float:
+        draw()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            draw()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / repeats
+
+    return {"batch": batch, "per_slice_generators": timed(lambda: randn_per_item(like, gens)),
+            "one_batched_draw": timed(lambda: torch.randn(like.shape, generator=one, device=device))}
+
+
 def repeated_volume(images: torch.Tensor, n: int) -> torch.Tensor:
     """``images`` ``(S, ...)``, then its mirror image, and so on, cut to ``n`` slices: a long volume
     whose neighbouring slices stay neighbours."""
@@ -195,7 +224,10 @@ def main(args) -> int:
                                  "tflops": per_image * rate["images_per_second"] / 1e12})
                 n = networks[-1]
                 print(f"  {name:42s} {label:12s} {n['images_per_second']:8.1f} img/s  {n['tflops']:.2f} TFLOP/s", flush=True)
+    fast_dds = next((r for r in rows if r["sampler"] == "dds" and r["execution"] == "fast"), None)
+    noise = noise_draw_seconds(fast_dds["batch_size"] if fast_dds else 8, (prior.card.channels, size, size), device)
     header = {
+        "noise": noise,
         "command": "medrecon bench volume " + " ".join(args.argv or []),
         "machine": _machine(device),
         "date": _dt.date.today().isoformat(),
@@ -253,9 +285,13 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
         for n in networks:
             lines.append(f"| {n['network']} | {n['parameters'] / 1e6:.1f} | {n['gflop_per_image']:.1f} | {n['execution']} | "
                          f"{n['images_per_second']:.1f} | {n['first_call_seconds']:.1f} | {n['tflops']:.2f} |")
+    noise = header["noise"]
+    lines += ["", f"Noise draw for a batch of {noise['batch']} slices (once per step): "
+              f"{1000 * noise['per_slice_generators']:.2f} ms from one generator per slice (the samplers' way: the "
+              f"volume does not depend on the batch size), {1000 * noise['one_batched_draw']:.2f} ms as one batched draw."]
     if header.get("ceiling"):
         lines += ["", f"Convolution ceiling on an H100 (bf16, channels_last; ../shared/GPU.md): {header['ceiling']}."]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_SAMPLERS", "main", "network_flops", "network_rate", "parse_steps", "repeated_volume", "to_markdown"]
+__all__ = ["DEFAULT_SAMPLERS", "main", "network_flops", "network_rate", "noise_draw_seconds", "parse_steps", "repeated_volume", "to_markdown"]

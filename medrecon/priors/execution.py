@@ -112,10 +112,16 @@ class ExecutedNetwork(nn.Module):
             _synchronise(x.device)
             start = time.perf_counter()
         timer = _TIMERS[-1] if _TIMERS and not first else None
+        marked = timer is not None and torch.is_grad_enabled() and x.requires_grad
+        if marked:
+            state: dict = {}
+            x = _BackwardMark.apply(x, timer, False, state)
         begin = timer.start(x.device) if timer is not None else None
         out = self._run(x, t)
         if timer is not None:
             timer.stop(begin, x.device, n)
+        if marked:
+            out = _BackwardMark.apply(out, timer, True, state)
         if first:
             _synchronise(x.device)
             self.first_calls[key] = round(time.perf_counter() - start, 3)
@@ -140,11 +146,13 @@ class ExecutedNetwork(nn.Module):
 class NetworkTimer:
     """The network calls made while it is active (:func:`timing_network_calls`), first calls of a
     shape (compilation) apart: their count, images, and wall time — CUDA events on a GPU, read
-    once at the end, so timing adds no synchronisation to the steps."""
+    once at the end, so timing adds no synchronisation to the steps. A call made with gradients
+    (DPS) also counts its backward pass through the network (:class:`_BackwardMark`)."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.images = 0
+        self.backward_passes = 0
         self._cpu_seconds = 0.0
         self._events: list = []
 
@@ -155,9 +163,13 @@ class NetworkTimer:
             return begin
         return time.perf_counter()
 
-    def stop(self, begin, device: torch.device, images: int) -> None:
-        self.calls += 1
-        self.images += images
+    def stop(self, begin, device: torch.device, images: int | None = None) -> None:
+        """End an interval: a forward call of ``images`` images, or (None) a backward pass."""
+        if images is None:
+            self.backward_passes += 1
+        else:
+            self.calls += 1
+            self.images += images
         if device.type == "cuda":
             end = torch.cuda.Event(enable_timing=True)
             end.record()
@@ -173,6 +185,24 @@ class NetworkTimer:
 
 
 _TIMERS: list[NetworkTimer] = []
+
+
+class _BackwardMark(torch.autograd.Function):
+    """Identity whose backward starts (on the network's output) or stops (on its input) the timer:
+    the backward pass through the network lies between the two."""
+
+    @staticmethod
+    def forward(ctx, x, timer, entering, state):
+        ctx.timer, ctx.entering, ctx.state = timer, entering, state
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.entering:
+            ctx.state["begin"] = ctx.timer.start(grad.device)
+        elif "begin" in ctx.state:
+            ctx.timer.stop(ctx.state.pop("begin"), grad.device)
+        return grad, None, None, None
 
 
 @contextlib.contextmanager

@@ -265,3 +265,20 @@ def test_bench_volume_arguments_and_volume():
             parse_steps(bad)
     block = torch.arange(3.0).reshape(3, 1, 1, 1)
     assert repeated_volume(block, 8).flatten().tolist() == [0, 1, 2, 2, 1, 0, 0, 1]
+
+
+def test_the_network_timer_counts_calls_and_the_backward_pass_of_a_gradient_call():
+    from medrecon.priors.execution import ExecutedNetwork, NetworkExecution, timing_network_calls
+
+    net = ExecutedNetwork(_unet(16), NetworkExecution.plain())
+    x, t = torch.randn(3, 1, 16, 16), torch.zeros(3)
+    xg = x.clone().requires_grad_(True)
+    with torch.no_grad():  # the first call of a shape is not timed (compilation, when compiled)
+        net(x, t)
+    net(xg, t)
+    with timing_network_calls() as timer:
+        with torch.no_grad():
+            net(x, t)
+        torch.autograd.grad(net(xg, t).sum(), xg)  # as DPS: the gradient w.r.t. the input
+    assert (timer.calls, timer.images, timer.backward_passes) == (2, 6, 1) and timer.seconds > 0
+    assert list(net.first_calls) == ["(3, 1, 16, 16)", "(3, 1, 16, 16) grad"]
