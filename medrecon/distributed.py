@@ -167,7 +167,8 @@ def gather_reconstruction(part, n: int, *, dst: int = 0, to_all: bool = False):
     std = None if first.std is None else torch.cat([p["part"].std for p in filled])
     devices = list(dict.fromkeys(p["part"].device for p in filled))
     ranks = [{"rank": p["rank"], "slices": [p["start"], p["stop"]], "seconds": round(p["part"].seconds, 3),
-              "peak_memory_bytes": p["part"].peak_memory_bytes, "device": p["part"].device} for p in filled]
+              "peak_memory_bytes": p["part"].peak_memory_bytes, "device": p["part"].device, "run": p["part"].run}
+             for p in filled]
     ranks += [{"rank": p["rank"], "slices": [p["start"], p["stop"]]} for p in parts if p["part"] is None]
     ranks.sort(key=lambda r: r["rank"])
     return Reconstruction(mean, std, first.samples, first.nfe, max(p["part"].seconds for p in filled),

@@ -231,6 +231,9 @@ class Reconstruction:
     ``peak_memory_bytes``: CUDA peak allocation on a GPU, else the process's peak resident size.
     ``ranks``: None for one process; for a volume sharded over processes (:func:`medrecon.distributed.reconstruct_sharded`)
     one summary per rank, and then ``seconds`` and ``peak_memory_bytes`` are the largest rank's.
+    ``run``: how the run went, which may differ between runs of the same settings (and between
+    ranks): ``batch_size`` and the network's ``first_call_seconds`` per batch shape (the compile
+    time when compiled).
     """
 
     mean: torch.Tensor
@@ -242,6 +245,7 @@ class Reconstruction:
     settings: dict
     device: str
     ranks: list | None = None
+    run: dict = field(default_factory=dict)
 
     @property
     def seconds_per_slice(self) -> float:
@@ -250,7 +254,7 @@ class Reconstruction:
     def summary(self) -> dict:
         out = {"settings": self.settings, "samples": self.samples, "nfe_per_slice_and_sample": self.nfe,
                "seconds": round(self.seconds, 3), "seconds_per_slice": round(self.seconds_per_slice, 4),
-               "peak_memory_bytes": self.peak_memory_bytes, "device": self.device}
+               "peak_memory_bytes": self.peak_memory_bytes, "device": self.device, "run": self.run}
         if self.ranks is not None:
             out["world_size"] = len(self.ranks)
             out["ranks"] = self.ranks
@@ -595,12 +599,12 @@ def reconstruct(
         std = (value_sq / samples - (value_sum / samples) ** 2).clamp_min(0).sqrt()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     recorded = settings.to_dict()
+    recorded["network"] = execution.to_dict()
     executed = executed_network(prior)
-    recorded["network"] = executed.record() if executed is not None else execution.to_dict()
-    recorded["batch_size"] = batch_size
+    run = {"batch_size": batch_size, "first_call_seconds": dict(executed.first_calls) if executed is not None else {}}
     if adapter and op.in_complex and prior.card.channels == 1 and sampler != "resample":
         recorded["adapter"] = {"phase_aligned": dict(adapter)}
-    return Reconstruction(mean, std, samples, nfe, seconds, int(peak), recorded, str(device))
+    return Reconstruction(mean, std, samples, nfe, seconds, int(peak), recorded, str(device), run=run)
 
 
 __all__ = ["Problem", "Progress", "Reconstruction", "auto_batch_size", "balanced_blocks", "batch_from_memory", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace",

@@ -184,14 +184,14 @@ def main(args) -> int:
             result = reconstruct(run_problem, fresh, sampler=sampler, steps=steps.get(sampler), batch_size=args.batch_size,
                                  device=device, seed=args.seed, progress=False, execution=execution)
         network = result.settings["network"]
-        first = sum(network.get("first_call_seconds", {}).values())
+        first = sum(result.run["first_call_seconds"].values())
         sampling = max(result.seconds - first, 1e-9)
         net_seconds = timer.seconds
         grad = sampler == "dps"
         row = {
             "sampler": sampler, "execution": label, "steps": result.settings["steps"], "nfe": result.nfe,
             "network": {k: network[k] for k in ("precision", "channels_last", "compile")},
-            "batch_size": result.settings["batch_size"], "slices": run_problem.slices, "seconds": result.seconds,
+            "batch_size": result.run["batch_size"], "slices": run_problem.slices, "seconds": result.seconds,
             "first_call_seconds": first, "slices_per_second": run_problem.slices / result.seconds,
             "images_per_second": run_problem.slices * result.nfe / result.seconds,
             "network_share": net_seconds / sampling if timer.calls else None,
@@ -247,8 +247,8 @@ def main(args) -> int:
     return 0
 
 
-def _execution_label(r: dict) -> str:
-    n = r["network"]
+def _execution_label(n: dict) -> str:
+    """``bf16 channels_last compile default`` of an execution's settings."""
     parts = [n["precision"]] + (["channels_last"] if n["channels_last"] else []) + ([f"compile {n['compile']}"] if n["compile"] != "off" else ["eager"])
     return " ".join(parts)
 
@@ -270,7 +270,7 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
         tflops = "-" if r["tflops"] is None else f"{r['tflops']:.2f}"
         diff = "-" if r["psnr_difference"] is None or r["execution"].startswith("fp32 eager") else f"{r['psnr_difference']:+.3f}"
         lines.append(
-            f"| {r['sampler']} | {_execution_label(r)} | {r['steps']} | {r['nfe']} | {r['slices']} | {r['batch_size']} | {r['seconds']:.1f} | "
+            f"| {r['sampler']} | {_execution_label(r['network'])} | {r['steps']} | {r['nfe']} | {r['slices']} | {r['batch_size']} | {r['seconds']:.1f} | "
             f"{r['first_call_seconds']:.1f} | {r['slices_per_second']:.3f} | {r['images_per_second']:.1f} | {share} | {tflops} | "
             f"{r['peak_memory_bytes'] / 2**20:.0f} | {r['psnr']:.2f} | {diff} |"
         )
@@ -283,7 +283,8 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for n in networks:
-            lines.append(f"| {n['network']} | {n['parameters'] / 1e6:.1f} | {n['gflop_per_image']:.1f} | {n['execution']} | "
+            lines.append(f"| {n['network']} | {n['parameters'] / 1e6:.1f} | {n['gflop_per_image']:.1f} | "
+                         f"{_execution_label(n['execution_settings'])} | "
                          f"{n['images_per_second']:.1f} | {n['first_call_seconds']:.1f} | {n['tflops']:.2f} |")
     noise = header["noise"]
     lines += ["", f"Noise draw for a batch of {noise['batch']} slices (once per step): "

@@ -138,10 +138,6 @@ class ExecutedNetwork(nn.Module):
             out = out.clone()  # CUDA graphs reuse their output memory at the next replay
         return out
 
-    def record(self) -> dict:
-        """What the reconstruction record states about the network's execution."""
-        return {**self.execution.to_dict(), "first_call_seconds": dict(self.first_calls)}
-
 
 class NetworkTimer:
     """The network calls made while it is active (:func:`timing_network_calls`), first calls of a

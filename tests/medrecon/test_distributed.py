@@ -25,6 +25,22 @@ ROOT = Path(__file__).resolve().parents[2]
 KWARGS = dict(sampler="dds", steps=4, options={"cg_iters": 5}, samples=2, seed=11, batch_size=2, progress=False)
 
 
+def network_prior():
+    """A tiny untrained UNet prior on 8x8 CT images, the same on every rank (seeded): its run
+    record (compile/first-call seconds) differs between ranks, its settings do not."""
+    from medrecon.priors.denoiser import EDMDenoiser
+    from medrecon.priors.hub import Prior, PriorCard
+    from medrecon.priors.networks import UNetConfig, build_unet
+    from medrecon.priors.training_data import Normalisation
+
+    torch.manual_seed(0)
+    net = build_unet(UNetConfig(sample_size=8, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4,
+                                layers_per_block=1)).eval()
+    card = PriorCard(name="tiny-net-ct", modality="CT", image_size=8, channels=1, parameterisation="edm",
+                     normalisation=Normalisation.for_modality("CT").to_dict())
+    return Prior(EDMDenoiser(net), net, card, Path("."))
+
+
 def _torchrun(nproc: int, *args, timeout: int = 180) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -64,7 +80,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
     import torch.distributed as dist
     from medrecon.distributed import world
     from medrecon.distributed import reconstruct_sharded
-    from tests.medrecon.test_distributed import KWARGS
+    from tests.medrecon.test_distributed import KWARGS, network_prior
     from tests.medrecon.test_reconstruct import gaussian_prior, small_ct_problem
 
     out = sys.argv[1]
@@ -72,7 +88,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
     prior = gaussian_prior()
     assert not dist.is_initialized()
     odd, _ = small_ct_problem(n=5)
-    result = reconstruct_sharded(odd, prior, **KWARGS)  # initialises the group (gloo) and keeps it
+    result = reconstruct_sharded(odd, network_prior(), **KWARGS)  # initialises the group (gloo) and keeps it
     assert dist.is_initialized() and dist.get_backend() == "gloo" and world()[:2] == (rank, 2)
     if rank == 0:
         torch.save({"mean": result.mean, "std": result.std}, out + "/five.pt")
@@ -97,15 +113,21 @@ def test_two_gloo_processes_give_the_one_process_volume(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     prior = gaussian_prior()
     problem, _ = small_ct_problem(n=5)
-    single = reconstruct(problem, prior, **KWARGS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the children (OMP_NUM_THREADS=1): the same reduction order
+    try:
+        single = reconstruct(problem, network_prior(), **KWARGS)
+    finally:
+        torch.set_num_threads(threads)
     got = torch.load(tmp_path / "five.pt", weights_only=True)
     torch.testing.assert_close(got["mean"], single.mean, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got["std"], single.std, rtol=1e-4, atol=1e-4)
     summary = json.loads((tmp_path / "five.json").read_text())
     assert summary["world_size"] == 2 and [r["slices"] for r in summary["ranks"]] == [[0, 3], [3, 5]]
     assert summary["nfe_per_slice_and_sample"] == single.nfe and summary["samples"] == 2
+    assert [list(r["run"]) for r in summary["ranks"]] == [["batch_size", "first_call_seconds"]] * 2
     # a different seed gives a different volume: the comparison above can fail
-    assert not torch.allclose(reconstruct(problem, prior, **dict(KWARGS, seed=12)).mean, got["mean"], atol=1e-3)
+    assert not torch.allclose(reconstruct(problem, network_prior(), **dict(KWARGS, seed=12)).mean, got["mean"], atol=1e-3)
 
     one, _ = small_ct_problem(n=1)
     expected = reconstruct(one, prior, slice_indices=[7], **KWARGS).mean
