@@ -257,7 +257,25 @@ def _machine(device) -> str:
 
     if torch.device(device).type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"CPU {_cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo) with its native bf16 support, which decides
+    whether bf16 networks are fast on it."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        return name
+    for line in info.splitlines():
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+            break
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    native = [f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in flags]
+    return f"{name} ({', '.join(native) if native else 'no native bf16'})"
 
 
 def selected(name: str, only: list[str] | None) -> bool:
