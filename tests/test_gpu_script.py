@@ -71,7 +71,7 @@ def test_gpu_fast_path_script_with_a_tiny_volume_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run(
         ["bash", str(ROOT / "scripts/gpu-fast-path.sh"), "--out", str(out), "--starter", str(starter), "--slices", "3",
-         "--long-slices", "1", "--network-batch", "1", "--extra", "--steps dds=2 score_sde=1 dps=1"],
+         "--long-slices", "1", "--network-batch", "1", "--extra", "--steps dds=2 score_sde=1 dps=2"],
         capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable), cwd=ROOT, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -80,7 +80,7 @@ def test_gpu_fast_path_script_with_a_tiny_volume_on_the_cpu(tmp_path):
     rows = {(r["sampler"], r["execution"]): r for r in result["rows"]}
     assert set(rows) == {("dds", "fast"), ("dds", "fp32 eager (reference)"), ("score_sde", "fast"), ("dps", "fast")}
     assert rows[("dds", "fast")]["slices"] == 3 and rows[("dps", "fast")]["slices"] == 1
-    assert rows[("dps", "fast")]["nfe"] == 1 and rows[("score_sde", "fast")]["nfe"] == 3
+    assert rows[("dps", "fast")]["nfe"] == 2 and rows[("score_sde", "fast")]["nfe"] == 3
     assert all(0 < r["network_share"] <= 1 and r["tflops"] > 0 for r in result["rows"])
     assert [n["network"].split(" ")[0] for n in result["networks"]] == ["ct-starter", "ct-starter", "GPU.md", "GPU.md"]
     assert "<!-- bench:volume-gpu:start -->" in (out / "volume-gpu.md").read_text()
