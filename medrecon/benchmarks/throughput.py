@@ -124,13 +124,6 @@ def noise_draw_seconds(batch: int, shape: tuple[int, ...], device, *, repeats: i
             "one_batched_draw": timed(lambda: torch.randn(like.shape, generator=one, device=device))}
 
 
-def repeated_volume(images: torch.Tensor, n: int) -> torch.Tensor:
-    """``images`` ``(S, ...)``, then its mirror image, and so on, cut to ``n`` slices: a long volume
-    whose neighbouring slices stay neighbours."""
-    reps = -(-n // images.shape[0])
-    return torch.cat([images if k % 2 == 0 else images.flip(0) for k in range(reps)])[:n]
-
-
 def _runs(args) -> list[tuple[str, str, object]]:
     from medrecon.priors.execution import NetworkExecution  # noqa: PLC0415
 
@@ -144,7 +137,7 @@ def _runs(args) -> list[tuple[str, str, object]]:
 def main(args) -> int:
     """Run the table (``args`` from the ``bench volume`` parser) and print it as Markdown."""
     from medrecon.benchmarks import report  # noqa: PLC0415
-    from medrecon.benchmarks.volume import volume_slab  # noqa: PLC0415
+    from medrecon.benchmarks.volume import repeated_volume, volume_slab  # noqa: PLC0415
     from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
     from medrecon.priors.execution import timing_network_calls  # noqa: PLC0415
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
@@ -295,4 +288,4 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_SAMPLERS", "main", "network_flops", "network_rate", "noise_draw_seconds", "parse_steps", "repeated_volume", "to_markdown"]
+__all__ = ["DEFAULT_SAMPLERS", "main", "network_flops", "network_rate", "noise_draw_seconds", "parse_steps", "to_markdown"]

@@ -92,6 +92,13 @@ def volume_slab(source_id: str, normalisation: dict, size: int, n_slices: int, s
     return images, (sx * factor, sy * factor, sz)
 
 
+def repeated_volume(images: torch.Tensor, n: int) -> torch.Tensor:
+    """``images`` ``(S, ...)``, then its mirror image, and so on, cut to ``n`` slices: a long volume
+    whose neighbouring slices stay neighbours."""
+    reps = -(-n // images.shape[0])
+    return torch.cat([images if k % 2 == 0 else images.flip(0) for k in range(reps)])[:n]
+
+
 def reslices(volume: torch.Tensor) -> dict[str, torch.Tensor]:
     """Axial ``(S, 1, H, W)``, coronal ``(H, 1, S, W)`` and sagittal ``(W, 1, S, H)`` stacks of a volume."""
     v = volume[:, 0]
@@ -181,9 +188,7 @@ def main(args) -> int:
     if getattr(args, "repeat_to", None):
         if args.repeat_to < images.shape[0]:
             raise InputError(f"--repeat-to {args.repeat_to} is fewer than the {images.shape[0]} slices of the block")
-        reps = -(-args.repeat_to // images.shape[0])
-        # the block, then its mirror image, and so on: a long volume whose neighbouring slices stay neighbours
-        images = torch.cat([images if k % 2 == 0 else images.flip(0) for k in range(reps)])[: args.repeat_to]
+        images = repeated_volume(images, args.repeat_to)
         repeat_note = f", repeated back and forth to {args.repeat_to} slices (a memory and speed measurement)"
     t0 = time.perf_counter()
     rows = []
@@ -245,4 +250,4 @@ def to_markdown(rows: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["VOLUME_SETTINGS", "VolumeSetting", "main", "reslices", "score_volume", "volume_slab"]
+__all__ = ["VOLUME_SETTINGS", "VolumeSetting", "main", "repeated_volume", "reslices", "score_volume", "volume_slab"]

@@ -30,7 +30,7 @@ local copy with ``--local``. Every network access goes through :func:`_run_clien
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib.metadata
 import io
 import json
 import os
@@ -199,7 +199,15 @@ def _which(name: str) -> str | None:
 
 
 def _pip_available() -> bool:
-    return importlib.util.find_spec("pip") is not None
+    """Whether pip is installed for this interpreter, read from its metadata: asking the import
+    system (``importlib.util.find_spec("pip")``) switches setuptools' distutils shim into pip mode
+    for the rest of the process, after which setuptools, and with it ``torch.compile``'s C++
+    builder, can no longer be imported."""
+    try:
+        importlib.metadata.distribution("pip")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _tail(text: str, lines: int = 3) -> str:

@@ -528,3 +528,14 @@ def test_apt_get_download_then_dpkg_or_python_extraction(tmp_path, monkeypatch):
     assert entry["version"] == "3.1.99998-5+b1"  # the version actually downloaded, not the checked one
     assert entry["package_sha256"] == sha256(deb_bytes) and entry["obtained"] == "apt-get download invesalius-examples"
     assert entry["source_sha256"] == sha256(inv3)
+
+
+def test_asking_for_pip_leaves_setuptools_importable():
+    # importlib.util.find_spec("pip") would switch setuptools' distutils shim into pip mode for the
+    # whole process, and torch.compile (its C++ builder imports setuptools) then failed after a fetch
+    import subprocess
+    import sys
+
+    code = "from medrecon.data.fetch import _pip_available; assert _pip_available(); import setuptools"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -255,7 +255,8 @@ def test_batches_are_balanced_and_sized_from_memory():
 
 
 def test_bench_volume_arguments_and_volume():
-    from medrecon.benchmarks.throughput import parse_steps, repeated_volume
+    from medrecon.benchmarks.throughput import parse_steps
+    from medrecon.benchmarks.volume import repeated_volume
     from medrecon.errors import InputError
 
     assert parse_steps(["dps=20", "dds=5"]) == {"dps": 20, "dds": 5}
