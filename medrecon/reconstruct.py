@@ -34,7 +34,6 @@ import sys
 import time
 import types
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch

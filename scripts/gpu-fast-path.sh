@@ -6,7 +6,7 @@
 #   - a SLICES-slice 256x256 CT volume (the validation patient ct-lung1 repeated), 23 parallel views:
 #     DDS at 50 steps with the fast network execution (bf16 autocast, channels_last, torch.compile,
 #     batch size from free memory) and in fp32 eager (the PSNR reference of the 0.05 dB tolerance);
-#     score-SDE (2001 NFE) and DPS (1000 steps) at their presets on the first LONG_SLICES slices;
+#     score-SDE (2001 NFE) and DPS (1000 steps) at their presets on the first LONG_SLICES slices (default 8);
 #     total seconds with the compile time apart, slices/s, network images/s, the network's share of
 #     the step time, TFLOP/s, peak memory, PSNR;
 #   - the network alone (the shipped prior's and the reference UNet of the GPU figures), eager fp32
@@ -22,12 +22,16 @@
 #   ../shared/tools/device-prep.sh                   # wheels of what the GPU image lacks, in .whl/
 #   then, on the GPU machine, with pack and .whl carried, the install line device-prep.sh prints and
 #   scripts/gpu-fast-path.sh --out "$OUT" --starter pack
-# Options: --out DIR --starter DIR [--slices 300] [--long-slices 16] [--network-batch 64]
+# Options: --out DIR --starter DIR [--slices 300] [--long-slices 8] [--network-batch 64]
 #   [--extra "ARGS"] (more `medrecon bench volume` arguments, e.g. "--steps dds=2" for a dry run)
+# Planning (from the H100 figures of ../shared/GPU.md, not a measurement): each compiled shape costs
+# about 47 s (forward and backward for DPS more), DDS-50 on 300 slices about 20 s, the fp32 reference
+# about 20 s, score-SDE and DPS on 8 slices one to two minutes each, the network rows about two
+# minutes: some 7 minutes in all, inside one 10-minute call; give it a timeout of 570 s.
 # The Python that runs medrecon is $PYTHON (default: python3).
 set -euo pipefail
 
-out="" starter="" slices=300 long_slices=16 network_batch=64 extra=""
+out="" starter="" slices=300 long_slices=8 network_batch=64 extra=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2 ;;

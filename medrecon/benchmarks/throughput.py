@@ -33,7 +33,7 @@ import torch
 
 from medrecon.errors import InputError
 
-from .recon import _machine, _peak_memory, score
+from .recon import _machine, score
 
 DEFAULT_SAMPLERS = ("dds", "score_sde", "dps")
 LONG_SAMPLERS = ("score_sde", "dps")  # 2001 and 1000 NFE: --long-slices of the volume where time is short
