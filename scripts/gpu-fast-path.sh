@@ -18,7 +18,8 @@
 # volume-gpu.json, run.log, and, with several GPUs, torchrun.log.
 #
 # Usage (the GPU machine has no network: carry a pack holding ct-lung1 and the wheels):
-#   medrecon data pack -o pack --only ct-lung1       # on the development machine
+#   medrecon data pack -o pack --only ct-lung1       # on the development machine (1.1 MiB; the tree,
+#                                                    # about 38 MiB, and .whl/, 16, fit in the 64)
 #   ../shared/tools/device-prep.sh                   # wheels of what the GPU image lacks, in .whl/
 #   then, on the GPU machine, with pack and .whl carried, the install line device-prep.sh prints and
 #   scripts/gpu-fast-path.sh --out "$OUT" --starter pack
