@@ -19,6 +19,7 @@ i.e. small batches; its outputs are copied out of the graph's memory.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -220,24 +221,27 @@ def _synchronise(device: torch.device) -> None:
 
 def with_execution(prior, execution: NetworkExecution):
     """``prior`` with its denoiser calling an :class:`ExecutedNetwork` (the plain execution too: it
-    records the first calls and feeds :func:`timing_network_calls`). A latent prior's latent denoiser is executed so; its autoencoder stays fp32
-    eager. Raises :class:`InputError` for a prior without a network (an analytic denoiser)."""
-    from .hub import make_denoiser  # noqa: PLC0415
-
-    net = prior.network  # the UNet of a pixel prior, the latent UNet of a latent prior
+    records the first calls and feeds :func:`timing_network_calls`). The denoiser keeps everything
+    else (schedule, ``sigma_data``...): it is a shallow copy whose ``net`` is replaced, and ``prior``
+    itself is not changed. A latent prior's latent denoiser is executed so; its autoencoder stays
+    fp32 eager. Raises :class:`InputError` for a prior without a network (an analytic denoiser)."""
+    latent = prior.latent
+    holder = latent.denoiser if latent is not None else prior.denoiser
+    net = getattr(holder, "net", None)  # the UNet of a pixel prior, the latent UNet of a latent prior
     has_network = isinstance(net, nn.Module) and any(True for _ in net.parameters())
     execution = execution.for_device(next(net.parameters()).device if has_network else "cpu")
     if not has_network:
         if execution.is_plain:
             return prior  # an analytic denoiser (tests): nothing to execute
         raise InputError(f"the prior {prior.card.name!r} has no network to run in {execution.precision} / compiled")
-    executed = ExecutedNetwork(net, execution)
-    denoiser = make_denoiser(executed, prior.card)
-    if prior.latent is None:
+    denoiser = copy.copy(holder)
+    denoiser._modules = dict(holder._modules)  # the copy's own submodule table: the original keeps its net
+    denoiser.net = ExecutedNetwork(net, execution)
+    if latent is None:
         return dataclasses.replace(prior, denoiser=denoiser)
     from .latent import LatentPrior  # noqa: PLC0415
 
-    latent = LatentPrior(prior.latent.autoencoder, prior.latent.scaling_factor, denoiser)
+    latent = LatentPrior(latent.autoencoder, latent.scaling_factor, denoiser)
     return dataclasses.replace(prior, denoiser=denoiser, latent=latent)
 
 

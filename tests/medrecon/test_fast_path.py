@@ -282,3 +282,18 @@ def test_the_network_timer_counts_calls_and_the_backward_pass_of_a_gradient_call
         torch.autograd.grad(net(xg, t).sum(), xg)  # as DPS: the gradient w.r.t. the input
     assert (timer.calls, timer.images, timer.backward_passes) == (2, 6, 1) and timer.seconds > 0
     assert list(net.first_calls) == ["(3, 1, 16, 16)", "(3, 1, 16, 16) grad"]
+
+
+def test_execution_keeps_the_denoiser_and_leaves_the_prior_unchanged():
+    from medrecon.priors.execution import ExecutedNetwork, NetworkExecution, with_execution
+
+    net = _unet(8)
+    card = PriorCard(name="tiny", modality="CT", image_size=8, channels=1, parameterisation="edm",
+                     normalisation=Normalisation.for_modality("CT").to_dict())
+    prior = Prior(EDMDenoiser(net, sigma_data=1.0), net, card, Path("."))  # not the card's sigma_data
+    executed = with_execution(prior, NetworkExecution.plain())
+    assert isinstance(executed.denoiser.net, ExecutedNetwork) and executed.denoiser.sigma_data == 1.0
+    assert prior.denoiser.net is net  # the original is untouched
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(executed.denoiser(x, 0.3), prior.denoiser(x, 0.3))
