@@ -31,7 +31,7 @@ import torch
 
 from medrecon.errors import InputError
 
-from .recon import SETTINGS, _machine, evaluation_slices, score
+from .recon import SETTINGS, _machine, bench_device, evaluation_slices, score
 
 PROTOCOLS = (
     # (name, image has phase, unknowns, phase for the prior)
@@ -89,7 +89,7 @@ def main(args) -> int:
 
     from .recon import make_problem  # noqa: PLC0415
 
-    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(args.device)
     steps_list = [int(s) for s in args.steps]
     if not steps_list or min(steps_list) < 1:
         raise InputError(f"--steps needs positive step counts, got {args.steps}")

@@ -260,6 +260,18 @@ def _machine(device) -> str:
     return f"CPU {_cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def bench_device(name) -> torch.device:
+    """A benchmark's ``--device``: ``auto`` (or None) is CUDA when available, else the CPU."""
+    return torch.device(name if name not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def run_header(command: str, device, started: float, **details) -> dict:
+    """What every benchmark table states above it: the command, the machine, the date and the total
+    seconds since ``started`` (``time.perf_counter``), then the table's own ``details``."""
+    return {"command": command, "machine": _machine(device), "date": _dt.date.today().isoformat(),
+            "seconds": time.perf_counter() - started, **details}
+
+
 def _cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo) with its native bf16 support, which decides
     whether bf16 networks are fast on it."""
@@ -300,7 +312,7 @@ def main(args) -> int:
         report.check_write_target(args.write, section)
     for shift in getattr(args, "contrast", None) or []:
         remap(torch.zeros(1), shift)  # an unknown name is refused before any work
-    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(args.device)
     modalities = [m.upper() for m in args.modalities]
     samplers = args.samplers
     settings = [s for s in SETTINGS if s.modality in modalities and selected(s.name, args.only)]
@@ -325,14 +337,8 @@ def main(args) -> int:
                     setting = dataclasses.replace(setting, name=f"{setting.name}, contrast {shift}")
                 rows += run_setting(setting, shifted, priors, samplers, seed=args.seed, device=device, batch_size=args.batch_size,
                                     long_slices=args.long_slices, long_steps=args.long_steps, on_gpu=device.type == "cuda")
-    header = {
-        "command": "medrecon bench recon " + " ".join(args.argv or []),
-        "machine": _machine(device),
-        "date": _dt.date.today().isoformat(),
-        "seconds": time.perf_counter() - t0,
-        "priors": ", ".join(prior_names),
-        "slices": "; ".join(slices_note),
-    }
+    header = run_header("medrecon bench recon " + " ".join(args.argv or []), device, t0,
+                        priors=", ".join(prior_names), slices="; ".join(slices_note))
     table = to_markdown(rows, header)
     print(table)
     if args.json:
@@ -365,7 +371,7 @@ def tune_samplers(args) -> int:
     from medrecon.priors.hub import load_prior  # noqa: PLC0415
     from medrecon.reconstruct import reconstruct  # noqa: PLC0415
 
-    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(args.device)
     values = [_json_value(v) for v in args.values]
     fixed = {}
     for item in getattr(args, "set", None) or []:
@@ -438,13 +444,12 @@ def run_starter_reproduce(args) -> int:
     out = Path(args.out)
     if out.exists() and not getattr(args, "overwrite", False):
         raise InputError(f"{out} exists; pass --overwrite to replace it")
-    device = torch.device(getattr(args, "device", None) if getattr(args, "device", None) not in (None, "auto")
-                          else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(getattr(args, "device", None))
     samplers = getattr(args, "samplers", None) or "dds,dps,score_sde,resample"
     samplers = [s.strip() for s in samplers.split(",")] if isinstance(samplers, str) else list(samplers)
     n_slices = int(getattr(args, "slices", None) or 8)
     t0 = time.perf_counter()
-    rows, figure_rows = [], {}
+    rows = []
     for modality in ("CT", "MR"):
         name = f"{modality.lower()}-starter"  # the starter protocol measures the shipped starter priors
         priors = {"pixel": load_prior(name, device=device)}
@@ -461,9 +466,8 @@ def run_starter_reproduce(args) -> int:
                                 batch_size=getattr(args, "batch_size", 8), long_slices=2,
                                 long_steps=getattr(args, "steps", None) or 50, on_gpu=device.type == "cuda",
                                 log=lambda line: print(line, file=sys.stderr, flush=True))
-    header = {"command": "medrecon reproduce starter", "machine": _machine(device), "date": _dt.date.today().isoformat(),
-              "seconds": time.perf_counter() - t0, "priors": "ct-starter, mr-starter (+ latent priors for ReSample)",
-              "slices": f"{n_slices} per validation volume (middle 60%), resampled to the priors' size"}
+    header = run_header("medrecon reproduce starter", device, t0, priors="ct-starter, mr-starter (+ latent priors for ReSample)",
+                        slices=f"{n_slices} per validation volume (middle 60%), resampled to the priors' size")
     with atomic_output(out, overwrite=getattr(args, "overwrite", False), folder=True) as staging:
         fields = ["setting", "method", "kind", "psnr", "ssim", "seconds_per_slice", "nfe", "slices", "peak_memory_bytes"]
         with open(staging / "results.csv", "w", newline="") as f:

@@ -24,7 +24,6 @@ Protocol:
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 
 from medrecon.errors import InputError
 
-from .recon import _machine, score
+from .recon import bench_device, run_header, score
 
 DEFAULT_SAMPLERS = ("dds", "score_sde", "dps")
 LONG_SAMPLERS = ("score_sde", "dps")  # 2001 and 1000 NFE: --long-slices of the volume where time is short
@@ -153,7 +152,7 @@ def main(args) -> int:
     runs = _runs(args)
     for sampler, _, _ in runs:  # bad settings are refused before any work
         sampler_settings(sampler, "ct-clean", steps=steps.get(sampler))
-    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(args.device)
     prior = load_prior(args.prior, device=device)
     size = prior.card.image_size
     images, spacing = volume_slab("ct-lung1", prior.card.normalisation, size, 0, args.starter)
@@ -183,7 +182,7 @@ def main(args) -> int:
         grad = sampler == "dps"
         row = {
             "sampler": sampler, "execution": label, "steps": result.settings["steps"], "nfe": result.nfe,
-            "network": {k: network[k] for k in ("precision", "channels_last", "compile")},
+            "network": dict(network),
             "batch_size": result.run["batch_size"], "slices": run_problem.slices, "seconds": result.seconds,
             "first_call_seconds": first, "slices_per_second": run_problem.slices / result.seconds,
             "images_per_second": run_problem.slices * result.nfe / result.seconds,
@@ -219,18 +218,13 @@ def main(args) -> int:
                 print(f"  {name:42s} {label:12s} {n['images_per_second']:8.1f} img/s  {n['tflops']:.2f} TFLOP/s", flush=True)
     fast_dds = next((r for r in rows if r["sampler"] == "dds" and r["execution"] == "fast"), None)
     noise = noise_draw_seconds(fast_dds["batch_size"] if fast_dds else 8, (prior.card.channels, size, size), device)
-    header = {
-        "noise": noise,
-        "command": "medrecon bench volume " + " ".join(args.argv or []),
-        "machine": _machine(device),
-        "date": _dt.date.today().isoformat(),
-        "seconds": time.perf_counter() - t0,
-        "prior": prior.card.name,
-        "volume": (f"{problem.slices} slices of {size}x{size}: the {source_slices} slices of ct-lung1 (validation; "
-                   f"{spacing[2]:.3g} mm) repeated back and forth; {VIEWS} parallel views, noiseless"),
-        "gflop_per_image": flops[False] / 1e9, "gflop_per_dps_image": flops[True] / 1e9,
-        "ceiling": H100_CONV_CEILING if device.type == "cuda" else None,
-    }
+    header = run_header(
+        "medrecon bench volume " + " ".join(args.argv or []), device, t0, prior=prior.card.name, noise=noise,
+        volume=(f"{problem.slices} slices of {size}x{size}: the {source_slices} slices of ct-lung1 (validation; "
+                f"{spacing[2]:.3g} mm) repeated back and forth; {VIEWS} parallel views, noiseless"),
+        gflop_per_image=flops[False] / 1e9, gflop_per_dps_image=flops[True] / 1e9,
+        ceiling=H100_CONV_CEILING if device.type == "cuda" else None,
+    )
     table = to_markdown(rows, networks, header)
     print(table)
     if args.json:

@@ -26,19 +26,17 @@ Protocol:
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from medrecon.errors import InputError
 
-from .recon import _machine, _peak_memory, score
+from .recon import _peak_memory, bench_device, run_header, score
 
 
 @dataclass(frozen=True)
@@ -181,7 +179,7 @@ def main(args) -> int:
         raise InputError(f"{source.id} is not a CT source")
     if args.slices not in (0, None) and args.slices < MIN_SLICES:
         raise InputError(f"--slices must be at least {MIN_SLICES} (SSIM of the coronal and sagittal reslices), got {args.slices}")
-    device = torch.device(args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(args.device)
     prior = load_prior(args.prior, device=device)
     images, spacing = volume_slab(source.id, prior.card.normalisation, prior.card.image_size, args.slices, args.starter)
     repeat_note, block = "", images.shape[0]
@@ -212,16 +210,12 @@ def main(args) -> int:
             print(f"  {setting.name:40s} {label:55s} PSNR {r['psnr']:6.2f}  SSIM axial {r['axial_ssim']:.3f} coronal "
                   f"{r['coronal_ssim']:.3f} sagittal {r['sagittal_ssim']:.3f}  D_z PSNR {r['dz_psnr']:6.2f}  "
                   f"{r['seconds_per_slice']:.1f} s/slice", flush=True)
-    header = {
-        "command": "medrecon bench recon-volume " + " ".join(args.argv or []),
-        "machine": _machine(device),
-        "date": _dt.date.today().isoformat(),
-        "seconds": time.perf_counter() - t0,
-        "prior": prior.card.name,
-        "volume": (f"{block} contiguous slices from the middle of {source.id} ({source.split}), resampled to "
-                   f"{images.shape[-1]}x{images.shape[-2]}; voxels {spacing[0]:.3g} x {spacing[1]:.3g} mm in-plane, "
-                   f"{spacing[2]:.3g} mm slices{repeat_note}"),
-    }
+    header = run_header(
+        "medrecon bench recon-volume " + " ".join(args.argv or []), device, t0, prior=prior.card.name,
+        volume=(f"{block} contiguous slices from the middle of {source.id} ({source.split}), resampled to "
+                f"{images.shape[-1]}x{images.shape[-2]}; voxels {spacing[0]:.3g} x {spacing[1]:.3g} mm in-plane, "
+                f"{spacing[2]:.3g} mm slices{repeat_note}"),
+    )
     table = to_markdown(rows, header)
     print(table)
     if args.json:
