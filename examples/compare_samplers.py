@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import medrecon
 from medrecon.baselines import TUNED_WEIGHTS, mri

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 import medrecon
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.training_data import Normalisation
+from medrecon.priors.normalisation import Normalisation
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ct-lung1-sample.nii.gz"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from medrecon.baselines import TUNED_WEIGHTS, mri
+from medrecon.io.studies import load_study
 from medrecon.metrics import psnr, ssim
 from medrecon.operators import MultiCoilMRI, simulated_maps
 from medrecon.operators.masks import CartesianSampling, describe_mask
 from medrecon.simulation import complex_image, simulate_kspace
-from medrecon.study import load_study
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "mr-brain2-sample.nii.gz"
 
@@ -45,7 +45,8 @@ def main() -> None:
         }
     for name, recon in results.items():
         r = recon.abs().clamp(0, 1)
-        print(f"{name:11s} PSNR {psnr(r, reference, data_range=1.0, per='volume'):.2f} dB  SSIM {ssim(r, reference, data_range=1.0, per='volume'):.3f}")
+        scores = psnr(r, reference, data_range=1.0, per="volume"), ssim(r, reference, data_range=1.0, per="volume")
+        print(f"{name:11s} PSNR {scores[0]:.2f} dB  SSIM {scores[1]:.3f}")
 
 
 if __name__ == "__main__":

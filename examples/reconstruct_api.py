@@ -24,7 +24,7 @@ import torch
 import medrecon
 from medrecon.baselines import TUNED_WEIGHTS, ct
 from medrecon.operators import ParallelBeamGeometry
-from medrecon.priors.training_data import Normalisation
+from medrecon.priors.normalisation import Normalisation
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ct-lung1-sample.nii.gz"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from medrecon.baselines import TUNED_WEIGHTS, ct
+from medrecon.io.studies import load_study, save_study
 from medrecon.metrics import psnr, ssim
 from medrecon.operators import CTProjector, ParallelBeamGeometry
-from medrecon.priors.training_data import Normalisation
+from medrecon.priors.normalisation import Normalisation
 from medrecon.simulation import simulate_sinogram
-from medrecon.study import load_study, save_study
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ct-lung1-sample-dicom"
 NORM = Normalisation.for_modality("CT")  # HU window [-1000, 2000] -> [0, 1], as priors and baselines use

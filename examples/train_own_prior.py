@@ -7,7 +7,7 @@
   percentile, clipped), resampled to ``--size`` x ``--size`` (32 with --fast): ``(N, 1, size, size)``.
   Files of the validation patients (e.g. data/ct-lung1-sample.nii.gz) are refused. The middle slice
   of the first file is held out of training.
-- Training: ``medrecon.priors.train.train`` (EDM denoising score matching, AdamW, EMA) of a small
+- Training: ``medrecon.priors.training.train`` (EDM denoising score matching, AdamW, EMA) of a small
   UNet (``UNetConfig``); --fast: 3 steps of batch 4 with a tiny 2-level UNet. The run writes
   ``DIR/checkpoint.pt``, ``DIR/train_record.json`` and the prior folder ``DIR/prior`` (a temporary
   DIR, deleted at the end, unless ``-o`` is given; an existing DIR is resumed).
@@ -26,8 +26,7 @@ import torch
 
 import medrecon
 from medrecon.priors.networks import UNetConfig
-from medrecon.priors.train import TrainConfig, train
-from medrecon.priors.training_data import TrainingSlices
+from medrecon.priors.training import TrainConfig, TrainingSlices, train
 
 TRAIN_DIR = Path(__file__).resolve().parents[1] / "data" / "train"
 

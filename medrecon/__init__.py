@@ -32,8 +32,8 @@ _LAZY_MODULES = {
 }
 _LAZY_NAMES = {
     "Study": "medrecon.study",
-    "load_study": "medrecon.study",
-    "save_study": "medrecon.study",
+    "load_study": "medrecon.io.studies",
+    "save_study": "medrecon.io.studies",
     "CTAcquisition": "medrecon.acquisition",
     "MRAcquisition": "medrecon.acquisition",
     "simulate": "medrecon.simulation",

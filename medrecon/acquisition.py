@@ -20,9 +20,21 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from medrecon.errors import InputError
+from medrecon.operators import (
+    CTProjector,
+    FanBeamGeometry,
+    MultiCoilMRI,
+    NonCartesianMRI,
+    ParallelBeamGeometry,
+    geometry_from_dict,
+    simulated_maps,
+)
+from medrecon.operators.masks import CartesianSampling
+from medrecon.operators.trajectories import Trajectory
 
 NOISE_MODELS_CT = ("none", "gaussian", "poisson")
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at about 70 keV effective energy, 1/mm
@@ -56,8 +68,6 @@ class CTAcquisition:
     kind: str = field(default="ct", init=False)
 
     def __post_init__(self):
-        from medrecon.operators import geometry_from_dict  # noqa: PLC0415 - validates the geometry
-
         geometry_from_dict(self.geometry)
         if self.noise not in NOISE_MODELS_CT:
             raise InputError(f"unknown CT noise model {self.noise!r}; known: {NOISE_MODELS_CT}")
@@ -67,8 +77,6 @@ class CTAcquisition:
             raise InputError("poisson CT noise needs photons > 0 (incident photons per detector element)")
 
     def operator(self):
-        from medrecon.operators import CTProjector, geometry_from_dict  # noqa: PLC0415
-
         return CTProjector(geometry_from_dict(self.geometry))
 
     def to_dict(self) -> dict:
@@ -96,9 +104,6 @@ class MRAcquisition:
     kind: str = field(default="mr", init=False)
 
     def __post_init__(self):
-        from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415 - validates
-        from medrecon.operators.trajectories import Trajectory  # noqa: PLC0415
-
         if not isinstance(self.sampling, dict):
             raise InputError(f"sampling must be a dict, got {type(self.sampling).__name__}")
         if self.non_cartesian:
@@ -126,28 +131,20 @@ class MRAcquisition:
 
     def trajectory(self):
         """The :class:`~medrecon.operators.trajectories.Trajectory` of a non-Cartesian acquisition."""
-        from medrecon.operators.trajectories import Trajectory  # noqa: PLC0415
-
         if not self.non_cartesian:
             raise InputError("a Cartesian acquisition has a mask, not a trajectory")
         return Trajectory.from_dict(self.sampling)
 
     def mask(self, shape) -> torch.Tensor:
-        from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
-
         if self.non_cartesian:
             raise InputError("a non-Cartesian acquisition has a trajectory, not a mask")
         return CartesianSampling.from_dict(self.sampling).make(tuple(shape))
 
     def coil_maps(self, shape) -> torch.Tensor:
-        from medrecon.operators import simulated_maps  # noqa: PLC0415
-
         return simulated_maps(self.coils, tuple(shape))[None]
 
     def operator(self, shape=None):
         """The acquisition's operator for images of ``shape`` (non-Cartesian: ``image_shape``)."""
-        from medrecon.operators import MultiCoilMRI, NonCartesianMRI  # noqa: PLC0415
-
         if self.non_cartesian:
             shape = tuple(self.image_shape)
             return NonCartesianMRI(self.trajectory().make(shape), shape, self.coil_maps(shape))
@@ -169,6 +166,78 @@ def acquisition_from_dict(d: dict) -> CTAcquisition | MRAcquisition:
         return cls(**{k: v for k, v in d.items() if k != "kind"})
     except TypeError as exc:
         raise InputError(f"bad {cls.__name__} record: {exc}") from None
+
+
+@dataclass(frozen=True)
+class AcquisitionOptions:
+    """What a user asks to simulate of a study (the flags of ``medrecon simulate`` / ``reconstruct``).
+
+    CT: ``geometry`` ``parallel`` or ``fan``, ``views``, ``convention`` (parallel beam: ``uniform``
+    or ``song``), ``noise`` (``none``, ``gaussian`` with ``noise_rel``, ``poisson`` with
+    ``photons``). MR: ``trajectory`` ``cartesian`` (a ``mask`` pattern at ``accel`` with
+    ``center_fraction``, None for fastMRI's), ``radial`` (``spokes``, ``angles``) or ``spiral``
+    (``interleaves``, ``undersampling``); ``coils``, ``noise_sigma``, ``smooth_phase``. Both:
+    ``seed``. :func:`acquisition_for_study` turns them into a :class:`CTAcquisition` or
+    :class:`MRAcquisition` for a study.
+    """
+
+    geometry: str = "parallel"
+    views: int = 23
+    convention: str = "uniform"
+    noise: str = "none"
+    noise_rel: float = 0.01
+    photons: float = 1e5
+    accel: float = 4.0
+    mask: str = "equispaced_fraction"
+    center_fraction: float | None = None
+    trajectory: str = "cartesian"
+    spokes: int = 48
+    angles: str = "golden"
+    interleaves: int = 16
+    undersampling: float = 4.0
+    coils: int = 8
+    noise_sigma: float = 0.0
+    smooth_phase: bool = True
+    seed: int = 0
+
+
+TRAJECTORIES = ("cartesian", "radial", "spiral")
+
+
+def acquisition_for_study(study, options: AcquisitionOptions) -> CTAcquisition | MRAcquisition:
+    """The acquisition ``options`` describe for ``study`` (a :class:`~medrecon.study.Study`): CT
+    geometry at the study's matrix and pixel size (mm); MR sampling for its matrix, with the scale
+    that maps its magnitudes to [0, 1] (the 99.5th percentile)."""
+
+    shape = tuple(study.shape[1:])
+    if study.modality == "CT":
+        if isinstance(options.views, bool) or not isinstance(options.views, int) or options.views < 1:
+            raise InputError(f"--views must be a positive number of views, got {options.views}")
+        pixel = study.pixel_size
+        if options.geometry == "parallel":
+            geometry = ParallelBeamGeometry.sparse_view(shape, options.views, options.convention, pixel_size=pixel,
+                                                        detector_spacing=pixel)
+        else:
+            geometry = FanBeamGeometry.full_scan(shape, options.views, pixel_size=pixel)
+        return CTAcquisition(
+            geometry.to_dict(), noise=options.noise, noise_rel=options.noise_rel if options.noise == "gaussian" else 0.0,
+            photons=options.photons if options.noise == "poisson" else 0.0, seed=options.seed,
+        )
+    magnitude = study.voxels.abs() if study.voxels.is_complex() else study.voxels
+    scale = float(np.percentile(magnitude.numpy(), 99.5)) or 1.0
+    image_shape = None
+    if options.trajectory == "cartesian":
+        sampling = CartesianSampling(options.mask, options.accel, center_fraction=options.center_fraction,
+                                     seed=study.name).to_dict()
+    elif options.trajectory == "radial":
+        sampling, image_shape = Trajectory("radial", spokes=options.spokes, angles=options.angles).to_dict(), list(shape)
+    elif options.trajectory == "spiral":
+        sampling = Trajectory("spiral", interleaves=options.interleaves, undersampling=options.undersampling).to_dict()
+        image_shape = list(shape)
+    else:
+        raise InputError(f"--trajectory must be one of {', '.join(TRAJECTORIES)}, got {options.trajectory!r}")
+    return MRAcquisition(sampling, coils=options.coils, smooth_phase=options.smooth_phase, noise_sigma=options.noise_sigma,
+                         scale=scale, seed=options.seed, image_shape=image_shape)
 
 
 def acquisition_json(acq: CTAcquisition | MRAcquisition) -> str:

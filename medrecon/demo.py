@@ -17,10 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from medrecon import __version__
+from medrecon.baselines import TUNED_WEIGHTS, ct, mri
 from medrecon.errors import InputError
 from medrecon.io.atomic import atomic_output
+from medrecon.metrics import psnr, ssim
+from medrecon.operators import CTProjector, MultiCoilMRI, ParallelBeamGeometry, simulated_maps
+from medrecon.operators.masks import CartesianSampling, describe_mask
+from medrecon.priors.normalisation import Normalisation
+from medrecon.simulation import CT_NOISE_REL, MR_NOISE_SIGMA, complex_image, simulate_kspace, simulate_sinogram
 
 CT_VIEWS = 23
 MR_ACCELERATION = 4
@@ -28,8 +35,8 @@ MR_COILS = 8
 
 
 def _load_pydicom_sample(name: str) -> tuple[np.ndarray, object]:
-    import pydicom  # noqa: PLC0415
-    import pydicom.data  # noqa: PLC0415
+    import pydicom
+    import pydicom.data
 
     ds = pydicom.dcmread(pydicom.data.get_testdata_file(name))
     pixels = ds.pixel_array.astype(np.float64)
@@ -38,8 +45,6 @@ def _load_pydicom_sample(name: str) -> tuple[np.ndarray, object]:
 
 
 def _scores(recon: torch.Tensor, truth: torch.Tensor) -> dict:
-    from medrecon.metrics import psnr, ssim  # noqa: PLC0415
-
     magnitude = (recon.abs() if recon.is_complex() else recon).clamp(0, 1).float()
     return {
         "psnr_db": round(float(psnr(magnitude, truth, data_range=1.0)[0]), 2),
@@ -55,11 +60,6 @@ def _timed(fn):
 
 def ct_demo(seed: int) -> dict:
     """Sparse-view CT of the real CT slice: FBP, SIRT, TV."""
-    from medrecon.baselines import TUNED_WEIGHTS, ct  # noqa: PLC0415
-    from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
-    from medrecon.priors.training_data import Normalisation  # noqa: PLC0415
-    from medrecon.simulation import CT_NOISE_REL, simulate_sinogram  # noqa: PLC0415
-
     hu, ds = _load_pydicom_sample("CT_small.dcm")
     ct_norm = Normalisation.for_modality("CT")
     truth = ct_norm.apply(torch.from_numpy(hu))[None, None]
@@ -89,11 +89,6 @@ def ct_demo(seed: int) -> dict:
 
 def mr_demo(seed: int) -> dict:
     """Undersampled 8-coil MRI of the real MR slice: zero-filled, CG-SENSE, L1-wavelet, TV."""
-    from medrecon.baselines import TUNED_WEIGHTS, mri  # noqa: PLC0415
-    from medrecon.operators import MultiCoilMRI, simulated_maps  # noqa: PLC0415
-    from medrecon.operators.masks import CartesianSampling, describe_mask  # noqa: PLC0415
-    from medrecon.simulation import MR_NOISE_SIGMA, complex_image, simulate_kspace  # noqa: PLC0415
-
     pixels, _ = _load_pydicom_sample("MR_small.dcm")
     truth = torch.tensor(np.clip(pixels / np.percentile(pixels, 99.5), 0, 1), dtype=torch.float32)[None, None]
     shape = tuple(truth.shape[-2:])
@@ -134,8 +129,6 @@ def _run_methods(truth: torch.Tensor, methods: dict, setting: dict) -> dict:
 
 
 def _figure(rows: list[dict], path: Path, tile: int = 160) -> None:
-    from PIL import Image, ImageDraw  # noqa: PLC0415
-
     n_cols = max(len(r["images"]) for r in rows)
     label_h = 28
     canvas = Image.new("L", (n_cols * tile, len(rows) * (tile + label_h)), color=0)

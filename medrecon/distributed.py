@@ -21,11 +21,15 @@ to hold the whole volume, as writing it does anyway.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import os
 
 import torch
+import torch.distributed as dist
 
 from medrecon.errors import InputError, MedreconError
+from medrecon.reconstruct import Reconstruction, reconstruct
 
 
 def world() -> tuple[int, int, int]:
@@ -34,8 +38,6 @@ def world() -> tuple[int, int, int]:
     when not launched)."""
     local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
     if _initialised():
-        import torch.distributed as dist  # noqa: PLC0415
-
         return dist.get_rank(), dist.get_world_size(), local
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -50,8 +52,6 @@ def launched() -> bool:
 
 
 def _initialised() -> bool:
-    import torch.distributed as dist  # noqa: PLC0415
-
     return dist.is_available() and dist.is_initialized()
 
 
@@ -79,8 +79,6 @@ def init_if_launched(device=None) -> bool:
     (:func:`destroy`); False when not launched or the group already existed (its owner destroys it).
     Initialise it once per process: torch cannot reliably initialise a default group again after
     destroying one (the new group reuses the old one's store keys; pytorch issues 55967, 114585)."""
-    import torch.distributed as dist  # noqa: PLC0415
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _initialised():
         return False
     if not dist.is_available():
@@ -103,8 +101,6 @@ def destroy(owned: bool = True) -> None:
     """Destroy the default process group if ``owned`` (what :func:`init_if_launched` returned) and
     it is still initialised, after a barrier."""
     if owned and _initialised():
-        import torch.distributed as dist  # noqa: PLC0415
-
         try:  # every rank finishes its collectives (and rank 0 its writing) before the group goes:
             dist.barrier()  # a rank tearing gloo down while another still uses it aborts the process
         finally:
@@ -132,9 +128,6 @@ def gather_reconstruction(part, n: int, *, dst: int = 0, to_all: bool = False):
     ``peak_memory_bytes`` the largest rank's (a per-process peak); ``device`` the ranks' devices;
     ``ranks`` one summary per rank (rank, first and last slice, seconds, peak memory, device).
     """
-    import torch.distributed as dist  # noqa: PLC0415
-
-    from medrecon.reconstruct import Reconstruction  # noqa: PLC0415
 
     rank, world_size, _ = world()
     own = shard(n, rank, world_size)
@@ -178,7 +171,6 @@ def gather_reconstruction(part, n: int, *, dst: int = 0, to_all: bool = False):
 def _to_cpu(part):
     if part is None:
         return None
-    import dataclasses  # noqa: PLC0415
 
     return dataclasses.replace(part, mean=part.mean.detach().cpu(), std=None if part.std is None else part.std.detach().cpu())
 
@@ -207,9 +199,6 @@ def reconstruct_sharded(problem, prior, *, device=None, slice_indices=None, prog
 
     Not launched: plain ``reconstruct``. ``**kwargs``: the other arguments of ``reconstruct``.
     """
-    import dataclasses  # noqa: PLC0415
-
-    from medrecon.reconstruct import reconstruct  # noqa: PLC0415
 
     if not launched():
         return reconstruct(problem, prior, device=device, slice_indices=slice_indices, progress=progress, **kwargs)
@@ -218,8 +207,6 @@ def reconstruct_sharded(problem, prior, *, device=None, slice_indices=None, prog
                          "process, not sharded over torchrun processes")
     dev = rank_device(device)
     if init_if_launched(dev):
-        import atexit  # noqa: PLC0415
-
         atexit.register(destroy)
     rank, world_size, _ = world()
     n = problem.slices

@@ -41,7 +41,7 @@ class GridMap:
     size: int
 
     @classmethod
-    def for_study(cls, shape, spacing, size: int) -> "GridMap":
+    def for_study(cls, shape, spacing, size: int) -> GridMap:
         h, w = (int(v) for v in shape)
         dy, dx = (float(v) for v in spacing)
         if min(h, w, size) < 1 or not (dy > 0 and dx > 0):

@@ -28,6 +28,7 @@ magnitude, stated in the result).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import sys
@@ -38,7 +39,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from medrecon.acquisition import slice_seed
 from medrecon.errors import InputError
+from medrecon.grid import centre_block, crop_or_pad_kspace
+from medrecon.operators import CTProjector, MultiCoilMRI, NonCartesianMRI
+from medrecon.operators.base import SliceChunkedOperator, real_dtype_of
+from medrecon.operators.coils import noncartesian_espirit_maps
+from medrecon.operators.nufft import density_compensation
+from medrecon.priors.denoiser import PhaseAlignedDenoiser, TwoChannelDenoiser, low_resolution_phase
+from medrecon.priors.execution import NetworkExecution, executed_network, with_execution
+from medrecon.priors.hub import load_prior
+from medrecon.priors.latent import LatentPrior
+from medrecon.priors.normalisation import CT_WINDOW
+from medrecon.samplers.registry import DEFAULT_SAMPLER, sampler_names, sampler_spec
+
+from .samplers.presets import ADAPTER_OPTIONS, adapter_settings, sampler_settings, task_name
+from .samplers.tv_z import check_tv_z
 
 PERCENTILE = 99.5
 
@@ -112,17 +128,12 @@ def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window:
     same rays through a square field of view of that many pixels; MR: the central block of the
     k-space; :mod:`medrecon.grid`), the results mapped back by :meth:`Problem.to_native`.
     """
-    from medrecon.priors.training_data import CT_WINDOW  # noqa: PLC0415
-
     measurements = torch.as_tensor(measurements)
     grid = None if grid is None or grid.identity else grid
     if acquisition.kind == "ct":
         low, high = window or CT_WINDOW
         op = acquisition.operator()
         if grid is not None:
-            import dataclasses  # noqa: PLC0415
-
-            from medrecon.operators import CTProjector  # noqa: PLC0415
 
             op = CTProjector(dataclasses.replace(op.geometry, image_shape=(grid.size, grid.size), pixel_size=grid.pixel_mm))
         y = measurements.to(torch.float32)
@@ -147,9 +158,6 @@ def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window:
     if grid is None:
         op = acquisition.operator(shape)
     else:
-        from medrecon.grid import centre_block, crop_or_pad_kspace  # noqa: PLC0415
-        from medrecon.operators import MultiCoilMRI  # noqa: PLC0415
-
         if shape != grid.square_shape:
             raise InputError(f"k-space {shape[0]}x{shape[1]} is not that of the grid's padded study {grid.square_shape}")
         mask = centre_block(acquisition.mask(shape).to(torch.float32), grid.size)
@@ -171,8 +179,6 @@ def problem_from_kspace(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: tor
     """Raw multi-coil k-space ``(S, coils, H, W)`` with coil maps ``(S or 1, coils, H, W)`` and a
     mask ``(H, W)`` or ``(W,)``. ``scale`` None: the 99.5th percentile of the zero-filled volume's
     magnitude (measured data are noisy, hence ``noisy`` True by default)."""
-    from medrecon.operators import MultiCoilMRI  # noqa: PLC0415
-
     kspace = torch.as_tensor(kspace).to(torch.complex64)
     if kspace.ndim != 4:
         raise InputError(f"multi-coil k-space must be (S, coils, H, W), got {tuple(kspace.shape)}")
@@ -196,10 +202,6 @@ def problem_from_noncartesian(data, *, noisy: bool = True, scale: float | None =
     (:func:`~medrecon.operators.coils.noncartesian_espirit_maps`); missing density weights are
     Pipe-Menon's. ``scale`` None: the 99.5th percentile of the density-compensated gridding's
     magnitude (measured data are noisy, hence ``noisy`` True by default)."""
-    from medrecon.operators import NonCartesianMRI  # noqa: PLC0415
-    from medrecon.operators.coils import noncartesian_espirit_maps  # noqa: PLC0415
-    from medrecon.operators.nufft import density_compensation  # noqa: PLC0415
-
     kspace = torch.as_tensor(data.kspace).to(torch.complex64)
     shape = tuple(int(s) for s in data.image_shape)
     density = data.density if data.density is not None else density_compensation(data.coords, shape)
@@ -333,15 +335,15 @@ def check_prior_fits(prior, problem: Problem, sampler: str, *, other_size: bool 
             f"the prior {card.name!r} is for {card.image_size}x{card.image_size} images; this operator's images are "
             f"{shape[0]}x{shape[1]} (reconstruct on the prior's grid: medrecon.grid.GridMap, the CLI's --grid prior)"
         )
-    if sampler == "resample" and prior.latent is None:
-        raise InputError(f"resample needs a latent prior (e.g. {problem.modality.lower()}-starter-latent), not {card.name!r}")
-    if sampler != "resample" and prior.latent is not None:
-        raise InputError(f"{sampler} needs a pixel prior, and {card.name!r} is a latent prior (use --sampler resample)")
+    spec = sampler_spec(sampler)
+    if spec.prior == "latent" and prior.latent is None:
+        raise InputError(f"{sampler} needs a latent prior (e.g. {spec.default_prior(problem.modality)}), not {card.name!r}")
+    if spec.prior == "pixel" and prior.latent is not None:
+        latent = ", ".join(sampler_names(prior="latent"))
+        raise InputError(f"{sampler} needs a pixel prior, and {card.name!r} is a latent prior (use --sampler {latent})")
 
 
 def _slice_generators(seed: int, indices, sample: int, device) -> list[torch.Generator]:
-    from medrecon.acquisition import slice_seed  # noqa: PLC0415
-
     gens = []
     for k in indices:
         g = torch.Generator(device=device) if torch.device(device).type == "cuda" else torch.Generator()
@@ -353,10 +355,7 @@ def _batch_model(prior, op_b, y_b, sampler: str, phase=None, imag_std: float = 0
     """``(model, counter)``: what a sampler takes for one batch (complex MR data go through the
     phase adapter, along ``phase`` where it is known, else along the k-space centre's; ReSample
     takes the latent prior) and the call counter of its network."""
-    from medrecon.priors.denoiser import PhaseAlignedDenoiser, TwoChannelDenoiser, low_resolution_phase  # noqa: PLC0415
-    from medrecon.priors.latent import LatentPrior  # noqa: PLC0415
-
-    if sampler == "resample":
+    if sampler_spec(sampler).prior == "latent":
         counter = _CountingDenoiser(prior.latent.denoiser)
         return LatentPrior(prior.latent.autoencoder, prior.latent.scaling_factor, counter), counter
     if not op_b.in_complex:
@@ -430,9 +429,6 @@ def auto_batch_size(prior, op, sampler: str, execution, device, slices: int, *, 
     network), run eagerly with ``execution``'s precision and layout, gives the memory per slice,
     and the batch takes 70% of the free memory (:func:`batch_from_memory`), the rest left to the
     sampler's own tensors (data, CG vectors: a few images per slice)."""
-    import dataclasses  # noqa: PLC0415
-
-    from medrecon.priors.execution import with_execution  # noqa: PLC0415
 
     device = torch.device(device)
     if device.type != "cuda":
@@ -444,7 +440,7 @@ def auto_batch_size(prior, op, sampler: str, execution, device, slices: int, *, 
         shape = (eager.latent.latent_channels, op.in_shape[-2] // f, op.in_shape[-1] // f)
     else:
         shape = (prior.card.channels, *op.in_shape[-2:])
-    grad = sampler in ("dps", "resample")
+    grad = sampler_spec(sampler).gradient
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
@@ -467,7 +463,7 @@ def reconstruct(
     problem: Problem,
     prior,
     *,
-    sampler: str = "dds",
+    sampler: str = DEFAULT_SAMPLER,
     steps: int | None = None,
     options: dict | None = None,
     samples: int = 1,
@@ -484,7 +480,7 @@ def reconstruct(
     Args:
         problem: a :class:`Problem` (see :func:`problem_from_acquisition`).
         prior: a loaded prior (:func:`medrecon.priors.hub.load_prior`) or a shipped name / folder.
-        sampler: a name of :data:`medrecon.samplers.SAMPLERS` (``dds`` is the default and fastest).
+        sampler: a name of :data:`medrecon.samplers.SAMPLERS` (the default, DDS, is the fastest).
         steps, options: override the preset's step count and options (``presets.json``); ``options``
             may also set the prior adapter's ``imag_std`` (complex MR with a real prior).
         samples: posterior samples per slice; > 1 gives the mean and the standard deviation.
@@ -500,20 +496,14 @@ def reconstruct(
         other_size: let a pixel prior run at the operator's image size though it was trained at
             another (:func:`check_prior_fits`).
         execution: how the network runs (:class:`~medrecon.priors.execution.NetworkExecution`,
-            its ``auto`` settings resolved for ``device``; None: all ``auto``, i.e. bf16 +
-            channels_last + ``torch.compile`` on a GPU, fp32 eager on the CPU). The record's
-            ``network`` entry states it, with the first call's seconds per input shape (the
-            compile time).
+            its ``auto`` settings resolved for the network's device; None: all ``auto``, i.e. bf16
+            + channels_last + ``torch.compile`` on a GPU, bf16 eager on a CPU with native bf16,
+            fp32 eager on other CPUs). The record's ``network`` entry states what ran, with the
+            first call's seconds per input shape (the compile time) and, when compiling failed and
+            the network ran eagerly, ``run["compile"]`` saying why.
     """
-    from medrecon.operators.base import SliceChunkedOperator, real_dtype_of  # noqa: PLC0415
-    from medrecon.priors.execution import NetworkExecution, executed_network, with_execution  # noqa: PLC0415
-    from medrecon.priors.hub import load_prior  # noqa: PLC0415
 
-    from .samplers import SAMPLERS  # noqa: PLC0415
-    from .samplers.presets import ADAPTER_OPTIONS, adapter_settings, sampler_settings, task_name  # noqa: PLC0415
-
-    if sampler not in SAMPLERS:
-        raise InputError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
+    spec = sampler_spec(sampler)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise InputError(f"samples must be a positive integer, got {samples!r}")
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -524,10 +514,10 @@ def reconstruct(
     if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
         prior = load_prior(prior, device=device)
     check_prior_fits(prior, problem, sampler, other_size=other_size)
-    execution = (NetworkExecution() if execution is None else execution).for_device(device)
+    execution = NetworkExecution() if execution is None else execution
     if batch_size == "auto":
         batch_size = auto_batch_size(prior, problem.op, sampler, execution, device, problem.slices)
-    prior = with_execution(prior, execution)
+    prior = with_execution(prior, execution)  # auto settings resolved for the network's device
     task = task_name(problem.modality, problem.noisy, non_cartesian=getattr(problem.op, "non_cartesian", False))
     options = dict(options or {})
     adapter = {**adapter_settings(task), **{k: options.pop(k) for k in ADAPTER_OPTIONS if k in options}}
@@ -536,8 +526,6 @@ def reconstruct(
     n = problem.slices
     volume = settings.options.get("volume_prior") is not None
     if volume:
-        from .samplers.tv_z import check_tv_z  # noqa: PLC0415
-
         o = settings.options
         check_tv_z(o.get("tv_lam_rel", 0.0), o.get("tv_rho_rel", 1.0), o.get("tv_boundary", "neumann"), n)
     indices = list(range(n)) if slice_indices is None else [int(k) for k in slice_indices]
@@ -576,7 +564,7 @@ def reconstruct(
             def callback(i, _x, _batch=batch):
                 report.step(_batch, i)
 
-            x = SAMPLERS[sampler](
+            x = spec(
                 model, op_b, y_b, sigmas=sigmas, generator=_slice_generators(seed, indices[start:stop], j, device),
                 callback=callback, **settings.options,
             )
@@ -598,16 +586,18 @@ def reconstruct(
         std = (value_sq / samples - (value_sum / samples) ** 2).clamp_min(0).sqrt()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     recorded = settings.to_dict()
-    recorded["network"] = execution.to_dict()
     executed = executed_network(prior)
+    recorded["network"] = (executed.execution if executed is not None else NetworkExecution.plain()).to_dict()
     run = {"batch_size": batch_size, "first_call_seconds": dict(executed.first_calls) if executed is not None else {}}
-    if adapter and op.in_complex and prior.card.channels == 1 and sampler != "resample":
+    if executed is not None and executed.compile_failure is not None:
+        run["compile"] = f"failed, ran eagerly: {executed.compile_failure}"
+    if adapter and op.in_complex and prior.card.channels == 1 and spec.prior == "pixel":
         recorded["adapter"] = {"phase_aligned": dict(adapter)}
     return Reconstruction(mean, std, samples, nfe, seconds, int(peak), recorded, str(device), run=run)
 
 
-__all__ = ["Problem", "Progress", "Reconstruction", "auto_batch_size", "balanced_blocks", "batch_from_memory", "check_prior_fits", "problem_from_acquisition", "problem_from_kspace",
-           "reconstruct"]
+__all__ = ["Problem", "Progress", "Reconstruction", "auto_batch_size", "balanced_blocks", "batch_from_memory", "check_prior_fits",
+           "problem_from_acquisition", "problem_from_kspace", "reconstruct"]
 
 
 class _CallableModule(types.ModuleType):

@@ -14,12 +14,19 @@ draw serves every acceleration.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import h5py
 import torch
 
+from medrecon.acquisition import acquisition_for_study, acquisition_from_dict, slice_generators
 from medrecon.errors import InputError
+from medrecon.io.atomic import atomic_output
+from medrecon.io.kspace import read_fastmri_h5, write_fastmri_h5
+from medrecon.io.noncartesian import NonCartesianData, read_noncartesian_h5, write_noncartesian_h5
+from medrecon.operators import add_log_poisson_noise
 from medrecon.operators.base import LinearOperator, complex_dtype_of
 from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI
 from medrecon.operators.noise import add_gaussian_noise, as_generator_list, randn_per_item
@@ -108,10 +115,6 @@ def simulate_ct_study(study, acquisition, *, batch_size: int = 16) -> torch.Tens
     The study's slices must have the geometry's image shape; line integrals are dimensionless
     (attenuation in 1/mm times lengths in mm, so the geometry's pixel size should be the study's).
     """
-    from medrecon.operators import add_log_poisson_noise  # noqa: PLC0415
-
-    from .acquisition import slice_generators  # noqa: PLC0415
-
     if study.modality != "CT":
         raise InputError(f"CT simulation needs a CT study, got {study.modality}")
     op = acquisition.operator()
@@ -137,8 +140,6 @@ def simulate_mr_study(study, acquisition, *, batch_size: int = 16) -> tuple[torc
     """Multi-coil k-space ``(S, coils, H, W)`` (non-Cartesian: ``(S, coils, K)``) of an MR study
     under an :class:`MRAcquisition`, and the reference ``(S, H, W)``: the magnitude image scaled by
     ``1 / scale`` (the RSS of the fully sampled coil images, as the maps are normalised)."""
-    from .acquisition import slice_generators  # noqa: PLC0415
-
     if study.modality != "MR":
         raise InputError(f"MR simulation needs an MR study, got {study.modality}")
     shape = tuple(study.shape[1:])
@@ -176,11 +177,7 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
     fastMRI layout with the reference as ``reconstruction_rss``; non-Cartesian k-space as
     ``kspace_noncartesian.h5`` in medrecon's layout, :mod:`medrecon.io.noncartesian`, with the
     trajectory, the simulated coil maps and the reference) into a new folder, atomically."""
-    import json  # noqa: PLC0415
 
-    import h5py  # noqa: PLC0415
-
-    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
 
     with atomic_output(out_dir, overwrite=overwrite, folder=True) as staging:
         record = {"acquisition": acquisition.to_dict(), "study": _study_record(study)}
@@ -192,8 +189,6 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
         elif acquisition.non_cartesian:
             _write_noncartesian(staging / NONCARTESIAN_FILE, study, acquisition, measurements, reference)
         else:
-            from medrecon.io.kspace import write_fastmri_h5  # noqa: PLC0415
-
             write_fastmri_h5(
                 staging / KSPACE_FILE,
                 measurements.cpu(),
@@ -204,8 +199,6 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
 
 
 def _write_noncartesian(path, study, acquisition, measurements, reference) -> None:
-    from medrecon.io.noncartesian import NonCartesianData, write_noncartesian_h5  # noqa: PLC0415
-
     shape = tuple(acquisition.image_shape)
     trajectory = acquisition.trajectory()
     data = NonCartesianData(
@@ -225,11 +218,6 @@ def load_measurements(folder):
     """``(acquisition, study record, measurements)`` from a folder written by :func:`save_measurements`:
     CT sinograms ``(S, 1, n_angles, n_det)``, MR k-space ``(S, coils, H, W)`` (non-Cartesian
     ``(S, coils, K)``)."""
-    import json  # noqa: PLC0415
-
-    import h5py  # noqa: PLC0415
-
-    from .acquisition import acquisition_from_dict  # noqa: PLC0415
 
     folder = Path(folder)
     record_path = folder / ACQUISITION_FILE
@@ -241,100 +229,10 @@ def load_measurements(folder):
         with h5py.File(folder / SINOGRAM_FILE, "r") as f:
             data = torch.from_numpy(f["sinogram"][()])[:, None]
     elif acquisition.non_cartesian:
-        from medrecon.io.noncartesian import read_noncartesian_h5  # noqa: PLC0415
-
         data = read_noncartesian_h5(folder / NONCARTESIAN_FILE).kspace
     else:
-        from medrecon.io.kspace import read_fastmri_h5  # noqa: PLC0415
-
         data = read_fastmri_h5(folder / KSPACE_FILE).kspace
     return acquisition, record["study"], data
-
-
-def _slice_range(text: str | None, n: int) -> slice:
-    if text is None:
-        return slice(0, n)
-    try:
-        start, stop = (int(v) if v else None for v in text.split(":"))
-    except ValueError:
-        raise InputError(f"--slices must look like START:STOP, got {text!r}") from None
-    sel = slice(start or 0, n if stop is None else stop)
-    if not (0 <= sel.start < sel.stop <= n):
-        raise InputError(f"--slices {text} is outside the study's {n} slices")
-    return sel
-
-
-def load_input_study(args):
-    """The study named by ``args.input`` (a DICOM folder, NIfTI or NRRD), restricted to
-    ``args.slices``; ``args.modality`` must agree with what the file records (DICOM's tag, the
-    sidecar or header tag medrecon writes) and is required where it records nothing."""
-    from medrecon.study import load_study, study_format  # noqa: PLC0415
-
-    modality = args.modality.upper() if args.modality else None
-    if study_format(args.input) == "dicom":
-        study = load_study(args.input)
-        if modality and modality != study.modality:
-            raise InputError(f"--modality {args.modality} contradicts the DICOM Modality {study.modality}")
-    else:
-        try:
-            study = load_study(args.input, modality=modality)
-        except InputError as exc:
-            if "does not record the modality" in str(exc):
-                raise InputError(f"{args.input}: give --modality ct or mr (the file does not record it)") from None
-            raise
-    sel = _slice_range(args.slices, study.shape[0])
-    if sel != slice(0, study.shape[0]):
-        study = _subset(study, sel)
-    return study
-
-
-def acquisition_for_study(study, args):
-    """The acquisition the command-line flags describe for ``study`` (CT: ``geometry``, ``views``,
-    ``convention``, ``noise``, ``noise_rel``, ``photons``; MR: ``mask``, ``accel``,
-    ``center_fraction`` or ``trajectory`` (radial: ``spokes``, ``angles``; spiral: ``interleaves``,
-    ``undersampling``), ``coils``, ``noise_sigma``, ``no_phase``; both: ``seed``)."""
-    import numpy as np  # noqa: PLC0415
-
-    from medrecon.operators import FanBeamGeometry, ParallelBeamGeometry  # noqa: PLC0415
-    from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
-
-    from .acquisition import CTAcquisition, MRAcquisition  # noqa: PLC0415
-
-    shape = tuple(study.shape[1:])
-    if study.modality == "CT":
-        if isinstance(args.views, bool) or args.views < 1:
-            raise InputError(f"--views must be a positive number of views, got {args.views}")
-        pixel = study.pixel_size
-        if args.geometry == "parallel":
-            geometry = ParallelBeamGeometry.sparse_view(
-                shape, args.views, args.convention, pixel_size=pixel, detector_spacing=pixel
-            )
-        else:
-            geometry = FanBeamGeometry.full_scan(shape, args.views, pixel_size=pixel)
-        return CTAcquisition(
-            geometry.to_dict(), noise=args.noise, noise_rel=args.noise_rel if args.noise == "gaussian" else 0.0,
-            photons=args.photons if args.noise == "poisson" else 0.0, seed=args.seed,
-        )
-    magnitude = study.voxels.abs() if study.voxels.is_complex() else study.voxels
-    scale = float(np.percentile(magnitude.numpy(), 99.5)) or 1.0
-    trajectory = getattr(args, "trajectory", "cartesian") or "cartesian"
-    image_shape = None
-    if trajectory == "cartesian":
-        sampling = CartesianSampling(args.mask, args.accel, center_fraction=args.center_fraction, seed=study.name).to_dict()
-    else:
-        from medrecon.operators.trajectories import Trajectory  # noqa: PLC0415
-
-        if trajectory == "radial":
-            sampling = Trajectory("radial", spokes=args.spokes, angles=args.angles).to_dict()
-        elif trajectory == "spiral":
-            sampling = Trajectory("spiral", interleaves=args.interleaves, undersampling=args.undersampling).to_dict()
-        else:
-            raise InputError(f"--trajectory must be cartesian, radial or spiral, got {trajectory!r}")
-        image_shape = list(shape)
-    return MRAcquisition(
-        sampling, coils=args.coils, smooth_phase=not args.no_phase,
-        noise_sigma=args.noise_sigma, scale=scale, seed=args.seed, image_shape=image_shape,
-    )
 
 
 def simulate(study, acquisition) -> torch.Tensor:
@@ -347,31 +245,15 @@ def simulate(study, acquisition) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_simulate(args) -> None:
-    """``medrecon simulate``: load a study, simulate its measurements, save them with the record."""
-    study = load_input_study(args)
-    acquisition = acquisition_for_study(study, args)
+def simulate_study(study, options, out_dir, *, overwrite: bool = False) -> str:
+    """``medrecon simulate``'s work: the acquisition ``options`` (an
+    :class:`~medrecon.acquisition.AcquisitionOptions`) ask for, simulated of ``study`` and saved
+    with its record in the new folder ``out_dir`` (:func:`save_measurements`). Returns a one-line summary."""
+    acquisition = acquisition_for_study(study, options)
     if acquisition.kind == "ct":
         measurements, reference = simulate_ct_study(study, acquisition), None
     else:
         measurements, reference = simulate_mr_study(study, acquisition)
-    out = save_measurements(args.out, study, acquisition, measurements, reference=reference, overwrite=args.overwrite)
+    out = save_measurements(out_dir, study, acquisition, measurements, reference=reference, overwrite=overwrite)
     what = f", {acquisition.trajectory().describe(tuple(study.shape[1:]))}" if getattr(acquisition, "non_cartesian", False) else ""
-    print(f"wrote {out}: {study.shape[0]} slices of {study.modality}, {tuple(measurements.shape[1:])} each{what}")
-
-
-def _subset(study, sel: slice):
-    """Slices ``sel`` of a study, with the affine's origin moved and per-slice DICOM headers kept;
-    a DICOM study's affine is then that of the kept headers (for a series with uneven spacing its
-    mean step is the subset's own, so the subset writes back with each slice's own position)."""
-    from dataclasses import replace  # noqa: PLC0415
-
-    affine = study.affine.copy()
-    affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
-    source = dict(study.source)
-    if isinstance(source.get("headers"), list) and len(source["headers"]) == study.shape[0]:
-        from medrecon.io.dicom import headers_geometry  # noqa: PLC0415
-
-        source["headers"] = source["headers"][sel]
-        affine = headers_geometry(source["headers"])[1]
-    return replace(study, voxels=study.voxels[sel].clone(), affine=affine, name=f"{study.name}[{sel.start}:{sel.stop}]", source=source)
+    return f"wrote {out}: {study.shape[0]} slices of {study.modality}, {tuple(measurements.shape[1:])} each{what}"

@@ -1,5 +1,12 @@
 """A study: voxels in native units, their geometry, the modality, and what is needed to write back.
 
+This module holds the :class:`Study` type and the voxel-layout helpers that every reader and
+writer shares. It sits below the format modules (:mod:`medrecon.io.dicom_read`,
+:mod:`~medrecon.io.dicom_write`, :mod:`~medrecon.io.nifti`, :mod:`~medrecon.io.nrrd`), which build
+and write studies, and :mod:`medrecon.io.studies` sits above them: ``load_study`` /
+``save_study`` / ``check_save``, the dispatch on the format a path names. Data flows one way, so
+no format module imports the dispatch and this module imports no format module.
+
 Conventions
 -----------
 - ``voxels`` is a ``(S, H, W)`` tensor: S slices along ``slice_axis`` of the source, each an image
@@ -11,106 +18,114 @@ Conventions
   input's geometry (the format name, the path, and format-specific entries such as the axis order
   of a NIfTI file or the DICOM headers); it is not interpreted elsewhere.
 
-``load_study(path)`` and ``save_study(study, path)`` dispatch on the format the name says: a folder
-or ``.dcm`` files are DICOM, ``.nii``/``.nii.gz`` NIfTI, ``.nrrd`` NRRD, ``.h5`` fastMRI raw k-space
-(read by :mod:`medrecon.io.kspace`, not a Study). Any study writes to any of the three image formats
-with its geometry: NIfTI and NRRD from its affine, DICOM by copying its source's per-slice headers
-(a DICOM source) or as a new series built from the affine. NIfTI and NRRD record the modality in a
-JSON sidecar and a header tag (:mod:`medrecon.io.sidecar`), so what medrecon writes loads back
-without flags. :func:`check_save` makes every refusal of :func:`save_study` without writing.
-
-Module layout: the :class:`Study` type lives in :mod:`medrecon.io.base`, below the format modules;
-this module, the dispatch, sits above them.
+The NIfTI and NRRD readers permute a file's ``(i, j, k)`` array into this layout with
+:func:`to_study_layout` (recording the permutation as ``source["axis_order"]``); a writer of the
+same format undoes it with :func:`file_layout`, so a result overlays its input in any viewer.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
 
 from medrecon.errors import InputError
-from medrecon.io.base import MODALITIES, Study, axis_closest_to, from_study_layout, to_study_layout
 
-def study_format(path: str | Path, *, for_writing: bool = False) -> str:
-    """The format of a path by its name: ``dicom``, ``nifti``, ``nrrd`` or ``kspace``.
+MODALITIES = ("CT", "MR")
 
-    A folder is a DICOM series; so is, when writing, a path without a known suffix.
+
+@dataclass
+class Study:
+    """Voxels ``(S, H, W)`` in native units with a ``(w, h, s) -> RAS mm`` affine (module docstring)."""
+
+    voxels: torch.Tensor
+    affine: np.ndarray
+    modality: str
+    source: dict = field(default_factory=dict)
+    name: str = "study"
+
+    def __post_init__(self):
+        if not isinstance(self.voxels, torch.Tensor) or self.voxels.ndim != 3:
+            got = tuple(self.voxels.shape) if isinstance(self.voxels, torch.Tensor) else type(self.voxels).__name__
+            raise InputError(f"Study voxels must be a (slices, rows, columns) tensor, got {got}")
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise InputError(f"Study affine must be a finite 4x4 matrix, got shape {affine.shape}")
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise InputError("Study affine is singular (zero voxel size or collinear axes)")
+        self.affine = affine
+        if self.modality not in MODALITIES:
+            raise InputError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.voxels.shape)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along (columns, rows, slices)."""
+        return tuple(float(np.linalg.norm(self.affine[:3, i])) for i in range(3))
+
+    @property
+    def pixel_size(self) -> float:
+        """In-plane pixel size in mm (the mean of the column and row spacing)."""
+        return 0.5 * (self.spacing[0] + self.spacing[1])
+
+    def with_voxels(self, voxels: torch.Tensor, **changes) -> Study:
+        """A study with other voxels of the same shape (a reconstruction) and the same geometry."""
+        if tuple(voxels.shape) != self.shape:
+            raise InputError(f"new voxels {tuple(voxels.shape)} do not match the study's shape {self.shape}")
+        return replace(self, voxels=voxels, **changes)
+
+    def __repr__(self) -> str:
+        sx, sy, sz = self.spacing
+        return (
+            f"Study({self.name!r}, {self.modality}, {self.shape[0]} slices of {self.shape[1]}x{self.shape[2]}, "
+            f"spacing {sx:.3g}x{sy:.3g}x{sz:.3g} mm, from {self.source.get('format', '?')})"
+        )
+
+
+def axis_closest_to(affine: np.ndarray, world_axis: int = 2) -> int:
+    """The array axis (0, 1, 2) whose direction is closest to the world axis (2 = superior: axial)."""
+    directions = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0, keepdims=True)
+    return int(np.argmax(np.abs(directions[world_axis])))
+
+
+def to_study_layout(data: np.ndarray, affine: np.ndarray, slice_axis: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Reorder a ``(i, j, k)`` array (nibabel layout) so that ``slice_axis`` is the slice axis.
+
+    Returns ``(voxels (S, H, W), affine of (w, h, s), order)`` where ``order`` is the permutation of
+    the source axes that gives ``(w, h, s)``; :func:`from_study_layout` undoes it.
     """
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith(".nii") or name.endswith(".nii.gz"):
-        return "nifti"
-    if name.endswith(".nrrd"):
-        return "nrrd"
-    if name.endswith(".h5") or name.endswith(".hdf5"):
-        return "kspace"
-    if p.is_dir() or name.endswith(".dcm") or (for_writing and "." not in name):
-        return "dicom"
-    raise InputError(
-        f"cannot tell the format of {p}: expected a DICOM folder or .dcm file, .nii/.nii.gz, .nrrd or .h5"
-    )
+    if slice_axis not in (0, 1, 2):
+        raise InputError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}")
+    in_plane = [a for a in (0, 1, 2) if a != slice_axis]
+    order = (in_plane[0], in_plane[1], slice_axis)
+    permuted = np.transpose(data, order)  # (w, h, s)
+    new_affine = affine.copy()
+    new_affine[:3, :3] = affine[:3, list(order)]
+    return np.ascontiguousarray(np.transpose(permuted, (2, 1, 0))), new_affine, order
 
 
-def load_study(path: str | Path, *, modality: str | None = None, **options) -> Study:
-    """Load a DICOM series, NIfTI or NRRD volume as a :class:`Study` (see the module docstring)."""
-    fmt = study_format(path)
-    if fmt == "nifti":
-        from medrecon.io.nifti import read_nifti  # noqa: PLC0415
-
-        return read_nifti(path, modality=modality, **options)
-    if fmt == "dicom":
-        from medrecon.io.dicom import read_dicom_series  # noqa: PLC0415
-
-        return read_dicom_series(path, **options)
-    if fmt == "nrrd":
-        from medrecon.io.nrrd import read_nrrd_study  # noqa: PLC0415
-
-        return read_nrrd_study(path, modality=modality, **options)
-    raise InputError(f"{path} is raw k-space: read it with medrecon.io.kspace.read_fastmri_h5")
+def from_study_layout(voxels: np.ndarray, affine: np.ndarray, order: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`to_study_layout`: back to the source's array axis order and affine."""
+    permuted = np.transpose(voxels, (2, 1, 0))  # (w, h, s)
+    inverse = np.argsort(order)
+    data = np.transpose(permuted, inverse)
+    new_affine = affine.copy()
+    new_affine[:3, :3] = affine[:3, list(inverse)]
+    return data, new_affine
 
 
-def check_save(study: Study, path: str | Path, *, overwrite: bool = False, sidecar: bool = True) -> str:
-    """Every refusal :func:`save_study` would make for ``study`` at ``path``, before any work;
-    returns the format. An unknown suffix is refused here."""
-    from medrecon.io.sidecar import sidecar_path  # noqa: PLC0415
-
-    path = Path(path)
-    fmt = study_format(path, for_writing=True)
-    if fmt == "dicom":
-        from medrecon.io.dicom import check_writable  # noqa: PLC0415
-
-        check_writable(study, path, overwrite=overwrite)
-        return fmt
-    if fmt not in ("nifti", "nrrd"):
-        raise InputError(f"cannot write {fmt} files; write NIfTI (.nii.gz), NRRD (.nrrd) or a DICOM folder")
-    if fmt == "nrrd" and study.voxels.is_complex():
-        raise InputError(f"{path}: NRRD output takes real voxels (write the magnitude)")
-    for target in [path] + ([sidecar_path(path)] if sidecar else []):
-        if target.exists() and not overwrite:
-            raise InputError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
-    if not path.parent.is_dir():
-        raise InputError(f"the output folder {path.parent} does not exist")
-    return fmt
+def file_layout(study: Study, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(i, j, k)`` array and affine a ``fmt`` writer stores: the source's axis order and
+    affine where the study was read from ``fmt``, else the study layout ``(w, h, s)``."""
+    voxels = study.voxels.detach().cpu().numpy()
+    order = study.source.get("axis_order") if study.source.get("format") == fmt else None
+    if order is not None:
+        return from_study_layout(voxels, study.affine, tuple(order))
+    return np.transpose(voxels, (2, 1, 0)), study.affine
 
 
-def save_study(study: Study, path: str | Path, *, overwrite: bool = False, **options) -> Path:
-    """Write a study in the format its path names, with the source's geometry (atomic: a temporary
-    file renamed at the end; an existing output is replaced only with ``overwrite``)."""
-    fmt = study_format(path, for_writing=True)
-    if fmt == "nifti":
-        from medrecon.io.nifti import write_nifti  # noqa: PLC0415
-
-        return write_nifti(study, path, overwrite=overwrite, **options)
-    if fmt == "dicom":
-        from medrecon.io.dicom import write_dicom_series  # noqa: PLC0415
-
-        return write_dicom_series(study, path, overwrite=overwrite, **options)
-    if fmt == "nrrd":
-        from medrecon.io.nrrd import write_nrrd  # noqa: PLC0415
-
-        return write_nrrd(study, path, overwrite=overwrite, **options)
-    raise InputError(f"cannot write {fmt} files; write NIfTI (.nii.gz), NRRD (.nrrd) or a DICOM folder")
-
-
-
-__all__ = ["MODALITIES", "Study", "axis_closest_to", "check_save", "from_study_layout", "load_study", "save_study",
-           "study_format", "to_study_layout"]
+__all__ = ["MODALITIES", "Study", "axis_closest_to", "file_layout", "from_study_layout", "to_study_layout"]

@@ -176,7 +176,7 @@ def save_case(out: Path, case: str, record: dict, arrays: dict) -> None:
 # -------------------------------------------------------------------------------------------- ADM
 def import_guided_diffusion(clone: Path):
     sys.path.insert(0, str(clone))
-    from guided_diffusion import gaussian_diffusion, unet  # noqa: PLC0415
+    from guided_diffusion import gaussian_diffusion, unet
 
     return unet, gaussian_diffusion
 
@@ -230,19 +230,19 @@ def adm_case(out: Path, case: str, flags: dict, unet, diffusion, seed: int) -> N
 # ----------------------------------------------------------------------------------------- NCSN++
 def import_score_sde(clone: Path):
     """score_sde_pytorch's model modules, with its CUDA kernels not compiled (their CPU path runs)."""
-    import torch.utils.cpp_extension as ext  # noqa: PLC0415
+    import torch.utils.cpp_extension as ext
 
     ext.load = lambda *args, **kwargs: None  # op/ builds CUDA kernels at import; upfirdn2d uses its native path on CPU
     sys.path.insert(0, str(clone))
-    from models import ema, ncsnpp  # noqa: F401, PLC0415
-    from models import utils as mutils  # noqa: PLC0415
+    from models import ema, ncsnpp  # noqa: F401
+    from models import utils as mutils
 
     return mutils, ema
 
 
 def ncsnpp_config(flags: dict):
     """An ml_collections config holding ``flags`` where score_sde reads them."""
-    import ml_collections  # noqa: PLC0415
+    import ml_collections
 
     config = ml_collections.ConfigDict()
     config.device = torch.device("cpu")
@@ -327,14 +327,14 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def published_adm(name: str, preset, dds: Path | None, unet, seed: int) -> dict:
-    from medrecon.priors.convert import build, expected_source_shapes, read_flags  # noqa: PLC0415
-    from medrecon.priors.convert_adm import moves, unet_config  # noqa: PLC0415
-    from medrecon.priors.convert_tensors import map_tensors, target_shapes  # noqa: PLC0415
+    from medrecon.priors.convert import build, expected_source_shapes, read_flags
+    from medrecon.priors.convert.adm import moves, unet_config
+    from medrecon.priors.convert.tensors import map_tensors, target_shapes
 
     flags = preset.flags
     checked = None
     if dds is not None:
-        import yaml  # noqa: PLC0415
+        import yaml
 
         yml = {"dds-aapm-256": "configs/vp/AAPM256.yml", "dds-fastmri-knee-320": "configs/vp/fastmri_knee_320_complex.yml"}[name]
         cfg = yaml.safe_load((dds / yml).read_text())
@@ -379,8 +379,8 @@ def published_adm(name: str, preset, dds: Path | None, unet, seed: int) -> dict:
 
 
 def published_ncsnpp(name: str, preset, clones: dict, mutils) -> dict:
-    from medrecon.errors import InputError  # noqa: PLC0415
-    from medrecon.priors.convert import architecture  # noqa: PLC0415
+    from medrecon.errors import InputError
+    from medrecon.priors.convert import architecture
 
     files = {"song2022-lidc-320": ("score-inverse-problems", "configs/ve/ct2d_320_ncsnpp_continuous.py"),
              "song2022-brats-240": ("score-inverse-problems", "configs/ve/brats_ncsnpp_continuous.py"),
@@ -433,7 +433,7 @@ def main(argv=None) -> int:
     if args.skip_published:
         return 0
 
-    from medrecon.priors.convert_presets import PRESETS  # noqa: PLC0415
+    from medrecon.priors.convert.presets import PRESETS
 
     clones = {"score-inverse-problems": args.score_inverse_problems, "score-mri": args.score_mri}
     published = {}

@@ -1,10 +1,17 @@
-"""Suite-wide test options: tests marked ``astra`` (they ask for astra-toolbox itself, as a reference
-or an astra-only option) skip where astra cannot be loaded, as on a CUDA-13-only GPU image; every
-other test must pass there, the CT operators falling back to the torch builder."""
+"""Suite-wide options and fixtures.
+
+- Tests marked ``astra`` (they ask for astra-toolbox itself, as a reference or an astra-only
+  option) skip where astra cannot be loaded, as on a CUDA-13-only GPU image; every other test must
+  pass there, the CT operators falling back to the torch builder.
+- Fixtures hand out the builders of :mod:`tests.support` (small priors, problems, generators) and,
+  once per session, prior folders for command-line tests.
+"""
 
 from __future__ import annotations
 
 import pytest
+
+from tests import support
 
 
 def pytest_collection_modifyitems(config, items):
@@ -16,3 +23,46 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "astra" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def gaussian_prior():
+    """``gaussian_prior(modality="CT", size=8, mean=0.5, std=0.1)``: the analytic Gaussian prior."""
+    return support.gaussian_prior
+
+
+@pytest.fixture
+def unet_prior():
+    """``unet_prior(modality="CT", size=16)``: an untrained EDM UNet prior."""
+    return support.unet_prior
+
+
+@pytest.fixture
+def tiny_latent_prior():
+    """``tiny_latent_prior(modality="CT")``: an untrained latent prior on 8x8 images."""
+    return support.tiny_latent_prior
+
+
+@pytest.fixture
+def small_ct_problem():
+    """``small_ct_problem(n=3, size=8, views=4)`` -> ``(Problem, x)``."""
+    return support.small_ct_problem
+
+
+@pytest.fixture
+def small_mr_problem():
+    """``small_mr_problem(n=2, size=16, coils=4, noisy=False)`` -> ``(Problem, x)``."""
+    return support.small_mr_problem
+
+
+@pytest.fixture
+def generators():
+    """``generators(n, seed=0)``: one seeded ``torch.Generator`` per batch item."""
+    return support.generators
+
+
+@pytest.fixture(scope="session")
+def cli_priors(tmp_path_factory):
+    """``{"CT": folder, "MR": folder}``: untrained 256x256 prior folders for the command line (``--prior``)."""
+    root = tmp_path_factory.mktemp("priors")
+    return {m: support.saved_unet_prior(root / f"tiny-{m.lower()}", m) for m in ("CT", "MR")}

@@ -82,5 +82,5 @@ def test_gpu_fast_path_script_with_a_tiny_volume_on_the_cpu(tmp_path):
     assert rows[("dds", "fast")]["slices"] == 3 and rows[("dps", "fast")]["slices"] == 1
     assert rows[("dps", "fast")]["nfe"] == 2 and rows[("score_sde", "fast")]["nfe"] == 3
     assert all(0 < r["network_share"] <= 1 and r["tflops"] > 0 for r in result["rows"])
-    assert [n["network"].split(" ")[0] for n in result["networks"]] == ["ct-starter", "ct-starter", "GPU.md", "GPU.md"]
+    assert [n["network"].split(" ")[0] for n in result["networks"]] == ["ct-starter", "ct-starter", "reference", "reference"]
     assert "<!-- bench:volume-gpu:start -->" in (out / "volume-gpu.md").read_text()

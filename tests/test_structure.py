@@ -82,4 +82,46 @@ def test_the_package_has_no_import_circle():
 def test_the_circle_finder_finds_circles():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     graph = import_graph()
-    assert "medrecon.io.base" in graph["medrecon.io.dicom"] and "medrecon.reconstruct" in graph["medrecon.distributed"]
+    assert "medrecon.study" in graph["medrecon.io.dicom_read"] and "medrecon.reconstruct" in graph["medrecon.distributed"]
+
+
+# ------------------------------------------------------------------------------ the layout's rules
+MAX_LINES = 800
+
+
+def _sources():
+    return sorted((ROOT / "medrecon").rglob("*.py")) + sorted((ROOT / "operators").rglob("*.py"))
+
+
+def test_only_the_commands_package_uses_argparse():
+    users = []
+    for path in _sources():
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if "argparse" in names and "commands" not in path.relative_to(ROOT).parts:
+            users.append(str(path.relative_to(ROOT)))
+    assert users == []
+
+
+def test_no_source_file_is_longer_than_the_limit():
+    long = {str(p.relative_to(ROOT)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_the_library_never_reads_the_command_line():
+    def reads_argv(path) -> bool:
+        return any(isinstance(n, ast.Attribute) and n.attr == "argv" and isinstance(n.value, ast.Name) and n.value.id == "sys"
+                   for n in ast.walk(ast.parse(path.read_text())))
+
+    readers = [str(p.relative_to(ROOT)) for p in _sources() if reads_argv(p) and "commands" not in p.relative_to(ROOT).parts]
+    assert readers == []
+
+
+def test_the_command_line_builds_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from medrecon.commands import build_parser; build_parser(); print('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["False", "False"]

@@ -126,7 +126,10 @@ def tv_pdhg(
         raise InputError(f"lam_rel must be >= 0, got {lam_rel!r}")
     if volume and y.shape[0] < 2:
         raise InputError(f"3-D TV needs a volume of at least 2 slices, got {y.shape[0]}")
-    grad, grad_adjoint = (finite_differences_3d, finite_differences_3d_adjoint) if volume else (finite_differences, finite_differences_adjoint)
+    if volume:
+        grad, grad_adjoint = finite_differences_3d, finite_differences_3d_adjoint
+    else:
+        grad, grad_adjoint = finite_differences, finite_differences_adjoint
     scale = op.norm_sq(device=y.device, dtype=y.dtype) ** 0.5
     y_s = y / scale
     tau = sigma = 0.99 / (13.0**0.5 if volume else 3.0)

@@ -39,9 +39,10 @@ their ``weights``. Without it ``A^H A`` of a radial trajectory has eigenvalues f
 78 (the centre is sampled 48 times over), so the solvers' steps ``1 / ||A||^2`` barely move the
 high frequencies in 100-300 iterations, and every weight of a ``lam_rel`` grid that was tried on
 a training patient was best at its smallest value. ``||A||^2`` below is then ``||W^1/2 A||^2``
-(:meth:`~medrecon.operators.nufft.NonCartesianMRI.weighted_norm_sq`). CG-SENSE stays unweighted. sigpy is handed the operator's own mask (as ``weights``: sigpy multiplies both the
-model and ``y`` by ``sqrt(weights)``, which for a 0/1 mask is the mask itself) and coil maps (an
-all-ones map for single-coil), so sigpy's model is exactly ``op``: its centred orthonormal FFT is
+(:meth:`~medrecon.operators.nufft.NonCartesianMRI.weighted_norm_sq`). CG-SENSE stays unweighted.
+sigpy is handed the operator's own mask (as ``weights``: sigpy multiplies both the model and ``y``
+by ``sqrt(weights)``, which for a 0/1 mask is the mask itself) and coil maps (an all-ones map for
+single-coil), so sigpy's model is exactly ``op``: its centred orthonormal FFT is
 our :func:`~medrecon.operators.mri.fft2c` (checked to machine precision in the tests).
 
 Weight convention (DESIGN.md, "noise weights are relative")
@@ -92,6 +93,7 @@ import math
 import numbers
 
 import numpy as np
+import pywt
 import torch
 
 from medrecon.errors import InputError, ShapeError
@@ -226,7 +228,7 @@ def _torch_linop(op: NonCartesianMRI, dtype):
     """A sigpy ``Linop`` for one slice of a non-Cartesian operator, density-weighted:
     ``W^1/2 A``, image ``(H, W)`` -> k-space ``(coils, K)``, computed by ``op`` (its adjoint by
     ``op.adjoint``) and the density weights ``W`` (module docstring)."""
-    import sigpy as sp  # noqa: PLC0415
+    import sigpy as sp
 
     root_w = op.density.to(torch.float64).sqrt().to(op.coords.device)
 
@@ -258,7 +260,7 @@ def _sigpy_models(op, y: torch.Tensor):
     """For each slice, sigpy's ``(A, y)``: Cartesian ``A = Sense(maps, weights=mask)`` and
     ``y * mask`` (what sigpy's ``L1WaveletRecon`` / ``TotalVariationRecon`` build); non-Cartesian
     the density-weighted operator ``W^1/2 A`` (:func:`_torch_linop`) and ``W^1/2 y``."""
-    import sigpy.mri  # noqa: PLC0415
+    import sigpy.mri
 
     if isinstance(op, NonCartesianMRI):
         ksp = y.detach().to("cpu")
@@ -314,7 +316,6 @@ def l1_wavelet(
     _check_op(op, who)
     lam_rel = _check_weight(lam_rel, "lam_rel", who)
     n_iter = _check_n_iter(n_iter, who)
-    import pywt  # noqa: PLC0415 - sigpy's wavelet backend
 
     if not isinstance(wavelet, str) or wavelet not in pywt.wavelist(kind="discrete"):
         raise InputError(
@@ -322,7 +323,7 @@ def l1_wavelet(
             f"'sym8'; see pywt.wavelist(kind='discrete')), got {wavelet!r}"
         )
     _check_y(op, y, who)
-    import sigpy as sp  # noqa: PLC0415 - sigpy loads only when used
+    import sigpy as sp  # sigpy loads only when used
 
     norm_sq = _solver_norm_sq(op)
     lam = lam_rel * norm_sq
@@ -355,7 +356,7 @@ def total_variation(
     lam_rel = _check_weight(lam_rel, "lam_rel", who)
     n_iter = _check_n_iter(n_iter, who)
     _check_y(op, y, who)
-    import sigpy as sp  # noqa: PLC0415 - sigpy loads only when used
+    import sigpy as sp  # sigpy loads only when used
 
     norm_sq = _solver_norm_sq(op)
     lam = lam_rel * norm_sq

@@ -1,6 +1,6 @@
 """``medrecon bench mr-gap``: where the MR reconstruction's PSNR goes, protocol by protocol.
 
-A plain DDS loop on *real-valued* MR images (../shared/GPU.md) reached about 46 dB at 4x where the
+A plain DDS loop on *real-valued* MR images (a quick GPU experiment, docs/samplers.md) reached about 46 dB at 4x where the
 project's DDS on the benchmark's *complex* images (smooth simulated phase, real prior applied along
 the phase estimated from the k-space centre) reaches about 37 dB. This benchmark runs the project's
 own DDS preset on the same validation slices (mr-brain2, 8 simulated coils, ``equispaced_fraction``
@@ -23,15 +23,33 @@ setting is chosen from it.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from medrecon.acquisition import slice_generators
+from medrecon.baselines import TUNED_WEIGHTS
+from medrecon.baselines import mri as bmr
+from medrecon.data.sources import validation_sources
 from medrecon.errors import InputError
+from medrecon.evaluation.scoring import score
+from medrecon.evaluation.settings import SETTINGS, evaluation_slices, make_problem
+from medrecon.operators import RealImageEmbedding
+from medrecon.operators.cg import conjugate_gradient
+from medrecon.priors.denoiser import low_resolution_phase
+from medrecon.priors.hub import load_prior
+from medrecon.reconstruct import reconstruct
+from medrecon.samplers.registry import DEFAULT_SAMPLER
+from medrecon.simulation import smooth_phase
 
-from .recon import SETTINGS, _machine, bench_device, evaluation_slices, score
+from .common import bench_device, run_header
+
+
+def _scores(image, reference) -> dict:
+    s = score(image, reference, "volume")
+    return {"psnr": s.psnr, "ssim": s.ssim}
 
 PROTOCOLS = (
     # (name, image has phase, unknowns, phase for the prior)
@@ -46,9 +64,6 @@ PROTOCOLS = (
 
 def _true_phase(images: torch.Tensor, seed: int, with_phase: bool) -> torch.Tensor:
     """The phase ``make_problem`` gave each slice (radians, ``(S, 1, H, W)``; zeros without phase)."""
-    from medrecon.acquisition import slice_generators  # noqa: PLC0415
-    from medrecon.simulation import smooth_phase  # noqa: PLC0415
-
     if not with_phase:
         return torch.zeros_like(images)
     gens = slice_generators(seed, range(images.shape[0]), "phase")
@@ -58,9 +73,6 @@ def _true_phase(images: torch.Tensor, seed: int, with_phase: bool) -> torch.Tens
 def protocol_problem(base, images: torch.Tensor, seed: int, with_phase: bool, unknowns: str, prior_phase: str | None):
     """The :class:`~medrecon.reconstruct.Problem` of one protocol, from ``base`` (the benchmark's
     problem of the same slices, image with or without phase)."""
-    from medrecon.operators import RealImageEmbedding  # noqa: PLC0415
-    from medrecon.priors.denoiser import low_resolution_phase  # noqa: PLC0415
-
     true = _true_phase(images, seed, with_phase)
     if unknowns == "complex":
         return dataclasses.replace(base, phase=true if prior_phase == "true" else None)
@@ -70,25 +82,30 @@ def protocol_problem(base, images: torch.Tensor, seed: int, with_phase: bool, un
 
 
 def _cg_sense(problem, n_iter: int) -> torch.Tensor:
-    from medrecon.baselines import mri as bmr  # noqa: PLC0415
-
     if problem.op.in_complex:
         return bmr.cg_sense(problem.op, problem.y, n_iter=n_iter)
-    from medrecon.operators.cg import conjugate_gradient  # noqa: PLC0415
 
     return conjugate_gradient(problem.op.normal, problem.op.adjoint(problem.y), n_iter=n_iter)
 
 
+@dataclass(frozen=True)
+class MrGap:
+    """What ``medrecon bench mr-gap`` runs: ``steps`` are DDS step counts (beyond the first, only the
+    two ends of the table), ``accel`` 4 or 8."""
+
+    prior: str = "mr-starter"
+    accel: int = 4
+    steps: tuple[int, ...] = (50,)
+    slices: int = 2
+    starter: str | None = None
+    batch_size: int = 8
+    device: str = "auto"
+    seed: int = 0
+
+
 @torch.no_grad()
-def main(args) -> int:
-    """Run the table (``args`` from the ``bench mr-gap`` parser) and print it as Markdown."""
-    from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
-    from medrecon.data.sources import validation_sources  # noqa: PLC0415
-    from medrecon.priors.hub import load_prior  # noqa: PLC0415
-    from medrecon.reconstruct import reconstruct  # noqa: PLC0415
-
-    from .recon import make_problem  # noqa: PLC0415
-
+def run_mr_gap(args: MrGap) -> list[dict]:
+    """Run the table and print it as Markdown; returns the rows."""
     device = bench_device(args.device)
     steps_list = [int(s) for s in args.steps]
     if not steps_list or min(steps_list) < 1:
@@ -107,7 +124,7 @@ def main(args) -> int:
             rows.append({"protocol": f"{'phase' if with_phase else 'real-valued image'}, {unknowns} unknowns"
                          + ("" if unknowns == "complex" else (" x true phase" if with_phase else "")),
                          "method": f"CG-SENSE ({cg_iters} it)", "steps": None,
-                         **score(_cg_sense(p, cg_iters), reference)})
+                         **_scores(_cg_sense(p, cg_iters), reference)})
             print(f"  {rows[-1]['protocol']:70s} {rows[-1]['method']:20s} {rows[-1]['psnr']:6.2f} {rows[-1]['ssim']:.3f}", flush=True)
         for name, has_phase, unknowns, prior_phase in PROTOCOLS:
             if has_phase != with_phase:
@@ -116,15 +133,17 @@ def main(args) -> int:
             for k, steps in enumerate(steps_list):
                 if k and name not in (PROTOCOLS[0][0], PROTOCOLS[-1][0]):
                     continue  # more steps only for the two ends of the table
-                result = reconstruct(p, prior, sampler="dds", steps=steps, batch_size=args.batch_size, device=device,
+                result = reconstruct(p, prior, sampler=DEFAULT_SAMPLER, steps=steps, batch_size=args.batch_size, device=device,
                                      seed=args.seed, progress=False)
-                rows.append({"protocol": name, "method": "dds", "steps": steps, **score(result.mean, reference),
+                rows.append({"protocol": name, "method": DEFAULT_SAMPLER, "steps": steps, **_scores(result.mean, reference),
                              "seconds_per_slice": result.seconds_per_slice})
                 print(f"  {name:70s} dds {steps:4d} steps      {rows[-1]['psnr']:6.2f} {rows[-1]['ssim']:.3f}", flush=True)
     index = np.unique(np.round(np.linspace(0.2, 0.8, args.slices) * (images.shape[0] - 1)))
+    header = run_header(f"medrecon bench mr-gap --slices {args.slices} --accel {args.accel} --steps "
+                        f"{' '.join(map(str, steps_list))}", device, t0)
     lines = [
-        f"Command: `medrecon bench mr-gap --slices {args.slices} --accel {args.accel} --steps {' '.join(map(str, steps_list))}`  ",
-        f"Machine: {_machine(device)}; date {_dt.date.today().isoformat()}; total {time.perf_counter() - t0:.0f} s.  ",
+        f"Command: `{header['command']}`  ",
+        f"Machine: {header['machine']}; date {header['date']}; total {header['seconds']:.0f} s.  ",
         f"Prior: {prior.card.name} (sha256 {next(iter(prior.card.sha256.values()))[:12]}); data: {images.shape[0]} slices of "
         f"{source.id} (validation; {len(index)} evenly spaced through the middle 60%), 8 simulated coils, "
         f"equispaced_fraction {args.accel}x, noiseless; DDS with the mr-clean preset.",
@@ -135,4 +154,4 @@ def main(args) -> int:
     for r in rows:
         lines.append(f"| {r['protocol']} | {r['method']} | {r['steps'] or '-'} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
     print("\n".join(lines))
-    return 0
+    return rows

@@ -22,25 +22,31 @@ only its training contrast falls back towards it there.
 from __future__ import annotations
 
 import datetime as _dt
-import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from medrecon.benchmarks import report
+from medrecon.benchmarks.common import bench_device, machine_line, wall_time
+from medrecon.contrast import SHIFTS, remap
+from medrecon.data import load_starter
+from medrecon.data.sources import validation_sources
 from medrecon.errors import InputError
+from medrecon.evaluation.scoring import score
+from medrecon.io.atomic import atomic_output
+from medrecon.metrics import psnr
+from medrecon.priors.hub import load_prior
+from medrecon.priors.normalisation import Normalisation, resample_slices
+from medrecon.samplers.ddim import sample_ddim
+from medrecon.samplers.schedules import karras_sigmas
 
 DEFAULT_SIGMAS = (0.05, 0.1, 0.2, 0.5)
 
 
 def validation_slices(prior, *, starter: str | None, n_slices: int) -> tuple[torch.Tensor, str]:
     """``(n, 1, size, size)`` normalised validation slices and the source id they came from."""
-    from medrecon.data import load_starter  # noqa: PLC0415
-    from medrecon.data.sources import validation_sources  # noqa: PLC0415
-    from medrecon.priors.training_data import Normalisation, resample_slices  # noqa: PLC0415
-
     sources = validation_sources(prior.card.modality)
     if not sources:
         raise InputError(f"no validation source for modality {prior.card.modality}")
@@ -53,16 +59,15 @@ def validation_slices(prior, *, starter: str | None, n_slices: int) -> tuple[tor
 
 
 def wavelet_denoise(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
-    from skimage.restoration import denoise_wavelet  # noqa: PLC0415
+    from skimage.restoration import denoise_wavelet
 
     out = [denoise_wavelet(s[0].double().numpy(), sigma=sigma, method="BayesShrink", mode="soft") for s in noisy]
     return torch.from_numpy(np.stack(out))[:, None].to(noisy.dtype)
 
 
 def _psnr(x: torch.Tensor, clean: torch.Tensor) -> float:
-    from medrecon.metrics import psnr  # noqa: PLC0415
-
-    return float(psnr(x.clamp(0, 1), clean, data_range=1.0).mean())
+    """Mean per-slice PSNR (:func:`~medrecon.evaluation.scoring.score`'s ``slice`` protocol)."""
+    return score(x, clean, "slice").psnr
 
 
 def _per_slice_noise(shape, n: int, seed: int) -> torch.Tensor:
@@ -80,9 +85,7 @@ def latent_denoising_table(prior, clean: torch.Tensor, sigmas, *, seed: int = 0)
     rows = []
     for sigma in sigmas:
         noisy = z0 + sigma * _per_slice_noise(z0.shape[1:], z0.shape[0], seed)
-        start = time.perf_counter()
-        ours = latent.decode(latent.denoise(noisy, sigma))
-        seconds = time.perf_counter() - start
+        seconds, ours = wall_time(lambda: latent.decode(latent.denoise(noisy, sigma)))
         classical = torch.stack([wavelet_denoise(item[:, None], sigma)[:, 0] for item in noisy])
         rows.append({"sigma": sigma, "noisy": _psnr(latent.decode(noisy), clean), "prior": _psnr(ours, clean),
                      "wavelet": _psnr(latent.decode(classical), clean), "prior_seconds_per_slice": seconds / clean.shape[0]})
@@ -91,17 +94,13 @@ def latent_denoising_table(prior, clean: torch.Tensor, sigmas, *, seed: int = 0)
 
 @torch.no_grad()
 def denoising_table(prior, clean: torch.Tensor, sigmas, *, seed: int = 0) -> list[dict]:
-    from medrecon.metrics import psnr  # noqa: PLC0415
-
     rows = []
     for sigma in sigmas:
         gens = [torch.Generator().manual_seed(seed * 1000 + k) for k in range(clean.shape[0])]
         noise = torch.stack([torch.randn(clean.shape[1:], generator=g) for g in gens])
         noisy = clean + sigma * noise
         device = next(prior.network.parameters()).device
-        start = time.perf_counter()
-        ours = prior.denoiser(noisy.to(device), sigma).clamp(0, 1).cpu()
-        seconds = time.perf_counter() - start
+        seconds, ours = wall_time(lambda: prior.denoiser(noisy.to(device), sigma).clamp(0, 1).cpu(), device)
         classical = wavelet_denoise(noisy, sigma).clamp(0, 1)
         rows.append({
             "sigma": sigma,
@@ -115,11 +114,6 @@ def denoising_table(prior, clean: torch.Tensor, sigmas, *, seed: int = 0) -> lis
 
 @torch.no_grad()
 def sample_grid(prior, clean: torch.Tensor, path: Path, *, n: int = 8, steps: int = 50, seed: int = 0) -> None:
-    from PIL import Image  # noqa: PLC0415
-
-    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
-    from medrecon.samplers.ddim import sample_ddim  # noqa: PLC0415
-    from medrecon.samplers.schedules import karras_sigmas  # noqa: PLC0415
 
     size = prior.card.image_size
     device = next(prior.network.parameters()).device
@@ -163,8 +157,8 @@ def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: st
         f"## Prior `{prior.card.name}` (`medrecon bench prior`)",
         "",
         f"- Command: `{command}`",
-        f"- Date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, device {_device_name(prior)}",
+        f"- Date: {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC; machine: "
+        f"{machine_line(next(prior.network.parameters()).device)}",
         f"- Data: {n_slices} slices of the validation patient {source_id}, {prior.card.image_size}x{prior.card.image_size}, "
         f"normalised as the card says ({prior.card.normalisation}); training: {prior.card.training.get('summary', 'see the card')}",
         "",
@@ -182,21 +176,15 @@ def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: st
     return "\n".join(lines) + "\n"
 
 
-def _device_name(prior) -> str:
-    device = next(prior.network.parameters()).device
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def main(prior_name: str, *, starter: str | None, n_slices: int, sigmas, grid: str | None, write: str | None, seed: int,
-         shifts=None, device: str = "cpu") -> int:
-    from medrecon.contrast import SHIFTS, remap  # noqa: PLC0415
-    from medrecon.priors.hub import load_prior  # noqa: PLC0415
-
+def run_prior_bench(prior_name: str, *, starter: str | None = None, n_slices: int = 8, sigmas=(0.05, 0.1, 0.2, 0.5),
+                    grid: str | None = None, write: str | None = None, seed: int = 0, shifts=None, device: str = "cpu",
+                    command: str | None = None) -> str:
+    """Denoising rows of a prior (and its contrast-shift rows, and a sample grid); prints the
+    Markdown section and writes it into ``write``'s ``prior:NAME`` section where asked. Returns the text."""
     shifts = list(SHIFTS) if shifts is None else [s for s in shifts if s != "none"]
     for shift in shifts:
         remap(torch.zeros(1), shift)  # an unknown name is refused before any work
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = bench_device(device)
     prior = load_prior(prior_name, device=device)
     if write:
         report.check_write_target(write, f"prior:{prior.card.name}")
@@ -209,10 +197,11 @@ def main(prior_name: str, *, starter: str | None, n_slices: int, sigmas, grid: s
     shift_rows = {} if prior.latent is not None else {s: denoising_table(prior, remap(clean, s), sigmas, seed=seed) for s in shifts}
     if grid:
         sample_grid(prior, clean, Path(grid), seed=seed)
-    command = (f"medrecon bench prior {prior_name}" + (f" --grid {grid}" if grid else "") + (f" --write {write}" if write else "")
-               + ("" if shifts == list(SHIFTS) else f" --shifts {' '.join(shifts) or 'none'}"))
+    command = command or (f"medrecon bench prior {prior_name}" + (f" --grid {grid}" if grid else "")
+                          + (f" --write {write}" if write else "")
+                          + ("" if shifts == list(SHIFTS) else f" --shifts {' '.join(shifts) or 'none'}"))
     text = to_markdown(prior, rows, source_id, clean.shape[0], grid, command, round_trip, shift_rows)
     print(text)
     if write:
         report.write_section(write, text, f"prior:{prior.card.name}")
-    return 0
+    return text

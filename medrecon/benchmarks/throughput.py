@@ -5,20 +5,22 @@ Protocol:
 
 - Volume: ``--slices`` slices (default 300) of 256x256: the validation CT patient (ct-lung1, all
   its slices, in the prior's units) repeated back and forth until there are enough; 23 parallel
-  views, noiseless (the setting of ../shared/GPU.md's figures).
-- Rows: each sampler of ``--samplers`` (default DDS, score-SDE and DPS) at its ct-clean preset
-  (``--steps SAMPLER=N`` overrides, stated in the row; score-SDE's 2001 and DPS's 1000 NFE run on
-  the first ``--long-slices`` slices where given, the row says how many), with the device's fast network execution
-  (``--precision`` / ``--compile``, default ``auto``: bf16 + channels_last + ``torch.compile`` on a
-  GPU, fp32 eager on the CPU); and DDS once more in fp32 eager (``--no-reference`` to skip), whose
-  PSNR the fast rows are compared with (the tolerance: at most 0.05 dB).
+  views, noiseless (the setting of the GPU figures in docs/benchmarks.md).
+- Rows: each sampler of ``--samplers`` (default every slice-wise sampler of a pixel prior: DDS,
+  DPS, score-SDE) at its ct-clean preset (``--steps SAMPLER=N`` overrides, stated in the row; the
+  long samplers, score-SDE's 2001 and DPS's 1000 NFE, run on the first ``--long-slices`` slices
+  where given, the row says how many), with the device's fast network execution (``--precision`` /
+  ``--compile``, default ``auto``: bf16 + channels_last + ``torch.compile`` on a GPU, bf16 eager on
+  a CPU with native bf16, fp32 eager elsewhere); and DDS once more in fp32 eager
+  (``--no-reference`` to skip), whose PSNR the fast rows are compared with (the tolerance: at most
+  0.05 dB).
 - Per row: total seconds (first calls, i.e. compilation, included and also given apart), slices/s,
   network images/s, the network's share of the sampling time (network calls timed with CUDA events,
   or the wall clock on the CPU; first calls excluded from both), achieved TFLOP/s of the network
   (FLOPs per image counted by ``torch.utils.flop_counter``, forward plus the input gradient for
   DPS), peak memory (CUDA peak allocation; on the CPU the process's peak resident size), PSNR.
 - ``--networks``: the network alone, images/s and TFLOP/s at the batch size, eager fp32 and with
-  the fast execution: the shipped prior's architecture and ../shared/GPU.md's reference UNet
+  the fast execution: the shipped prior's architecture and the reference UNet of the GPU figures
   (32, 64, 128, 128; attention at the third level; random weights), at 256x256.
 """
 
@@ -26,39 +28,53 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
+from medrecon.benchmarks import report
+from medrecon.benchmarks.volume import repeated_volume, volume_slab
 from medrecon.errors import InputError
+from medrecon.evaluation.scoring import score
+from medrecon.operators import CTProjector, ParallelBeamGeometry
+from medrecon.operators.noise import randn_per_item
+from medrecon.priors.denoiser import call_network
+from medrecon.priors.execution import ExecutedNetwork, NetworkExecution, timing_network_calls
+from medrecon.priors.hub import load_prior
+from medrecon.priors.networks import UNetConfig, build_unet
+from medrecon.reconstruct import Problem, reconstruct
+from medrecon.samplers.presets import sampler_settings
+from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS, sampler_names
 
-from .recon import bench_device, run_header, score
+from .common import bench_device, run_header, time_call
 
-DEFAULT_SAMPLERS = ("dds", "score_sde", "dps")
-LONG_SAMPLERS = ("score_sde", "dps")  # 2001 and 1000 NFE: --long-slices of the volume where time is short
 VIEWS = 23
-# ../shared/GPU.md: 3x3 convolutions in bf16, channels_last, on an H100 (the UNet layers' ceiling)
+# measured on an H100 (docs/benchmarks.md, GPU figures): 3x3 convolutions in bf16, channels_last (the UNet layers' ceiling)
 H100_CONV_CEILING = "94 TFLOP/s at 32 ch 256², 196 at 64 ch 128², 338 at 128 ch 64², 484 at 256 ch 32²"
 GPU_MD_UNET = {"block_out_channels": (32, 64, 128, 128), "attention_levels": (2,), "layers_per_block": 2}
 
 
 def parse_steps(items: list[str] | None) -> dict[str, int]:
-    """``["dps=20", ...]`` -> ``{"dps": 20}``."""
+    """``["SAMPLER=N", ...]`` -> ``{SAMPLER: N}`` (registry names, positive N)."""
     steps = {}
     for item in items or []:
         name, _, value = item.partition("=")
-        if name not in DEFAULT_SAMPLERS + ("resample", "diffusion_mbir") or not value.isdigit() or int(value) < 1:
+        if name not in SAMPLERS or not value.isdigit() or int(value) < 1:
             raise InputError(f"--steps takes SAMPLER=N with a positive N, got {item!r}")
         steps[name] = int(value)
     return steps
 
 
+def _scores(image, reference) -> dict:
+    s = score(image, reference, "volume")
+    return {"psnr": s.psnr, "ssim": s.ssim}
+
+
 def network_flops(net, shape: tuple[int, ...], device, *, with_input_gradient: bool = False) -> int:
     """FLOPs of one image ``(1, *shape)`` through ``net`` (and of the gradient w.r.t. the input)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
-
-    from medrecon.priors.denoiser import call_network  # noqa: PLC0415
 
     x = torch.randn((1, *shape), device=device, requires_grad=with_input_gradient)
     t = torch.full((1,), 0.5, device=device)
@@ -80,8 +96,6 @@ def network_flops(net, shape: tuple[int, ...], device, *, with_input_gradient: b
 
 def network_rate(net, execution, shape, batch: int, device, *, calls: int = 3) -> dict:
     """Images/s and first-call seconds of ``net`` alone at ``batch``, as ``execution`` runs it."""
-    from medrecon.priors.execution import ExecutedNetwork, timing_network_calls  # noqa: PLC0415
-
     executed = ExecutedNetwork(net, execution.for_device(device))
     x = torch.randn((batch, *shape), device=device)
     t = torch.full((batch,), 0.5, device=device)
@@ -95,10 +109,9 @@ def network_rate(net, execution, shape, batch: int, device, *, calls: int = 3) -
 
 
 def noise_draw_seconds(batch: int, shape: tuple[int, ...], device, *, repeats: int = 20) -> dict:
-    """Seconds of one diffusion-noise draw for ``batch`` slices: from one generator per slice (the
+    """Seconds of one diffusion-noise draw for ``batch`` slices (median of ``repeats`` after a
+    warm-up draw, :func:`~medrecon.benchmarks.common.time_call`): from one generator per slice (the
     samplers' way, a ``torch.randn`` per slice) and, for comparison, one batched ``torch.randn``."""
-    from medrecon.operators.noise import randn_per_item  # noqa: PLC0415
-
     device = torch.device(device)
 
     def generator(seed):
@@ -108,78 +121,80 @@ def noise_draw_seconds(batch: int, shape: tuple[int, ...], device, *, repeats: i
     gens = [generator(k) for k in range(batch)]
     one = generator(batch)
 
-    def timed(draw) -> float:
-        draw()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            draw()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) / repeats
-
-    return {"batch": batch, "per_slice_generators": timed(lambda: randn_per_item(like, gens)),
-            "one_batched_draw": timed(lambda: torch.randn(like.shape, generator=one, device=device))}
+    return {"batch": batch, "per_slice_generators": time_call(lambda: randn_per_item(like, gens), repeats, device),
+            "one_batched_draw": time_call(lambda: torch.randn(like.shape, generator=one, device=device), repeats, device)}
 
 
-def _runs(args) -> list[tuple[str, str, object]]:
-    from medrecon.priors.execution import NetworkExecution  # noqa: PLC0415
+@dataclass(frozen=True)
+class ThroughputBench:
+    """What ``medrecon bench volume`` runs (module docstring). ``steps``: ``{sampler: steps}``."""
 
-    fast = NetworkExecution(precision=args.precision, compile=args.compile)
-    runs = [(sampler, "fast", fast) for sampler in args.samplers]
-    if "dds" in args.samplers and not args.no_reference:
-        runs.insert(1, ("dds", "fp32 eager (reference)", NetworkExecution.plain()))
+    slices: int = 300
+    samplers: tuple[str, ...] = tuple(sampler_names(prior="pixel", slice_wise=True))
+    steps: dict = field(default_factory=dict)
+    long_slices: int | None = None
+    no_reference: bool = False
+    networks: bool = False
+    network_batch: int = 32
+    prior: str = "ct-starter"
+    starter: str | None = None
+    batch_size: int | str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    compile: str = "auto"
+    seed: int = 0
+    json: str | None = None
+    write: str | None = None
+    section: str = "volume-cpu"
+
+
+def _runs(bench: ThroughputBench) -> list[tuple[str, str, object]]:
+    fast = NetworkExecution(precision=bench.precision, compile=bench.compile)
+    runs = [(sampler, "fast", fast) for sampler in bench.samplers]
+    if DEFAULT_SAMPLER in bench.samplers and not bench.no_reference:
+        runs.insert(1, (DEFAULT_SAMPLER, "fp32 eager (reference)", NetworkExecution.plain()))
     return runs
 
 
-def main(args) -> int:
-    """Run the table (``args`` from the ``bench volume`` parser) and print it as Markdown."""
-    from medrecon.benchmarks import report  # noqa: PLC0415
-    from medrecon.benchmarks.volume import repeated_volume, volume_slab  # noqa: PLC0415
-    from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
-    from medrecon.priors.execution import timing_network_calls  # noqa: PLC0415
-    from medrecon.priors.hub import load_prior  # noqa: PLC0415
-    from medrecon.priors.networks import UNetConfig, build_unet  # noqa: PLC0415
-    from medrecon.reconstruct import Problem, reconstruct  # noqa: PLC0415
-    from medrecon.samplers.presets import sampler_settings  # noqa: PLC0415
-
-    if args.write:
-        report.check_write_target(args.write, args.section)
-    if args.slices < 1:
-        raise InputError(f"--slices must be a positive integer, got {args.slices}")
-    steps = parse_steps(args.steps)
-    runs = _runs(args)
+def run_throughput_bench(bench: ThroughputBench, *, command: str = "medrecon bench volume") -> dict:
+    """Run the tables and print them as Markdown (and write them / their JSON where asked);
+    returns ``{"header", "rows", "networks"}``."""
+    if bench.write:
+        report.check_write_target(bench.write, bench.section)
+    if bench.slices < 1:
+        raise InputError(f"--slices must be a positive integer, got {bench.slices}")
+    steps = dict(bench.steps)
+    runs = _runs(bench)
     for sampler, _, _ in runs:  # bad settings are refused before any work
         sampler_settings(sampler, "ct-clean", steps=steps.get(sampler))
-    device = bench_device(args.device)
-    prior = load_prior(args.prior, device=device)
+    device = bench_device(bench.device)
+    prior = load_prior(bench.prior, device=device)
     size = prior.card.image_size
-    images, spacing = volume_slab("ct-lung1", prior.card.normalisation, size, 0, args.starter)
+    images, spacing = volume_slab("ct-lung1", prior.card.normalisation, size, 0, bench.starter)
     source_slices = images.shape[0]
-    images = repeated_volume(images, args.slices)
+    images = repeated_volume(images, bench.slices)
     op = CTProjector(ParallelBeamGeometry.sparse_view((size, size), VIEWS, "uniform"))
     problem = Problem(op, op.to(device)(images.to(device)).cpu(), "CT", noisy=False)
     flops = {grad: network_flops(prior.network, (prior.card.channels, size, size), device, with_input_gradient=grad)
              for grad in (False, True)}
     t0 = time.perf_counter()
     rows = []
-    long_slices = args.long_slices or problem.slices
+    long_slices = bench.long_slices or problem.slices
     if long_slices < 1:
         raise InputError(f"--long-slices must be a positive integer, got {long_slices}")
     for sampler, label, execution in runs:
-        fresh = load_prior(args.prior, device=device)  # each run compiles and converts its own copy
+        fresh = load_prior(bench.prior, device=device)  # each run compiles and converts its own copy
         run_problem = problem
-        if sampler in LONG_SAMPLERS and long_slices < problem.slices:
+        if SAMPLERS[sampler].long and long_slices < problem.slices:
             run_problem = Problem(op.batch_slice(slice(0, long_slices)), problem.y[:long_slices], "CT", noisy=False)
         with timing_network_calls() as timer:
-            result = reconstruct(run_problem, fresh, sampler=sampler, steps=steps.get(sampler), batch_size=args.batch_size,
-                                 device=device, seed=args.seed, progress=False, execution=execution)
+            result = reconstruct(run_problem, fresh, sampler=sampler, steps=steps.get(sampler), batch_size=bench.batch_size,
+                                 device=device, seed=bench.seed, progress=False, execution=execution)
         network = result.settings["network"]
         first = sum(result.run["first_call_seconds"].values())
         sampling = max(result.seconds - first, 1e-9)
         net_seconds = timer.seconds
-        grad = sampler == "dps"
+        grad = SAMPLERS[sampler].gradient
         row = {
             "sampler": sampler, "execution": label, "steps": result.settings["steps"], "nfe": result.nfe,
             "network": dict(network),
@@ -188,7 +203,7 @@ def main(args) -> int:
             "images_per_second": run_problem.slices * result.nfe / result.seconds,
             "network_share": net_seconds / sampling if timer.calls else None,
             "tflops": flops[grad] * timer.images / net_seconds / 1e12 if timer.calls and net_seconds > 0 else None,
-            "peak_memory_bytes": result.peak_memory_bytes, **score(result.mean, images[: run_problem.slices]),
+            "peak_memory_bytes": result.peak_memory_bytes, **_scores(result.mean, images[: run_problem.slices]),
         }
         rows.append(row)
         print(f"  {sampler:10s} {label:24s} {row['seconds']:8.1f} s  {row['slices_per_second']:.3f} slices/s  "
@@ -196,30 +211,29 @@ def main(args) -> int:
               f"PSNR {row['psnr']:.2f}", flush=True)
     reference = next((r["psnr"] for r in rows if r["execution"].startswith("fp32 eager")), None)
     for r in rows:
-        r["psnr_difference"] = None if reference is None or r["sampler"] != "dds" else r["psnr"] - reference
+        r["psnr_difference"] = None if reference is None or r["sampler"] != DEFAULT_SAMPLER else r["psnr"] - reference
     networks = []
-    if args.networks:
-        from medrecon.priors.execution import NetworkExecution  # noqa: PLC0415
-
+    if bench.networks:
         architectures = {f"{prior.card.name} (shipped)": prior.network}
         torch.manual_seed(0)
-        architectures["GPU.md reference UNet (random weights)"] = build_unet(UNetConfig(sample_size=size, **GPU_MD_UNET)).to(device).eval()
+        gpu_unet = build_unet(UNetConfig(sample_size=size, **GPU_MD_UNET)).to(device).eval()
+        architectures["reference UNet of the GPU figures (random weights)"] = gpu_unet
         for name, net in architectures.items():
             shape = (int(net.config.in_channels), size, size)
             per_image = network_flops(net, shape, device)
             for label, execution in (("fp32 eager", NetworkExecution.plain()),
-                                     ("fast", NetworkExecution(precision=args.precision, compile=args.compile))):
-                rate = network_rate(net, execution, shape, args.network_batch, device)
+                                     ("fast", NetworkExecution(precision=bench.precision, compile=bench.compile))):
+                rate = network_rate(net, execution, shape, bench.network_batch, device)
                 networks.append({"network": name, "parameters": sum(p.numel() for p in net.parameters()),
                                  "gflop_per_image": per_image / 1e9, "execution": label,
                                  "execution_settings": execution.for_device(device).to_dict(), **rate,
                                  "tflops": per_image * rate["images_per_second"] / 1e12})
                 n = networks[-1]
                 print(f"  {name:42s} {label:12s} {n['images_per_second']:8.1f} img/s  {n['tflops']:.2f} TFLOP/s", flush=True)
-    fast_dds = next((r for r in rows if r["sampler"] == "dds" and r["execution"] == "fast"), None)
+    fast_dds = next((r for r in rows if r["sampler"] == DEFAULT_SAMPLER and r["execution"] == "fast"), None)
     noise = noise_draw_seconds(fast_dds["batch_size"] if fast_dds else 8, (prior.card.channels, size, size), device)
     header = run_header(
-        "medrecon bench volume " + " ".join(args.argv or []), device, t0, prior=prior.card.name, noise=noise,
+        command, device, t0, prior=prior.card.name, noise=noise,
         volume=(f"{problem.slices} slices of {size}x{size}: the {source_slices} slices of ct-lung1 (validation; "
                 f"{spacing[2]:.3g} mm) repeated back and forth; {VIEWS} parallel views, noiseless"),
         gflop_per_image=flops[False] / 1e9, gflop_per_dps_image=flops[True] / 1e9,
@@ -227,16 +241,18 @@ def main(args) -> int:
     )
     table = to_markdown(rows, networks, header)
     print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"header": header, "rows": rows, "networks": networks}, indent=2, default=str) + "\n")
-    if args.write:
-        report.write_section(args.write, table, args.section)
-    return 0
+    result = {"header": header, "rows": rows, "networks": networks}
+    if bench.json:
+        Path(bench.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if bench.write:
+        report.write_section(bench.write, table, bench.section)
+    return result
 
 
 def _execution_label(n: dict) -> str:
     """``bf16 channels_last compile default`` of an execution's settings."""
-    parts = [n["precision"]] + (["channels_last"] if n["channels_last"] else []) + ([f"compile {n['compile']}"] if n["compile"] != "off" else ["eager"])
+    parts = [n["precision"]] + (["channels_last"] if n["channels_last"] else [])
+    parts.append(f"compile {n['compile']}" if n["compile"] != "off" else "eager")
     return " ".join(parts)
 
 
@@ -257,7 +273,8 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
         tflops = "-" if r["tflops"] is None else f"{r['tflops']:.2f}"
         diff = "-" if r["psnr_difference"] is None or r["execution"].startswith("fp32 eager") else f"{r['psnr_difference']:+.3f}"
         lines.append(
-            f"| {r['sampler']} | {_execution_label(r['network'])} | {r['steps']} | {r['nfe']} | {r['slices']} | {r['batch_size']} | {r['seconds']:.1f} | "
+            f"| {r['sampler']} | {_execution_label(r['network'])} | {r['steps']} | {r['nfe']} | {r['slices']} | {r['batch_size']} | "
+            f"{r['seconds']:.1f} | "
             f"{r['first_call_seconds']:.1f} | {r['slices_per_second']:.3f} | {r['images_per_second']:.1f} | {share} | {tflops} | "
             f"{r['peak_memory_bytes'] / 2**20:.0f} | {r['psnr']:.2f} | {diff} |"
         )
@@ -278,8 +295,8 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
               f"{1000 * noise['per_slice_generators']:.2f} ms from one generator per slice (the samplers' way: the "
               f"volume does not depend on the batch size), {1000 * noise['one_batched_draw']:.2f} ms as one batched draw."]
     if header.get("ceiling"):
-        lines += ["", f"Convolution ceiling on an H100 (bf16, channels_last; ../shared/GPU.md): {header['ceiling']}."]
+        lines += ["", f"Convolution ceiling on an H100 (bf16, channels_last; the GPU figures): {header['ceiling']}."]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_SAMPLERS", "main", "network_flops", "network_rate", "noise_draw_seconds", "parse_steps", "to_markdown"]
+__all__ = ["ThroughputBench", "run_throughput_bench", "network_flops", "network_rate", "noise_draw_seconds", "parse_steps", "to_markdown"]

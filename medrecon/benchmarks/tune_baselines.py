@@ -10,7 +10,7 @@ Settings: CT parallel beam, 256x256, 23 and 60 views, clean and with 1% sinogram
 MR 256x256, 8 simulated coils, smooth phase, ``equispaced_fraction`` masks at 4x and 8x, clean
 and with complex noise 0.02; and the non-Cartesian benchmark trajectories (radial 48 spokes, a
 16-interleave spiral), clean. Images are in [0, 1], normalised as the priors are
-(:class:`~medrecon.priors.training_data.Normalisation`: CT HU window [-1000, 2000]; MR magnitude
+(:class:`~medrecon.priors.normalisation.Normalisation`: CT HU window [-1000, 2000]; MR magnitude
 over the volume's 99.5th percentile, clipped), PSNR with data range 1 on images clipped to
 [0, 1] (MR: magnitudes), averaged over the slices.
 """
@@ -18,14 +18,22 @@ over the volume's 99.5th percentile, clipped), PSNR with data range 1 on images 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from medrecon.baselines import ct as ct_baselines
+from medrecon.baselines import mri as mri_baselines
+from medrecon.benchmarks.common import wall_time
 from medrecon.errors import InputError
-from medrecon.priors.training_data import MR_PERCENTILE, Normalisation
+from medrecon.evaluation.scoring import score
+from medrecon.evaluation.settings import NONCARTESIAN_TRAJECTORIES, noncartesian_trajectory
+from medrecon.io.nrrd import read_nrrd
+from medrecon.operators import CTProjector, MultiCoilMRI, NonCartesianMRI, ParallelBeamGeometry, simulated_maps
+from medrecon.operators.masks import CartesianSampling
+from medrecon.priors.normalisation import MR_PERCENTILE, Normalisation
+from medrecon.simulation import CT_NOISE_REL, MR_NOISE_SIGMA, complex_image, simulate_kspace, simulate_sinogram
 
 IMAGE_SIZE = 256
 
@@ -51,7 +59,7 @@ MR_NONCARTESIAN_GRIDS = {
 
 
 def _resize(slices: np.ndarray, size: int) -> np.ndarray:
-    from skimage.transform import resize  # noqa: PLC0415
+    from skimage.transform import resize
 
     if slices.shape[-1] == size and slices.shape[-2] == size:
         return slices
@@ -81,10 +89,8 @@ def _generators(n: int, offset: int) -> list[torch.Generator]:
 
 
 def _psnr(recon: torch.Tensor, truth: torch.Tensor) -> float:
-    from medrecon.metrics import psnr  # noqa: PLC0415
-
-    magnitude = recon.abs() if recon.is_complex() else recon
-    return float(psnr(magnitude.clamp(0, 1), truth, data_range=1.0).mean())
+    """Mean per-slice PSNR of the magnitude (:func:`~medrecon.evaluation.scoring.score`'s ``slice`` protocol)."""
+    return score(recon, truth, "slice").psnr
 
 
 def _search(setting: str, module, reference: str, grids: dict, op, y, truth, log) -> list[dict]:
@@ -94,18 +100,13 @@ def _search(setting: str, module, reference: str, grids: dict, op, y, truth, log
     log(f"{setting} {reference} {rows[0]['psnr']:.2f}")
     for method, (param, values) in grids.items():
         for value in values:
-            start = time.perf_counter()
-            recon = getattr(module, method)(op, y, **{param: value})
+            seconds, recon = wall_time(lambda: getattr(module, method)(op, y, **{param: value}))
             rows.append({"setting": setting, "method": method, "param": param, "value": value, "psnr": _psnr(recon, truth)})
-            log(f"{setting} {method} {param}={value} {rows[-1]['psnr']:.2f} ({time.perf_counter() - start:.1f} s)")
+            log(f"{setting} {method} {param}={value} {rows[-1]['psnr']:.2f} ({seconds:.1f} s)")
     return rows
 
 
 def tune_ct(truth: torch.Tensor, log=print) -> list[dict]:
-    from medrecon.baselines import ct as ct_baselines  # noqa: PLC0415
-    from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
-    from medrecon.simulation import CT_NOISE_REL, simulate_sinogram  # noqa: PLC0415
-
     rows = []
     for views, noisy in CT_SETTINGS:
         op = CTProjector(ParallelBeamGeometry.sparse_view(truth.shape[-1], views))
@@ -116,11 +117,6 @@ def tune_ct(truth: torch.Tensor, log=print) -> list[dict]:
 
 
 def tune_mr(truth: torch.Tensor, log=print) -> list[dict]:
-    from medrecon.baselines import mri as mri_baselines  # noqa: PLC0415
-    from medrecon.operators import MultiCoilMRI, simulated_maps  # noqa: PLC0415
-    from medrecon.operators.masks import CartesianSampling  # noqa: PLC0415
-    from medrecon.simulation import MR_NOISE_SIGMA, complex_image, simulate_kspace  # noqa: PLC0415
-
     size = truth.shape[-1]
     image = complex_image(truth, _generators(truth.shape[0], 200))
     maps = simulated_maps(8, (size, size))[None]
@@ -136,11 +132,6 @@ def tune_mr(truth: torch.Tensor, log=print) -> list[dict]:
 
 def tune_mr_noncartesian(truth: torch.Tensor, log=print) -> list[dict]:
     """The radial and spiral benchmark trajectories, 8 simulated coils, smooth phase, noiseless."""
-    from medrecon.baselines import mri as mri_baselines  # noqa: PLC0415
-    from medrecon.benchmarks.recon import NONCARTESIAN_TRAJECTORIES, noncartesian_trajectory  # noqa: PLC0415
-    from medrecon.operators import NonCartesianMRI, simulated_maps  # noqa: PLC0415
-    from medrecon.simulation import complex_image, simulate_kspace  # noqa: PLC0415
-
     shape = tuple(truth.shape[-2:])
     image = complex_image(truth, _generators(truth.shape[0], 200))
     maps = simulated_maps(8, shape)[None]
@@ -168,16 +159,15 @@ def to_markdown(rows: list[dict], header: str) -> str:
 def _volume_array(path: str) -> np.ndarray:
     """The ``(x, y, z)`` voxel array of an NRRD or NIfTI volume (the starter corpus's files)."""
     if str(path).lower().endswith((".nii", ".nii.gz")):
-        import nibabel  # noqa: PLC0415
+        import nibabel
 
         return np.asarray(nibabel.load(str(path)).get_fdata(), dtype=np.float64)
-    from medrecon.io.nrrd import read_nrrd  # noqa: PLC0415
 
     return read_nrrd(path).data
 
 
 @torch.no_grad()
-def main(ct_volume: str | None, mr_volume: str | None, n_slices: int, out_json: str | None, *,
+def run_tune_baselines(ct_volume: str | None, mr_volume: str | None, n_slices: int, out_json: str | None, *,
          noncartesian_only: bool = False) -> int:
     if ct_volume is None and mr_volume is None:
         raise InputError("give --ct-volume and/or --mr-volume (NRRD or NIfTI volumes of training patients)")

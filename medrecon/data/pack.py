@@ -25,7 +25,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from medrecon.errors import InputError
@@ -69,11 +68,12 @@ def _storage(values: np.ndarray, modality: str) -> tuple[np.ndarray, float, floa
 def _save_gzip9(image, path: Path) -> None:
     """``.nii.gz`` at gzip level 9 with a zero timestamp (nibabel writes level 1): smaller, and the
     same bytes for the same volume."""
-    import gzip  # noqa: PLC0415
+    import gzip
 
     plain = path.with_name(path.name[: -len(".gz")])
     image.to_filename(str(plain))
-    with open(plain, "rb") as src, open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out:
+    with (open(plain, "rb") as src, open(path, "wb") as raw,
+          gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out):
         out.write(src.read())
     plain.unlink()
 
@@ -81,12 +81,12 @@ def _save_gzip9(image, path: Path) -> None:
 def pack(source_dir, out, *, size: int = 256, ids=None, overwrite: bool = False, log=print) -> Path:
     """Write the pack of the starter folder ``source_dir`` (default: ``medrecon data fetch``'s) to the
     new folder ``out`` (atomically): the training split, or ``ids``. Returns ``out``."""
-    import nibabel as nib  # noqa: PLC0415
+    import nibabel as nib
 
-    from medrecon.data import load_starter  # noqa: PLC0415
-    from medrecon.data.fetch import MANIFEST_NAME, read_manifest, resolve_dest, sha256_file  # noqa: PLC0415
-    from medrecon.data.sources import get_source, training_sources  # noqa: PLC0415
-    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
+    from medrecon.data import load_starter
+    from medrecon.data.fetch import MANIFEST_NAME, read_manifest, resolve_dest, sha256_file
+    from medrecon.data.sources import get_source, training_sources
+    from medrecon.io.atomic import atomic_output
 
     if int(size) < 8:
         raise InputError(f"--size must be at least 8, got {size}")
@@ -115,7 +115,8 @@ def pack(source_dir, out, *, size: int = 256, ids=None, overwrite: bool = False,
                 "spacing": [round(float(np.linalg.norm(affine[:3, i])), 6) for i in range(3)],
                 "affine": np.round(affine, 6).tolist(),
                 "pack": {"from_nifti_sha256": entry.get("nifti_sha256"), "storage": how,
-                         "in_plane": "unchanged" if old_plane is None else f"{old_plane[0]}x{old_plane[1]} -> {stored.shape[1]}x{stored.shape[2]}"},
+                         "in_plane": "unchanged" if old_plane is None
+                         else f"{old_plane[0]}x{old_plane[1]} -> {stored.shape[1]}x{stored.shape[2]}"},
             })
             packed["sources"][source.id] = entry
             log(f"{source.id}: {entry['pack']['in_plane']}, {how}, {(tmp / name).stat().st_size / 2**20:.2f} MiB")

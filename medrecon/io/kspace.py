@@ -45,9 +45,10 @@ import math
 import numbers
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -55,7 +56,7 @@ import torch
 
 from medrecon.errors import InputError, ShapeError
 from medrecon.io.atomic import atomic_output
-from medrecon.io.base import check_slice_selection, is_int
+from medrecon.io.checks import check_slice_selection, is_int
 from medrecon.operators.mri import ifft2c
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -432,7 +433,7 @@ def ismrmrd_header_xml(encoding_size: tuple[int, int, int], recon_size: tuple[in
         "</kspace_encoding_step_1></encodingLimits>"
         "<trajectory>cartesian</trajectory>"
         "</encoding></ismrmrdHeader>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def _attr_value(key: str, value: Any) -> Any:

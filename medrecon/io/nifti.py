@@ -18,8 +18,8 @@ import torch
 
 from medrecon.errors import InputError
 from medrecon.io.atomic import atomic_output
-from medrecon.io.base import Study, axis_closest_to, file_layout, to_study_layout
 from medrecon.io.sidecar import header_tag, modality_from_tag, recorded_modality, resolve_modality, staged_sidecar
+from medrecon.study import Study, axis_closest_to, file_layout, to_study_layout
 
 
 def read_nifti(
@@ -37,7 +37,7 @@ def read_nifti(
         slice_axis: the array axis to slice along (default: the one closest to superior).
         volume: the index along the 4th axis of a 4-D file (required for 4-D files).
     """
-    import nibabel as nib  # noqa: PLC0415
+    import nibabel as nib
 
     path = Path(path)
     try:
@@ -88,7 +88,7 @@ def write_nifti_array(data: np.ndarray, affine: np.ndarray, path: str | Path, *,
     range, exact for integer HU). Otherwise float32 (complex64 for complex data). ``modality``:
     recorded in the header's ``descrip`` tag.
     """
-    import nibabel as nib  # noqa: PLC0415
+    import nibabel as nib
 
     path = Path(path)
     if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):

@@ -1,5 +1,8 @@
 """NRRD volumes (the format of the starter corpus sources) read with numpy alone.
 
+Importing this module loads no torch (:func:`read_nrrd` serves :mod:`medrecon.data`'s conversion, which
+runs without torch); the functions that make or write a Study import it.
+
 Supports what medical NRRD files use: ``raw`` and ``gzip`` encodings, scalar types from int8 to
 float64, either endianness, attached data, ``space directions``/``space origin`` in
 ``left-posterior-superior`` or ``right-anterior-superior`` space. The affine is returned in RAS
@@ -20,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from medrecon.errors import InputError
+from medrecon.io.atomic import atomic_output
+from medrecon.io.sidecar import NRRD_KEY, recorded_modality, resolve_modality, staged_sidecar
 
 _TYPES = {
     "signed char": "i1", "int8": "i1", "int8_t": "i1",
@@ -107,10 +112,10 @@ def read_nrrd(path: str | Path) -> NrrdVolume:
 def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis: int | None = None):
     """Read a 3-D NRRD volume as a :class:`~medrecon.study.Study` (axial slices by default). The
     modality: the caller's, else the sidecar's or the ``medrecon_modality`` field's."""
+    # torch and the Study type load here, not at the top: read_nrrd serves medrecon.data's conversion, which runs without torch
     import torch  # noqa: PLC0415
 
-    from medrecon.io.base import Study, axis_closest_to, to_study_layout  # noqa: PLC0415
-    from medrecon.io.sidecar import NRRD_KEY, recorded_modality, resolve_modality  # noqa: PLC0415
+    from medrecon.study import Study, axis_closest_to, to_study_layout  # noqa: PLC0415
 
     volume = read_nrrd(path)
     tag = volume.header.get(NRRD_KEY.lower())
@@ -126,9 +131,7 @@ def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis
 
 def write_nrrd(study, path: str | Path, *, overwrite: bool = False, sidecar: bool = True) -> Path:
     """Write a study as a NRRD file (module docstring), atomically, with its JSON sidecar."""
-    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
-    from medrecon.io.base import file_layout  # noqa: PLC0415
-    from medrecon.io.sidecar import NRRD_KEY, staged_sidecar  # noqa: PLC0415
+    from medrecon.study import file_layout  # noqa: PLC0415 - torch; this module stays torch-free for read_nrrd
 
     path = Path(path)
     if not path.name.lower().endswith(".nrrd"):

@@ -20,7 +20,9 @@ import json
 import re
 from pathlib import Path
 
+from medrecon import __version__
 from medrecon.errors import InputError
+from medrecon.io.atomic import atomic_output
 
 MODALITIES = ("CT", "MR")
 _TAG = re.compile(r"medrecon modality=(CT|MR)\b")
@@ -41,10 +43,30 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_name(image_stem(path) + ".json")
 
 
+#: Outputs that share a stem share its ``STEM.json``: a DICOM folder (no suffix) and these files.
+STEM_SUFFIXES = ("", ".nii.gz", ".nii", ".nrrd", ".h5", ".hdf5")
+
+
+def check_sidecar_free(image_path: str | Path, side: str | Path | None = None) -> None:
+    """Refuse to write the JSON ``side`` (default: :func:`sidecar_path`) of ``image_path`` when it
+    belongs to another output of the same stem that exists (``recon.nii.gz`` and ``recon.nrrd``
+    would both own ``recon.json``) — even with overwrite: replacing it would strip the other
+    image of its record. The message says how to avoid it."""
+    image_path = Path(image_path)
+    side = Path(side) if side is not None else sidecar_path(image_path)
+    stem = side.name[: -len(".json")]
+    for suffix in STEM_SUFFIXES:
+        other = side.with_name(stem + suffix)
+        if other.name != image_path.name and other.exists() and other != side:
+            raise InputError(
+                f"{image_path.name} and the existing {other.name} would share the record {side.name}; give this output "
+                f"another name (e.g. {stem}-{image_path.name[len(stem):].lstrip('.').split('.')[0] or 'dicom'}"
+                f"{image_path.name[len(stem):]}) or move {other.name} away"
+            )
+
+
 def sidecar_fields(study) -> dict:
     """The sidecar's content for ``study`` (also merged into ``medrecon reconstruct``'s record)."""
-    from medrecon import __version__  # noqa: PLC0415
-
     return {
         "Modality": study.modality,
         "medrecon": {
@@ -60,12 +82,11 @@ def sidecar_fields(study) -> dict:
 def staged_sidecar(study, image_path: str | Path, *, overwrite: bool, enabled: bool = True):
     """Around the writing of an image: refuse an existing sidecar (without ``overwrite``) before
     anything is written, stage the sidecar, and move it into place only when the block succeeds."""
-    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
-
     if not enabled:
         yield
         return
     side = sidecar_path(image_path)
+    check_sidecar_free(image_path, side)
     if side.exists() and not overwrite:
         raise InputError(f"{side} exists; pass --overwrite (overwrite=True) to replace it")
     with atomic_output(side, overwrite=overwrite, suffix=".json") as tmp:
@@ -111,5 +132,5 @@ def resolve_modality(path: str | Path, given: str | None, recorded: str | None, 
     return recorded
 
 
-__all__ = ["NRRD_KEY", "header_tag", "image_stem", "modality_from_tag", "recorded_modality", "resolve_modality",
-           "sidecar_fields", "sidecar_path", "staged_sidecar"]
+__all__ = ["NRRD_KEY", "STEM_SUFFIXES", "check_sidecar_free", "header_tag", "image_stem", "modality_from_tag", "recorded_modality",
+           "resolve_modality", "sidecar_fields", "sidecar_path", "staged_sidecar"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from abc import ABCMeta, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -150,7 +150,7 @@ class DiscreteVPSchedule:
         return (upper - 1).to(torch.float64) + frac
 
     @classmethod
-    def linear(cls, n_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "DiscreteVPSchedule":
+    def linear(cls, n_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteVPSchedule:
         """DDPM's linear beta schedule (Ho et al. 2020)."""
         betas = torch.linspace(beta_start, beta_end, n_steps, dtype=torch.float64)
         return cls(torch.cumprod(1 - betas, 0))

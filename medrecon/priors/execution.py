@@ -2,11 +2,17 @@
 
 The network is nearly all of a diffusion reconstruction's time (15,000 calls for a 300-slice volume
 at 50 steps), so on a GPU it runs fast by default: bf16 autocast (the weights stay fp32, matmuls
-and convolutions run in bf16), channels_last activations, and ``torch.compile`` (inductor). On the
-CPU the default stays fp32 eager: compiling costs about 40 s per input shape there and measured no
-faster than eager, and bf16 is only fast on CPUs with native bf16 (AMX / AVX512-BF16); both can be
-asked for. The fast settings must give the fp32 eager image within a stated tolerance
-(docs/benchmarks.md, "GPU fast path"; the CPU test in tests/medrecon/test_fast_path.py).
+and convolutions run in bf16), channels_last activations, and ``torch.compile`` (inductor). On a
+CPU with native bf16 (AMX / AVX512-BF16, :func:`medrecon.hardware.cpu_has_native_bf16`) the
+default is bf16 eager (about 4x fp32 there, and within 0.014 dB of fp32 on a 4-slice DDS volume,
+docs/benchmarks.md); on other CPUs fp32 eager, since bf16 is emulated there. Compiling stays off
+on the CPU by default: it costs about 40 s per input shape and measured no faster than eager; it
+can be asked for. The fast settings must give the fp32 eager image within a stated tolerance
+(docs/benchmarks.md, "GPU fast path"; the CPU tests in tests/).
+
+A compile that fails (no C compiler for inductor's CPU kernels, a GPU triton does not support)
+falls back to eager execution with one warning; :attr:`ExecutedNetwork.compile_failure` holds the
+reason and the reconstruction's record states it.
 
 :func:`with_execution` returns a prior whose denoiser calls an :class:`ExecutedNetwork`; the
 sampler code does not change. A compiled network is compiled for fixed shapes (``dynamic=False``):
@@ -22,14 +28,17 @@ import contextlib
 import copy
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from medrecon.errors import InputError
+from medrecon.hardware import cpu_has_native_bf16
 
 from .denoiser import call_network
+from .latent import LatentPrior
 
 PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -39,9 +48,9 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 class NetworkExecution:
     """``precision`` ``fp32`` or ``bf16`` (autocast), ``channels_last`` activations, ``compile``
     one of :data:`COMPILE_MODES` (``off``: eager). ``auto`` / None leave the choice to the device
-    (:meth:`for_device`): on CUDA bf16, channels_last and ``torch.compile`` (mode ``default``);
-    elsewhere fp32 eager. channels_last follows bf16 unless given (it is what makes bf16
-    convolutions fast, on CPUs with native bf16 as well)."""
+    (:meth:`for_device`): on CUDA bf16, channels_last and ``torch.compile`` (mode ``default``); on
+    a CPU with native bf16 bf16 eager; elsewhere fp32 eager. channels_last follows bf16 unless
+    given (it is what makes bf16 convolutions fast, on CPUs with native bf16 as well)."""
 
     precision: str = "auto"
     channels_last: bool | None = None
@@ -56,7 +65,7 @@ class NetworkExecution:
             raise InputError(f"channels_last must be true, false or None (auto), got {self.channels_last!r}")
 
     @classmethod
-    def plain(cls) -> "NetworkExecution":
+    def plain(cls) -> NetworkExecution:
         """fp32 eager in the default layout: the network as loaded (the reference of the tolerance)."""
         return cls("fp32", False, "off")
 
@@ -64,10 +73,15 @@ class NetworkExecution:
     def is_plain(self) -> bool:
         return self == NetworkExecution.plain()
 
-    def for_device(self, device) -> "NetworkExecution":
-        """These settings with every ``auto`` resolved for ``device``."""
+    def for_device(self, device, *, native_bf16: bool | None = None) -> NetworkExecution:
+        """These settings with every ``auto`` resolved for ``device``. ``native_bf16``: whether the
+        CPU has native bf16 (None: detected, :func:`medrecon.hardware.cpu_has_native_bf16`)."""
         gpu = torch.device(device).type == "cuda"
-        precision = ("bf16" if gpu else "fp32") if self.precision == "auto" else self.precision
+        if self.precision == "auto":
+            native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+            precision = "bf16" if gpu or (torch.device(device).type == "cpu" and native) else "fp32"
+        else:
+            precision = self.precision
         compile = ("default" if gpu else "off") if self.compile == "auto" else self.compile
         channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
         return NetworkExecution(precision, channels_last, compile)
@@ -80,7 +94,9 @@ class ExecutedNetwork(nn.Module):
     """``net(x, t)`` executed as ``execution`` says; returns a tensor of ``x``'s dtype in the default
     layout. ``first_calls`` records the seconds of the first call of each input shape (the compile
     time when compiled), with and without gradients apart. Converts ``net``'s weights to
-    channels_last in place when asked (a layout change, not a value change)."""
+    channels_last in place when asked (a layout change, not a value change). A compiled call that
+    fails falls back to eager for good, with one warning; ``compile_failure`` says why (None
+    while compiling works or when not compiled)."""
 
     def __init__(self, net: nn.Module, execution: NetworkExecution) -> None:
         super().__init__()
@@ -92,6 +108,7 @@ class ExecutedNetwork(nn.Module):
         if execution.compile != "off":
             self._call = torch.compile(net, mode=execution.compile, dynamic=False)
         self.first_calls: dict[str, float] = {}
+        self.compile_failure: str | None = None
         self._largest_batch = 0
 
     @property
@@ -101,7 +118,7 @@ class ExecutedNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        if self.execution.compile != "off":
+        if self.compiled:
             self._largest_batch = max(self._largest_batch, n)
             if n < self._largest_batch:  # one compiled shape: pad the short batch
                 pad = self._largest_batch - n
@@ -128,16 +145,35 @@ class ExecutedNetwork(nn.Module):
             self.first_calls[key] = round(time.perf_counter() - start, 3)
         return out[:n]
 
+    @property
+    def compiled(self) -> bool:
+        """Whether calls go through ``torch.compile`` (asked for, and it has not failed)."""
+        return self.execution.compile != "off" and self.compile_failure is None
+
     def _run(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         if self.execution.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.execution.precision == "bf16"):
-            out = call_network(self._call, x, t)
+            if self.compiled:
+                try:
+                    out = call_network(self._call, x, t)
+                except Exception as exc:  # any failure of compilation means: run eagerly
+                    self._fall_back(exc)
+                    out = call_network(self.net, x, t)
+            else:
+                out = call_network(self.net, x, t)
         out = out.to(dtype).contiguous()
-        if self.execution.compile == "reduce-overhead":
+        if self.compiled and self.execution.compile == "reduce-overhead":
             out = out.clone()  # CUDA graphs reuse their output memory at the next replay
         return out
+
+
+    def _fall_back(self, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+        self.compile_failure = reason
+        self._call = self.net
+        warnings.warn(f"torch.compile failed ({reason}); the network runs eagerly", RuntimeWarning, stacklevel=3)
 
 
 class NetworkTimer:
@@ -223,23 +259,24 @@ def with_execution(prior, execution: NetworkExecution):
     """``prior`` with its denoiser calling an :class:`ExecutedNetwork` (the plain execution too: it
     records the first calls and feeds :func:`timing_network_calls`). The denoiser keeps everything
     else (schedule, ``sigma_data``...): it is a shallow copy whose ``net`` is replaced, and ``prior``
-    itself is not changed. A latent prior's latent denoiser is executed so; its autoencoder stays
-    fp32 eager. Raises :class:`InputError` for a prior without a network (an analytic denoiser)."""
+    itself is not changed. ``execution``'s ``auto`` settings are resolved for the network's device.
+    A latent prior's latent denoiser is executed so; its autoencoder stays fp32 eager. A prior
+    without a network (an analytic denoiser) is returned as it is for ``auto`` / fp32 eager
+    settings, and refused (:class:`InputError`) for anything else."""
     latent = prior.latent
     holder = latent.denoiser if latent is not None else prior.denoiser
     net = getattr(holder, "net", None)  # the UNet of a pixel prior, the latent UNet of a latent prior
     has_network = isinstance(net, nn.Module) and any(True for _ in net.parameters())
-    execution = execution.for_device(next(net.parameters()).device if has_network else "cpu")
     if not has_network:
-        if execution.is_plain:
+        if execution.precision in ("auto", "fp32") and execution.compile in ("auto", "off") and not execution.channels_last:
             return prior  # an analytic denoiser (tests): nothing to execute
         raise InputError(f"the prior {prior.card.name!r} has no network to run in {execution.precision} / compiled")
+    execution = execution.for_device(next(net.parameters()).device)
     denoiser = copy.copy(holder)
     denoiser._modules = dict(holder._modules)  # the copy's own submodule table: the original keeps its net
     denoiser.net = ExecutedNetwork(net, execution)
     if latent is None:
         return dataclasses.replace(prior, denoiser=denoiser)
-    from .latent import LatentPrior  # noqa: PLC0415
 
     latent = LatentPrior(latent.autoencoder, latent.scaling_factor, denoiser)
     return dataclasses.replace(prior, denoiser=denoiser, latent=latent)

@@ -17,12 +17,14 @@ shipped priors by name (``medrecon/weights/<name>``) or any local folder, never 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from medrecon.errors import InputError, MissingResourceError
 from medrecon.io.atomic import atomic_output
@@ -35,6 +37,7 @@ from .denoiser import (
     VPEpsilonDenoiser,
     VPVPredictionDenoiser,
 )
+from .latent import LatentPrior
 
 CARD_FILE = "medrecon_prior.json"
 CONFIG_FILE = "config.json"
@@ -83,7 +86,7 @@ class PriorCard:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PriorCard":
+    def from_dict(cls, d: dict) -> PriorCard:
         try:
             return cls(**d)
         except TypeError as exc:
@@ -98,7 +101,7 @@ class Prior:
     network: torch.nn.Module
     card: PriorCard
     path: Path
-    latent: "LatentPrior | None" = None  # latent priors: encode/decode (``denoiser`` acts on latents)
+    latent: LatentPrior | None = None  # latent priors: encode/decode (``denoiser`` acts on latents)
 
 
 def sha256_of(path: Path) -> str:
@@ -112,8 +115,6 @@ def sha256_of(path: Path) -> str:
 def save_prior(folder: str | Path, unet: torch.nn.Module, card: PriorCard, *, overwrite: bool = False, half: bool = True) -> Path:
     """Write ``unet`` (diffusers ``save_pretrained``, float16 weights by default) and its card, with
     the weights' sha256, into a new folder (atomically)."""
-    import copy  # noqa: PLC0415
-
     folder = Path(folder)
     with atomic_output(folder, overwrite=overwrite, folder=True) as tmp:
         net = copy.deepcopy(unet).to("cpu")
@@ -143,8 +144,6 @@ def _resolve(name_or_path: str | Path) -> Path:
 
 
 def _load_state_dict(folder: Path) -> dict:
-    from safetensors.torch import load_file  # noqa: PLC0415
-
     weights = folder / WEIGHTS_FILE
     if weights.is_file():
         return load_file(str(weights))
@@ -162,7 +161,7 @@ def _load_state_dict(folder: Path) -> dict:
 
 
 def _build_network(folder: Path, device, dtype, cls_name: str = "UNet2DModel") -> torch.nn.Module:
-    import diffusers  # noqa: PLC0415
+    import diffusers
 
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
@@ -186,7 +185,7 @@ def _build_network(folder: Path, device, dtype, cls_name: str = "UNet2DModel") -
 
 
 def _diffusers_card(folder: Path, scheduler_config: Path, net: torch.nn.Module) -> PriorCard:
-    from diffusers import DDPMScheduler  # noqa: PLC0415
+    from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler.from_config(json.loads(scheduler_config.read_text()))
     if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
@@ -255,8 +254,6 @@ def load_autoencoder(folder: str | Path, *, device="cpu", dtype=torch.float32) -
 
 
 def _load_latent(folder: Path, card: PriorCard, device, dtype) -> Prior:
-    from .latent import LatentPrior  # noqa: PLC0415
-
     for sub in (AUTOENCODER_DIR, UNET_DIR):
         if not any(name.startswith(sub + "/") for name in card.sha256):
             raise InputError(f"{folder / CARD_FILE}: a latent prior card must list the checksums of {sub}/ weights")
@@ -286,8 +283,6 @@ def save_latent_prior(
     """Write a latent prior folder atomically: ``autoencoder/`` and ``unet/`` (diffusers
     ``save_pretrained``, float16 by default), and the card with ``parameterisation: "edm"``, the
     ``latent`` entry and the sha256 of every weight file (paths relative to the folder)."""
-    import copy  # noqa: PLC0415
-
     if card.parameterisation != "edm":
         raise InputError(f"a latent prior is saved with the edm parameterisation, the card says {card.parameterisation!r}")
     folder = Path(folder)
@@ -317,7 +312,8 @@ def list_priors(search: list[str | Path] = ()) -> list[dict]:
     rows = []
     for name in SHIPPED:
         folder = WEIGHTS_DIR / name
-        rows.append(_describe(name, folder) if (folder / CARD_FILE).is_file() else {"name": name, "path": str(folder), "status": "not shipped yet"})
+        shipped = (folder / CARD_FILE).is_file()
+        rows.append(_describe(name, folder) if shipped else {"name": name, "path": str(folder), "status": "not shipped yet"})
     for base in map(Path, search):
         if not base.is_dir():
             raise InputError(f"{base} is not a folder")

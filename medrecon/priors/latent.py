@@ -14,7 +14,7 @@
   ``f = downsampling = 2 ** (len(block_out_channels) - 1)``.
 - :class:`LatentSlices` is the training set of the latent denoiser: every training slice encoded
   once (no augmentation in latent space, no augmentation before encoding), with the
-  ``TrainingSlices`` interface :func:`medrecon.priors.train.train` uses.
+  ``TrainingSlices`` interface the training loop (:mod:`medrecon.priors.training.loop`) uses.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def latent_scaling_factor(autoencoder: nn.Module, images: torch.Tensor) -> float
 
 class LatentSlices:
     """Scaled latents ``(N, latent_channels, h, w)`` of training slices, encoded once, with the
-    interface of :class:`~medrecon.priors.training_data.TrainingSlices` that ``train`` uses.
+    interface of :class:`~medrecon.priors.training.data.TrainingSlices` that the training loop uses.
     ``batch`` draws nothing from the generator: no augmentation in latent space."""
 
     crop_size = None
@@ -122,7 +122,7 @@ class LatentSlices:
         self.latent = dict(latent)
 
     @classmethod
-    def from_slices(cls, prior: LatentPrior, slices, *, batch_size: int = 32) -> "LatentSlices":
+    def from_slices(cls, prior: LatentPrior, slices, *, batch_size: int = 32) -> LatentSlices:
         """Encode every slice of a ``TrainingSlices`` (unaugmented, whole slices) with ``prior.encode``."""
         latents = encode_means(prior.autoencoder, slices.images, batch_size=batch_size) * prior.scaling_factor
         described = dict(slices.describe())
@@ -142,7 +142,7 @@ class LatentSlices:
     def describe(self) -> dict:
         return dict(self._description, latent=dict(self.latent, latent_size=self.size, latents=len(self)))
 
-    def to(self, device) -> "LatentSlices":
+    def to(self, device) -> LatentSlices:
         self.latents = self.latents.to(device)
         return self
 

@@ -61,7 +61,7 @@ class UNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
+    def from_dict(cls, d: dict) -> UNetConfig:
         try:
             return cls(**d)
         except TypeError as exc:
@@ -104,14 +104,14 @@ class AutoencoderConfig:
 
 def build_unet(config: UNetConfig):
     """A freshly initialised ``diffusers.UNet2DModel`` of the config."""
-    from diffusers import UNet2DModel  # noqa: PLC0415 - diffusers loads only when a network is built
+    from diffusers import UNet2DModel  # diffusers loads only when a network is built
 
     return UNet2DModel(**config.diffusers_kwargs())
 
 
 def build_autoencoder(config: AutoencoderConfig):
     """A freshly initialised ``diffusers.AutoencoderKL`` of the config."""
-    from diffusers import AutoencoderKL  # noqa: PLC0415
+    from diffusers import AutoencoderKL
 
     return AutoencoderKL(**config.diffusers_kwargs())
 

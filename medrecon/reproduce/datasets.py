@@ -9,7 +9,7 @@ prescribe.
 - :func:`lidc_volumes`: LIDC-IDRI as downloaded from TCIA,
   ``root/LIDC-IDRI-XXXX/<study>/<series>/*.dcm``. Per patient, the CT series with the most slices
   (other modalities, e.g. the DX / CR chest radiographs, are never read); axial slices resampled to
-  ``size x size`` (:func:`medrecon.priors.training_data.resample_slices`: shorter side scaled to
+  ``size x size`` (:func:`medrecon.priors.normalisation.resample_slices`: shorter side scaled to
   ``size`` with antialiased bilinear interpolation, longer side centre-cropped), then the volume
   min-max normalised to [0, 1].
 - :func:`brats_volumes`: BraTS NIfTI, ``root/<case>/<case>_<modality>.nii.gz`` (or ``.nii``), the
@@ -33,15 +33,19 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
 from medrecon.errors import InputError, MissingResourceError
-from medrecon.io.kspace import center_crop
+from medrecon.io.dicom_read import read_dicom_series
+from medrecon.io.kspace import center_crop, read_fastmri_h5
+from medrecon.io.nifti import read_nifti
 from medrecon.operators.masks import COLUMN_PATTERNS, make_mask
+from medrecon.priors.normalisation import resample_slices
 
 __all__ = [
     "ImageVolume",
@@ -222,7 +226,7 @@ def _dicom_files(folder: Path) -> list[Path]:
 
 
 def _modality(file: Path) -> str:
-    import pydicom  # noqa: PLC0415
+    import pydicom
 
     try:
         ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=["Modality"])
@@ -250,9 +254,6 @@ def _lidc_ct_series(patient: Path) -> _LidcSeries | None:
 
 
 def _load_lidc(series: _LidcSeries, size: int) -> ImageVolume:
-    from medrecon.io.dicom import read_dicom_series  # noqa: PLC0415
-    from medrecon.priors.training_data import resample_slices  # noqa: PLC0415
-
     study = read_dicom_series(list(series.files))
     if study.modality != "CT":
         raise InputError(f"{series.folder}: expected a CT series, read Modality {study.modality}")
@@ -281,11 +282,11 @@ def lidc_volumes(root: str | Path, *, size: int = 320, limit: int | None = None)
     Only ``.dcm`` files are read (a series folder's XML annotation file is not). Per patient, in
     patient order: the CT series with the most ``.dcm`` files (series of other modalities, such as
     the DX / CR radiographs, are never read; ties go to the first series folder by name), read with
-    :func:`medrecon.io.dicom.read_dicom_series` (HU, slices ordered along the slice normal). A
+    :func:`medrecon.io.dicom_read.read_dicom_series` (HU, slices ordered along the slice normal). A
     patient without a CT series is skipped with a warning.
 
     Normalisation: the axial slices are resampled to ``size x size``
-    (:func:`medrecon.priors.training_data.resample_slices`), then the resampled volume is min-max
+    (:func:`medrecon.priors.normalisation.resample_slices`), then the resampled volume is min-max
     normalised, ``(v - min) / (max - min)`` over all its voxels, so that it spans exactly [0, 1]
     (``meta["low"]`` and ``meta["high"]`` are that min and max in HU).
 
@@ -335,8 +336,6 @@ def _brats_file(case: Path, modality: str) -> Path | None:
 
 
 def _load_brats(file: Path, case: str, modality: str) -> ImageVolume:
-    from medrecon.io.nifti import read_nifti  # noqa: PLC0415
-
     study = read_nifti(file, modality="MR")  # axial slices: the axis closest to superior
     voxels = study.voxels
     if voxels.is_complex():
@@ -427,8 +426,6 @@ def brats_volumes(root: str | Path, *, modality: str = "t2", limit: int | None =
 
 
 def _load_fastmri(file: Path, slices: slice | None) -> KspaceVolume:
-    from medrecon.io.kspace import read_fastmri_h5  # noqa: PLC0415
-
     volume = read_fastmri_h5(file, slices=slices)
     if not volume.multicoil:
         raise InputError(f"{file} is a single-coil file; the fastMRI protocol evaluates multi-coil files "

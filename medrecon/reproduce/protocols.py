@@ -28,31 +28,41 @@ protocol over a dataset and writes the tables; nothing here writes files.
   :func:`~medrecon.metrics.fastmri_metrics` (NMSE and PSNR per volume, SSIM per slice averaged,
   data range = the volume max). Baselines zero-filled, CG-SENSE and L1-wavelet.
 
-Baseline weights come from :data:`medrecon.baselines.TUNED_WEIGHTS`, the setting chosen by
-:func:`medrecon.reconstruct_command.baseline_setting` (the closest benchmark setting: <= 40 views
+The baselines are the registry's (:data:`medrecon.evaluation.baselines.BASELINES`) with the
+weights of :data:`medrecon.baselines.TUNED_WEIGHTS` for the setting chosen by
+:func:`medrecon.evaluation.baselines.tuned_setting_of` (the closest benchmark setting: <= 40 views
 -> the 23-view weights; <= 6x -> the 4x weights, else 8x). Those were tuned on 256 x 256 starter
-slices, not on these datasets: the tables say so.
+slices, not on these datasets: the tables say so. Scores are
+:func:`medrecon.evaluation.scoring.score`'s (``slice`` for LIDC and BraTS, ``fastmri``).
 
-The ``starter`` protocol (the starter corpus, reusing ``medrecon bench recon``) is not defined
-here: :func:`medrecon.reproduce.command.run_reproduce` hands it to
-``medrecon.benchmarks.recon.run_starter_reproduce`` (see :data:`STARTER`).
+The ``starter`` protocol (the starter corpus, the ``bench recon`` settings) is
+:mod:`medrecon.reproduce.starter` (see :data:`STARTER`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from medrecon.errors import InputError
+from medrecon.evaluation.baselines import BASELINES, tuned_setting_of
+from medrecon.evaluation.scoring import Scores, score
+from medrecon.grid import GridMap
+from medrecon.operators import CTProjector, ParallelBeamGeometry, SingleCoilMRI, espirit_maps
+from medrecon.operators.masks import COLUMN_PATTERNS, default_center_fraction, make_mask, sampled_fraction
+from medrecon.reconstruct import Problem, problem_from_kspace
+from medrecon.reproduce.datasets import FASTMRI_CENTER_FRACTIONS, brats_volumes, center_crop, fastmri_volumes, lidc_volumes
 
 __all__ = [
     "Published",
     "Case",
-    "Scores",
     "Protocol",
     "LidcProtocol",
     "BratsProtocol",
@@ -64,7 +74,7 @@ __all__ = [
 ]
 
 STARTER = "starter"
-"""The name of the starter protocol, wired by ``medrecon.benchmarks.recon.run_starter_reproduce``."""
+"""The name of the starter protocol (:mod:`medrecon.reproduce.starter`)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,26 +130,6 @@ class Case:
         return len(self.slice_indices)
 
 
-@dataclass
-class Scores:
-    """The scores of one reconstruction of one case.
-
-    ``psnr``, ``ssim``, ``nmse``: the row's values (per-slice protocols: the mean over the case's
-    slices; per-volume protocols: the volume's values). ``per_slice``: for per-slice protocols the
-    per-slice values ``{"psnr": [...], "ssim": [...], "nmse": [...] or None}`` that the summary pools
-    over all slices; None for per-volume protocols. ``data_range``: the range used.
-    """
-
-    psnr: float
-    ssim: float
-    nmse: float | None
-    data_range: float
-    per_slice: dict | None = None
-
-    def to_dict(self) -> dict:
-        return {"psnr": self.psnr, "ssim": self.ssim, "nmse": self.nmse, "data_range": self.data_range}
-
-
 def evenly_spaced(total: int, count: int | None) -> list[int]:
     """``count`` slice indices evenly spaced through ``total`` (the centres of ``count`` equal
     bins, so one slice is the middle one); all slices for None or ``count >= total``."""
@@ -161,22 +151,6 @@ def _int_values(values, allowed: str) -> list[int]:
     if not out:
         raise InputError(f"{allowed}: give at least one value")
     return out
-
-
-def _slice_scores(x: torch.Tensor, ref: torch.Tensor) -> Scores:
-    """Per-slice PSNR / SSIM / NMSE with data range 1 on real images clipped to [0, 1]."""
-    from medrecon.metrics import nmse, psnr, ssim  # noqa: PLC0415
-
-    x = x.detach().cpu().to(torch.float64).clamp(0, 1)
-    ref = ref.detach().cpu().to(torch.float64).clamp(0, 1)
-    p = psnr(x, ref, data_range=1.0, per="slice").tolist()
-    s = ssim(x, ref, data_range=1.0, per="slice").tolist()
-    try:
-        n = nmse(x, ref, per="slice").tolist()
-    except InputError:  # a reference slice of zero energy: NMSE undefined
-        n = None
-    return Scores(psnr=float(np.mean(p)), ssim=float(np.mean(s)), nmse=None if n is None else float(np.mean(n)),
-                  data_range=1.0, per_slice={"psnr": p, "ssim": s, "nmse": n})
 
 
 def _sync(device) -> None:
@@ -216,14 +190,16 @@ class Protocol:
         raise NotImplementedError
 
     def baseline_method(self, method: str, case: Case) -> tuple[Callable, str]:
-        """``(fn(op, y) -> image, description)`` of one of ``self.baselines`` for ``case``."""
-        raise NotImplementedError
+        """``(fn(op, y) -> image, description)`` of one of ``self.baselines`` for ``case``: the
+        registry's method (:data:`medrecon.evaluation.baselines.BASELINES`) with the weight of the
+        case's closest tuned setting."""
+        setting = self.baseline_setting(case)
+        entry = BASELINES[method]
+        return (lambda op, y: entry.run(op, y, setting)), entry.details(setting)
 
     @torch.no_grad()
     def run_baseline(self, method: str, case: Case, *, device="cpu") -> tuple[torch.Tensor, str, float]:
         """``(image (S, 1, H, W) in normalised units on the CPU, description, seconds)``."""
-        import time  # noqa: PLC0415
-
         if method not in self.baselines:
             raise InputError(f"unknown {self.name} baseline {method!r}; known: {', '.join(self.baselines)}")
         fn, text = self.baseline_method(method, case)
@@ -241,7 +217,7 @@ class Protocol:
         raise NotImplementedError
 
     def score(self, case: Case, image: torch.Tensor) -> Scores:
-        return _slice_scores(self.scored(case, image), case.reference)
+        return score(self.scored(case, image), case.reference, "slice")
 
     def display(self, case: Case, image: torch.Tensor | None) -> np.ndarray:
         """``(S, h, w)`` in [0, 1] for the figure: a reconstruction, or the reference for None."""
@@ -250,9 +226,7 @@ class Protocol:
 
     def baseline_setting(self, case: Case) -> str:
         """The ``TUNED_WEIGHTS`` setting of this case (the closest benchmark setting)."""
-        from medrecon.reconstruct_command import baseline_setting  # noqa: PLC0415
-
-        return baseline_setting(case.problem, case.acquisition)
+        return tuned_setting_of(case.problem, case.acquisition)
 
     def fit_to_prior(self, card) -> None:
         """Settle what the prior decides (brats: the grid size when none was given); the prior's
@@ -311,9 +285,8 @@ class LidcProtocol(Protocol):
         """A prior of another image size reconstructs on its own grid (:mod:`medrecon.grid`): the
         sinograms are those of the protocol's ``size x size`` slices, the reconstruction operator
         the same rays through the prior's grid, the result resampled back to ``size`` for scoring."""
-        from medrecon.grid import GridMap  # noqa: PLC0415
-
-        self._grid = None if int(card.image_size) == self.size else GridMap.for_study((self.size, self.size), (1.0, 1.0), int(card.image_size))
+        size = int(card.image_size)
+        self._grid = None if size == self.size else GridMap.for_study((self.size, self.size), (1.0, 1.0), size)
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, numbers.Integral) or self.size < 8:
@@ -332,14 +305,10 @@ class LidcProtocol(Protocol):
         return out
 
     def load(self, root, *, limit: int | None = None):
-        from medrecon.reproduce.datasets import lidc_volumes  # noqa: PLC0415
-
         return lidc_volumes(root, size=self.size, limit=limit)
 
     def operator(self, views: int):
         """The CT projector of ``views`` views (one per setting, reused for every volume)."""
-        from medrecon.operators import CTProjector, ParallelBeamGeometry  # noqa: PLC0415
-
         if views not in self._operators:
             geometry = ParallelBeamGeometry.sparse_view((self.size, self.size), views, self.convention)
             self._operators[views] = CTProjector(geometry)
@@ -347,8 +316,6 @@ class LidcProtocol(Protocol):
 
     @torch.no_grad()
     def build(self, item, value: int, *, slices: int | None = None) -> Case:
-        from medrecon.reconstruct import Problem  # noqa: PLC0415
-
         images = item.images
         if tuple(images.shape[-2:]) != (self.size, self.size):
             raise InputError(f"{item.name}: slices are {tuple(images.shape[-2:])}, the protocol's are {self.size}x{self.size}")
@@ -361,9 +328,6 @@ class LidcProtocol(Protocol):
                        "noise": "none"}
         description = {"units": "the volume's min-max normalisation to [0, 1] (Song et al.)", "acquisition": acquisition}
         if self._grid is not None:  # the prior's grid (fit_to_prior)
-            import dataclasses  # noqa: PLC0415
-
-            from medrecon.operators import CTProjector  # noqa: PLC0415
 
             key = ("grid", value)
             if key not in self._operators:
@@ -374,16 +338,6 @@ class LidcProtocol(Protocol):
         problem = Problem(op, y, "CT", noisy=False, description=description, grid=self._grid)
         return Case(item.name, self.setting_label(value), value, problem, x, index, int(images.shape[0]), 1.0,
                     acquisition)
-
-    def baseline_method(self, method: str, case: Case):
-        from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
-        from medrecon.baselines.ct import fbp, tv_pdhg  # noqa: PLC0415
-
-        if method == "fbp":
-            return fbp, "FBP (ramp filter)"
-        key = self.baseline_setting(case)
-        lam = TUNED_WEIGHTS[key]["tv_pdhg"]
-        return (lambda op, y: tv_pdhg(op, y, lam_rel=lam)), f"TV-PDHG (lam_rel {lam:g}, TUNED_WEIGHTS {key}; stands for the published FISTA-TV)"
 
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
         image = image.detach().cpu()
@@ -417,8 +371,6 @@ def _place(images: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, in
     """``(S, 1, h, w)`` -> ``(S, 1, size, size)``: centre crop of the sides larger than ``size``
     (fastMRI's :func:`center_crop` convention), zero padding of the smaller ones, centred; and the
     region ``(top, bottom, left, right)`` where the (cropped) image lies."""
-    from medrecon.reproduce.datasets import center_crop  # noqa: PLC0415
-
     h, w = images.shape[-2:]
     cropped = center_crop(images, (min(h, size), min(w, size)))
     ch, cw = cropped.shape[-2:]
@@ -476,16 +428,10 @@ class BratsProtocol(Protocol):
         return out
 
     def load(self, root, *, limit: int | None = None):
-        from medrecon.reproduce.datasets import brats_volumes  # noqa: PLC0415
-
         return brats_volumes(root, modality=self.sequence, limit=limit)
 
     @torch.no_grad()
     def build(self, item, value: int, *, slices: int | None = None) -> Case:
-        from medrecon.operators import SingleCoilMRI  # noqa: PLC0415
-        from medrecon.operators.masks import default_center_fraction, make_mask, sampled_fraction  # noqa: PLC0415
-        from medrecon.reconstruct import Problem  # noqa: PLC0415
-
         images = item.images
         index = evenly_spaced(images.shape[0], slices)
         box = images[index].to(torch.float32)
@@ -508,28 +454,16 @@ class BratsProtocol(Protocol):
                        "box": list(box.shape[-2:]), "region": list(region), "noise": "none"}
         problem = Problem(op, y, "MR", noisy=False, description={
             "units": "the volume's clip and min-max normalisation to [0, 1] (Song et al.)", "acquisition": acquisition})
-        t, b, l, r = region
-        reference = grid[..., t:b, l:r]
+        top, bottom, left, right = region
+        reference = grid[..., top:bottom, left:right]
         return Case(item.name, self.setting_label(value), value, problem, reference, index, int(images.shape[0]),
                     1.0, acquisition, {"region": region})
 
-    def baseline_method(self, method: str, case: Case):
-        from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
-        from medrecon.baselines.mri import l1_wavelet, total_variation, zero_filled  # noqa: PLC0415
-
-        if method == "zero_filled":
-            return zero_filled, "zero-filled (F^H M y)"
-        key = self.baseline_setting(case)
-        lam = TUNED_WEIGHTS[key][method]
-        if method == "total_variation":
-            return (lambda op, y: total_variation(op, y, lam_rel=lam)), f"TV (sigpy PDHG, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
-        return (lambda op, y: l1_wavelet(op, y, lam_rel=lam)), f"L1-wavelet (sigpy FISTA, db4, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
-
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
-        t, b, l, r = case.private["region"]
+        top, bottom, left, right = case.private["region"]
         image = image.detach().cpu()
         magnitude = image.abs() if image.is_complex() else image
-        return magnitude[..., t:b, l:r].to(torch.float64).clamp(0, 1)
+        return magnitude[..., top:bottom, left:right].to(torch.float64).clamp(0, 1)
 
     def describe(self) -> str:
         grid = (f"placed centred on a {self.size}x{self.size} grid (zero padding, which is the volume's minimum after "
@@ -580,8 +514,6 @@ class FastmriProtocol(Protocol):
     pattern: str = "equispaced_fraction"
 
     def __post_init__(self):
-        from medrecon.operators.masks import COLUMN_PATTERNS  # noqa: PLC0415
-
         if self.pattern not in COLUMN_PATTERNS:
             raise InputError(f"fastMRI masks are column masks: pattern must be one of {COLUMN_PATTERNS}, got {self.pattern!r}")
 
@@ -589,8 +521,6 @@ class FastmriProtocol(Protocol):
         return f"{value}x"
 
     def settings(self, values=None) -> list[int]:
-        from medrecon.reproduce.datasets import FASTMRI_CENTER_FRACTIONS  # noqa: PLC0415
-
         out = super().settings(values)
         bad = [v for v in out if v not in FASTMRI_CENTER_FRACTIONS]
         if bad:
@@ -598,16 +528,10 @@ class FastmriProtocol(Protocol):
         return out
 
     def load(self, root, *, limit: int | None = None):
-        from medrecon.reproduce.datasets import fastmri_volumes  # noqa: PLC0415
-
         return fastmri_volumes(root, limit=limit)
 
     @torch.no_grad()
     def build(self, item, value: int, *, slices: int | None = None) -> Case:
-        from medrecon.operators import espirit_maps  # noqa: PLC0415
-        from medrecon.operators.masks import sampled_fraction  # noqa: PLC0415
-        from medrecon.reconstruct import problem_from_kspace  # noqa: PLC0415
-
         total = int(item.kspace.shape[0])
         index = evenly_spaced(total, slices)
         kspace = item.kspace[index]
@@ -629,42 +553,19 @@ class FastmriProtocol(Protocol):
         return Case(item.name, self.setting_label(value), value, problem, target, index, total, float(item.max_value),
                     acquisition, {"max_value": float(item.max_value), "mask": mask})
 
-    def baseline_method(self, method: str, case: Case):
-        from medrecon.baselines import TUNED_WEIGHTS  # noqa: PLC0415
-        from medrecon.baselines.mri import cg_sense, l1_wavelet, zero_filled  # noqa: PLC0415
-
-        if method == "zero_filled":
-            return zero_filled, "zero-filled (SENSE coil combination of F^H M y)"
-        key = self.baseline_setting(case)
-        if method == "cg_sense":
-            n_iter = int(TUNED_WEIGHTS[key]["cg_sense"])
-            return (lambda op, y: cg_sense(op, y, n_iter=n_iter)), f"CG-SENSE ({n_iter} iterations, TUNED_WEIGHTS {key})"
-        lam = TUNED_WEIGHTS[key]["l1_wavelet"]
-        return (lambda op, y: l1_wavelet(op, y, lam_rel=lam)), f"L1-wavelet (sigpy FISTA, db4, lam_rel {lam:g}, TUNED_WEIGHTS {key})"
-
     def scored(self, case: Case, image: torch.Tensor) -> torch.Tensor:
-        from medrecon.reproduce.datasets import center_crop  # noqa: PLC0415
-
         image = image.detach().cpu()
         magnitude = (image.abs() if image.is_complex() else image).to(torch.float64) * case.problem.scale
         return center_crop(magnitude, tuple(case.reference.shape[-2:]))
 
     def score(self, case: Case, image: torch.Tensor) -> Scores:
-        """:func:`~medrecon.metrics.fastmri_metrics` on the whole volume (data range = the target
-        volume's max). On a subset of slices (``--slices``) the same formulas with the file's
-        ``max`` (the whole volume's), which fastmri_metrics, taking the max of the slices given,
-        cannot express."""
-        from medrecon.metrics import fastmri_metrics, nmse, psnr, ssim  # noqa: PLC0415
-
+        """The ``fastmri`` protocol on the whole volume (data range = the target volume's max). On a
+        subset of slices (``--slices``) the same formulas with the file's ``max`` (the whole
+        volume's), which the subset's own maximum would not be."""
         recon = self.scored(case, image)
-        target = case.reference.to(torch.float64)
         if case.slices == case.total_slices:
-            m = fastmri_metrics(recon, target)
-            return Scores(m["psnr"], m["ssim"], m["nmse"], float(target.max()))
-        maxval = case.private["max_value"]
-        return Scores(float(psnr(recon, target, data_range=maxval, per="volume")),
-                      float(ssim(recon, target, data_range=maxval, per="volume")),
-                      float(nmse(recon, target, per="volume")), maxval)
+            return score(recon, case.reference, "fastmri")
+        return score(recon, case.reference, "fastmri", data_range=case.private["max_value"])
 
     def describe(self) -> str:
         return (
@@ -686,7 +587,7 @@ class FastmriProtocol(Protocol):
 
 
 PROTOCOLS: dict[str, type[Protocol]] = {"lidc": LidcProtocol, "brats": BratsProtocol, "fastmri": FastmriProtocol}
-"""The protocols by CLI name (``starter`` is handed to ``medrecon.benchmarks.recon``)."""
+"""The protocols by CLI name (``starter`` is :mod:`medrecon.reproduce.starter`)."""
 
 
 def make_protocol(name: str, **options) -> Protocol:

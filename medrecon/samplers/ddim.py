@@ -8,7 +8,7 @@ NFE = number of sigmas.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

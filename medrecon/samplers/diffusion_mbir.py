@@ -21,7 +21,7 @@ relative to ``||A||^2``); the score is ``(D(x, sigma) - x) / sigma^2`` from the 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -19,7 +19,7 @@ items do not interact. NFE = ``len(sigmas)``, each with a backward pass through 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -12,31 +12,19 @@ never ignored.
 
 from __future__ import annotations
 
-import inspect
-import json
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-
-import torch
 
 from medrecon.errors import InputError
 
-from .schedules import geometric_sigmas, karras_sigmas
+from .registry import presets_file, sampler_spec
 
-PRESETS_FILE = Path(__file__).with_name("presets.json")
 TASKS = ("ct-clean", "ct-noisy", "mr-clean", "mr-noisy", "mr-noncartesian-clean", "mr-noncartesian-noisy")
 SCHEDULE_KEYS = ("steps", "schedule", "sigma_max", "sigma_min")
 
 
-@lru_cache(maxsize=1)
-def _presets_file() -> dict:
-    return json.loads(PRESETS_FILE.read_text())
-
-
 def load_presets() -> dict:
     """``{sampler: {task: preset}}`` from ``presets.json``."""
-    return _presets_file()["presets"]
+    return presets_file()["presets"]
 
 
 ADAPTER_OPTIONS = ("imag_std",)
@@ -47,7 +35,7 @@ def adapter_settings(task: str) -> dict:
     ``imag_std`` of :class:`~medrecon.priors.denoiser.PhaseAlignedDenoiser` for the MR tasks."""
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; known: {TASKS}")
-    return dict(_presets_file().get("adapters", {}).get(task, {}))
+    return dict(presets_file().get("adapters", {}).get(task, {}))
 
 
 def task_name(modality: str, noisy: bool, *, non_cartesian: bool = False) -> str:
@@ -73,8 +61,10 @@ class SamplerSettings:
     sigma_min: float
     options: dict = field(default_factory=dict)
 
-    def sigmas(self) -> torch.Tensor:
-        """The decreasing noise levels of the run (float64)."""
+    def sigmas(self):
+        """The decreasing noise levels of the run (a float64 tensor)."""
+        from .schedules import geometric_sigmas, karras_sigmas  # torch, only when sampling
+
         if self.schedule == "karras":
             return karras_sigmas(self.steps, self.sigma_min, self.sigma_max)
         if self.schedule == "geometric":
@@ -84,8 +74,9 @@ class SamplerSettings:
 
     @property
     def nfe(self) -> int:
-        """Network evaluations of one run (score-SDE, DiffusionMBIR: a corrector and a predictor per step, plus one)."""
-        return 2 * self.steps + 1 if self.sampler in ("score_sde", "diffusion_mbir") else self.steps
+        """Network evaluations per slice of one run (the registry's count: score-SDE and DiffusionMBIR
+        make a corrector and a predictor call per step, plus one)."""
+        return sampler_spec(self.sampler).nfe(self.steps)
 
     def to_dict(self) -> dict:
         return {"sampler": self.sampler, "task": self.task, "steps": self.steps, "schedule": self.schedule,
@@ -97,18 +88,19 @@ def sampler_settings(sampler: str, task: str, *, steps: int | None = None, **ove
 
     Overrides must be options of the sampler function (or schedule keys); anything else is an
     :class:`InputError` naming the accepted names."""
-    from . import SAMPLERS  # noqa: PLC0415 - the registry imports this module's users
-
-    presets = load_presets()
-    if sampler not in SAMPLERS:
-        raise InputError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
+    spec = sampler_spec(sampler)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; known: {TASKS}")
-    preset = dict(presets[sampler][task])
-    accepted = _option_names(SAMPLERS[sampler])
+    preset = dict(spec.presets()[task])
+    accepted = spec.options
     unknown = sorted(set(overrides) - accepted - set(SCHEDULE_KEYS))
     if unknown:
         raise InputError(f"{sampler} has no option {unknown}; its options: {sorted(accepted)} and {list(SCHEDULE_KEYS)}")
+    for name, value in overrides.items():
+        if name in accepted:
+            spec.check_option(name, value)
+        elif name != "schedule" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"{name} takes a number, got {value!r}")
     preset.update(overrides)
     if steps is not None:
         preset["steps"] = steps
@@ -117,11 +109,6 @@ def sampler_settings(sampler: str, task: str, *, steps: int | None = None, **ove
         raise InputError(f"steps must be a positive integer, got {n!r}")
     schedule = {k: preset.pop(k) for k in SCHEDULE_KEYS[1:]}
     return SamplerSettings(sampler, task, n, schedule["schedule"], float(schedule["sigma_max"]), float(schedule["sigma_min"]), preset)
-
-
-def _option_names(fn) -> set[str]:
-    params = inspect.signature(fn).parameters.values()
-    return {p.name for p in params if p.kind == p.KEYWORD_ONLY} - {"sigmas", "generator", "callback"}
 
 
 __all__ = ["ADAPTER_OPTIONS", "SamplerSettings", "TASKS", "adapter_settings", "load_presets", "sampler_settings", "task_name"]

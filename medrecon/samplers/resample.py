@@ -76,13 +76,14 @@ dtype. On real operators ``phase`` is ignored.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from medrecon.errors import InputError
 from medrecon.operators.base import LinearOperator, complex_dtype_of, real_dtype_of
 from medrecon.operators.noise import as_generator_list
+from medrecon.priors.denoiser import low_resolution_phase
 
 from .consistency import CGDataConsistency, diffusion_noise
 from .dps import likelihood_gradient
@@ -255,8 +256,6 @@ def sample_resample(
         if phase == "zero":
             phi = torch.zeros((batch, *op.in_shape), dtype=real, device=y.device)
         else:
-            from medrecon.priors.denoiser import low_resolution_phase  # noqa: PLC0415
-
             phi = low_resolution_phase(op, y).to(real)
         image_op = _PhasedRealOperator(op, phi)
     else:

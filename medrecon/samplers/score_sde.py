@@ -29,13 +29,14 @@ Tweedie denoise, a hard projection with the noise-free ``y`` and a clip to ``cli
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from medrecon.errors import InputError
 from medrecon.operators.base import complex_dtype_of, real_dtype_of
+from medrecon.operators.cg import conjugate_gradient
 from medrecon.operators.ct import CTProjector
 from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from medrecon.operators.noise import as_generator_list
@@ -125,8 +126,6 @@ class _LeastSquaresTransform:
         return self.op(x)
 
     def inverse(self, k):
-        from medrecon.operators.cg import conjugate_gradient  # noqa: PLC0415
-
         return conjugate_gradient(self.op.normal, self.op.adjoint(k), n_iter=LS_CG_ITERS)
 
     def select(self, t: torch.Tensor) -> torch.Tensor:

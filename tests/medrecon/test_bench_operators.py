@@ -12,7 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from medrecon.benchmarks import operators as bench
+from medrecon.benchmarks import operators_cases as op_cases
+from medrecon.benchmarks import operators_sections as sections
+from medrecon.benchmarks import operators_tables as tables
+from medrecon.benchmarks.common import peak_rss_bytes
+from medrecon.benchmarks.operators import run_cases, run_operator_benchmark
 from medrecon.errors import InputError
 from medrecon.operators.astra_backend import astra_available
 
@@ -21,8 +25,8 @@ OPS = ("forward", "adjoint", "normal")
 
 @pytest.fixture(scope="module")
 def result():
-    cases = [bench.ct_case("parallel", 32, 8), bench.mri_case(32, 2)]
-    return bench.run_cases(cases, repeats=1, batch=3, devices=["cpu"], log=None)
+    cases = [op_cases.ct_case("parallel", 32, 8), op_cases.mri_case(32, 2)]
+    return run_cases(cases, repeats=1, batch=3, devices=["cpu"], log=None)
 
 
 def _positive(v) -> bool:
@@ -69,10 +73,10 @@ def test_rows_have_fields_and_positive_times(result):
 
 
 def test_report_is_a_markdown_table(result):
-    info = bench.machine_info()
-    text = bench.format_report(
+    info = tables.report_info()
+    text = tables.format_report(
         result, command="medrecon bench operators --quick", info=info, date="2000-01-01 00:00 UTC",
-        repeats=1, batch=3, total_s=1.0, peak_rss_bytes=bench.peak_rss_bytes(),
+        repeats=1, batch=3, total_s=1.0, peak_rss_bytes=peak_rss_bytes(),
     )
     assert "`medrecon bench operators --quick`" in text and info["cpu"] in text
     rows = [line for line in text.splitlines() if line.startswith("| CT parallel 32²")]
@@ -80,7 +84,7 @@ def test_report_is_a_markdown_table(result):
 
 
 def test_column_mask():
-    mask = bench.column_mask((10, 100), 4, 0.08)
+    mask = op_cases.column_mask((10, 100), 4, 0.08)
     cols = mask[0].astype(bool)
     assert np.all(mask == mask[:1])
     assert cols[::4].all() and cols[46:54].all()
@@ -91,44 +95,44 @@ def test_write_replaces_only_the_marked_section(tmp_path):
     page = tmp_path / "benchmarks.md"
     before = "# Benchmarks\n\nintro text\n\n"
     after = "\n## Other section\n\nkept as it is\n"
-    page.write_text(f"{before}{bench.START_MARKER}\nold table\n{bench.END_MARKER}\n{after}")
-    bench.write_section(page, "new table\n")
-    assert page.read_text() == f"{before}{bench.START_MARKER}\nnew table\n{bench.END_MARKER}\n{after}"
-    bench.write_section(page, "newer table")
-    assert page.read_text() == f"{before}{bench.START_MARKER}\nnewer table\n{bench.END_MARKER}\n{after}"
+    page.write_text(f"{before}{sections.START_MARKER}\nold table\n{sections.END_MARKER}\n{after}")
+    sections.write_section(page, "new table\n")
+    assert page.read_text() == f"{before}{sections.START_MARKER}\nnew table\n{sections.END_MARKER}\n{after}"
+    sections.write_section(page, "newer table")
+    assert page.read_text() == f"{before}{sections.START_MARKER}\nnewer table\n{sections.END_MARKER}\n{after}"
     assert [p.name for p in tmp_path.iterdir()] == ["benchmarks.md"]  # no temporary file left
 
 
 def test_write_creates_or_appends(tmp_path):
     new = tmp_path / "new.md"
-    bench.write_section(new, "table")
+    sections.write_section(new, "table")
     text = new.read_text()
-    assert text.startswith("# ") and f"{bench.START_MARKER}\ntable\n{bench.END_MARKER}\n" in text
+    assert text.startswith("# ") and f"{sections.START_MARKER}\ntable\n{sections.END_MARKER}\n" in text
 
     plain = tmp_path / "plain.md"
     plain.write_text("# Notes\n\nsomething\n")
-    bench.write_section(plain, "table")
-    assert plain.read_text() == f"# Notes\n\nsomething\n\n{bench.START_MARKER}\ntable\n{bench.END_MARKER}\n"
+    sections.write_section(plain, "table")
+    assert plain.read_text() == f"# Notes\n\nsomething\n\n{sections.START_MARKER}\ntable\n{sections.END_MARKER}\n"
 
 
 def test_write_refuses_broken_markers(tmp_path):
     page = tmp_path / "broken.md"
-    original = f"# B\n{bench.END_MARKER}\n{bench.START_MARKER}\n"
+    original = f"# B\n{sections.END_MARKER}\n{sections.START_MARKER}\n"
     page.write_text(original)
     with pytest.raises(InputError, match="marker"):
-        bench.check_write_target(page)
+        sections.check_write_target(page)
     with pytest.raises(InputError):
-        bench.write_section(page, "table")
+        sections.write_section(page, "table")
     assert page.read_text() == original
     with pytest.raises(InputError, match="does not exist"):
-        bench.check_write_target(tmp_path / "missing" / "b.md")
+        sections.check_write_target(tmp_path / "missing" / "b.md")
 
 
 def test_report_warns_about_a_busy_machine(result):
-    info = dict(bench.machine_info(), usable_cores=2)
+    info = dict(tables.report_info(), usable_cores=2)
     common = dict(command="c", info=info, date="d", repeats=1, batch=3)
-    busy = bench.format_report(result, load=((3.5, 3.0, 2.0), (1.0, 1.0, 1.0)), **common)
-    idle = bench.format_report(result, load=((0.1, 0.1, 0.1), (0.2, 0.1, 0.1)), **common)
+    busy = tables.format_report(result, load=((3.5, 3.0, 2.0), (1.0, 1.0, 1.0)), **common)
+    idle = tables.format_report(result, load=((0.1, 0.1, 0.1), (0.2, 0.1, 0.1)), **common)
     assert "machine was busy" in busy and "machine was busy" not in idle
     assert "3.50 / 3.00 / 2.00 -> 1.00 / 1.00 / 1.00" in busy
 
@@ -141,35 +145,35 @@ MEDRECON = ("medrecon NonCartesianMRI (torch)", "medrecon NonCartesianMRI (finuf
 @pytest.fixture(scope="module")
 def nufft_result():
     pytest.importorskip("finufft")
-    cases = [bench.nufft_case(32, 1, "radial"), bench.nufft_case(32, 2, "spiral", undersampling=0.25)]
-    return bench.run_cases(cases, repeats=1, batch=2, devices=["cpu"], log=None)
+    cases = [op_cases.nufft_case(32, 1, "radial"), op_cases.nufft_case(32, 2, "spiral", undersampling=0.25)]
+    return run_cases(cases, repeats=1, batch=2, devices=["cpu"], log=None)
 
 
 def test_nufft_cases_and_trajectories():
-    radial, spiral = bench.nufft_case(32, 1, "radial"), bench.nufft_case(32, 2, "spiral")
-    assert bench.nufft_coordinates(radial).shape == (64 * 32, 2)
+    radial, spiral = op_cases.nufft_case(32, 1, "radial"), op_cases.nufft_case(32, 2, "spiral")
+    assert op_cases.nufft_coordinates(radial).shape == (64 * 32, 2)
     # the spiral's R is the candidate whose sample count is closest to the radial case's
-    k = bench.nufft_coordinates(spiral).shape[0]
+    k = op_cases.nufft_coordinates(spiral).shape[0]
     assert abs(k - 64 * 32) < 0.1 * 64 * 32 and spiral.undersampling == 0.25
     assert spiral.label == f"NUFFT 32², spiral 16 interleaves R 0.25 ({k:,} samples), 2-coil SENSE"
     assert radial.label == "NUFFT 32², radial 64 golden spokes (2,048 samples), 1 coil"
     with pytest.raises(InputError):
-        bench.Case("nufft", 32, kind="rosette", spokes=4)
+        op_cases.Case("nufft", 32, kind="rosette", spokes=4)
     with pytest.raises(InputError):
-        bench.Case("nufft", 32, kind="radial")  # no spokes
+        op_cases.Case("nufft", 32, kind="radial")  # no spokes
 
-    full, quick = bench.default_cases(), bench.default_cases(quick=True)
+    full, quick = op_cases.default_cases(), op_cases.default_cases(quick=True)
     nufft_full = [c for c in full if c.modality == "nufft"]
     nufft_quick = [c for c in quick if c.modality == "nufft"]
     assert {(c.size, c.kind, c.coils) for c in nufft_full} == {
         (n, kind, c) for n in (256, 320) for kind in ("radial", "spiral") for c in (1, 8)
     }
     assert 0 < len(nufft_quick) < len(nufft_full)
-    assert all(c.modality == "nufft" for c in bench.default_cases(only="nufft"))
-    assert not any(c.modality == "nufft" for c in bench.default_cases(only="ct-mri"))
-    assert [c for c in full if c.modality != "nufft"] == bench.default_cases(only="ct-mri")
+    assert all(c.modality == "nufft" for c in op_cases.default_cases(only="nufft"))
+    assert not any(c.modality == "nufft" for c in op_cases.default_cases(only="ct-mri"))
+    assert [c for c in full if c.modality != "nufft"] == op_cases.default_cases(only="ct-mri")
     with pytest.raises(InputError, match="--only"):
-        bench.default_cases(only="pet")
+        op_cases.default_cases(only="pet")
 
 
 def test_nufft_rows_have_all_implementations(nufft_result):
@@ -226,8 +230,8 @@ def test_mrinufft_row(nufft_result):
 def test_mrinufft_missing_is_a_note(monkeypatch):
     pytest.importorskip("finufft")
     monkeypatch.setitem(sys.modules, "mrinufft", None)  # `import mrinufft` raises ImportError
-    case = bench.nufft_case(16, 1, "radial", spokes=8)
-    rows = bench.run_cases([case], repeats=1, batch=2, devices=["cpu"], log=None)["nufft"]
+    case = op_cases.nufft_case(16, 1, "radial", spokes=8)
+    rows = run_cases([case], repeats=1, batch=2, devices=["cpu"], log=None)["nufft"]
     (row,) = [r for r in rows if r["implementation"].startswith("mri-nufft")]
     assert row["note"] == "not installed (pip install mri-nufft)"
     assert row["rel_error"] is None and all(v is None for v in row["b1_ms"].values())
@@ -235,8 +239,8 @@ def test_mrinufft_missing_is_a_note(monkeypatch):
 
 
 def test_nufft_report_table(nufft_result):
-    info = bench.machine_info()
-    text = bench.format_nufft_report(
+    info = tables.report_info()
+    text = tables.format_nufft_report(
         nufft_result, command="medrecon bench operators --only nufft", info=info, date="2000-01-01 00:00 UTC",
         repeats=1, batch=2,
     )
@@ -247,41 +251,73 @@ def test_nufft_report_table(nufft_result):
     ours = [line for line in rows if "NonCartesianMRI" in line]
     assert ours and all(len(line.split("|")[6].split(" / ")) == 4 for line in ours)
     # the CT/MRI report of the same result has no NUFFT row
-    assert "NUFFT" not in bench.format_report(nufft_result, command="c", info=info, date="d", repeats=1, batch=2)
+    assert "NUFFT" not in tables.format_report(nufft_result, command="c", info=info, date="d", repeats=1, batch=2)
 
 
-def test_command_line_and_only():
-    assert bench.command_line(False, None, "docs/benchmarks.md", "nufft") == (
-        "medrecon bench operators --only nufft --write docs/benchmarks.md"
-    )
-    assert bench.command_line(True, 3, None) == "medrecon bench operators --quick --repeats 3"
+def test_entry_point_refuses_bad_arguments_before_any_work(tmp_path):
     with pytest.raises(InputError, match="--only"):
-        bench.main(only="everything")
+        run_operator_benchmark(only="everything", command="c")
+    with pytest.raises(InputError, match="--repeats"):
+        run_operator_benchmark(repeats=0, command="c")
+    with pytest.raises(InputError, match="does not exist"):
+        run_operator_benchmark(write=str(tmp_path / "missing" / "b.md"), command="c")
+
+
+def test_the_cli_passes_the_command_line_it_was_given(monkeypatch):
+    import medrecon.benchmarks.operators as entry
+    calls = []
+    monkeypatch.setattr(entry, "run_operator_benchmark", lambda **kw: calls.append(kw) or 0)
+    argv = ["bench", "operators", "--only", "nufft", "--write", "docs/bench marks.md"]
+    monkeypatch.setattr(sys, "argv", ["medrecon", *argv])
+    from medrecon.commands import main
+
+    assert main(argv) == 0
+    assert calls == [{"quick": False, "repeats": None, "write": "docs/bench marks.md", "only": "nufft",
+                      "command": "medrecon bench operators --only nufft --write 'docs/bench marks.md'"}]
+
+
+def test_the_library_reads_no_command_line():
+    """No argparse, no ``sys.argv`` and no ``__main__`` block: the command line is medrecon.commands's."""
+    import ast
+    from pathlib import Path
+
+    import medrecon.benchmarks as package
+
+    folder = Path(package.__file__).parent
+    for path in [folder / "common.py", *sorted(folder.glob("operators*.py"))]:
+        text = path.read_text(encoding="utf-8")
+        assert len(text.splitlines()) <= 800, path
+        for node in ast.walk(ast.parse(text)):
+            assert not (isinstance(node, ast.Attribute) and node.attr == "argv"), path
+            assert not (isinstance(node, ast.Name) and node.id == "__name__"), path
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert "argparse" not in names, path
 
 
 def test_nufft_section_goes_after_the_operators_section(tmp_path):
     page = tmp_path / "benchmarks.md"
-    before = f"# Benchmarks\n\n{bench.START_MARKER}\nold table\n{bench.END_MARKER}\n"
+    before = f"# Benchmarks\n\n{sections.START_MARKER}\nold table\n{sections.END_MARKER}\n"
     after = "\n## Other section\n\nkept as it is\n"
     page.write_text(before + after)
-    bench.write_sections(page, nufft="nufft table\n")  # the operators section is left as it is
-    block = f"{bench.NUFFT_START_MARKER}\nnufft table\n{bench.NUFFT_END_MARKER}\n"
+    sections.write_sections(page, nufft="nufft table\n")  # the operators section is left as it is
+    block = f"{sections.NUFFT_START_MARKER}\nnufft table\n{sections.NUFFT_END_MARKER}\n"
     assert page.read_text() == f"{before}\n{block}{after}"
-    bench.write_sections(page, nufft="newer nufft")
-    assert page.read_text() == f"{before}\n{bench.NUFFT_START_MARKER}\nnewer nufft\n{bench.NUFFT_END_MARKER}\n{after}"
-    bench.write_sections(page, operators="new table", nufft="both")
+    sections.write_sections(page, nufft="newer nufft")
+    assert page.read_text() == f"{before}\n{sections.NUFFT_START_MARKER}\nnewer nufft\n{sections.NUFFT_END_MARKER}\n{after}"
+    sections.write_sections(page, operators="new table", nufft="both")
     assert page.read_text() == (
-        f"# Benchmarks\n\n{bench.START_MARKER}\nnew table\n{bench.END_MARKER}\n\n"
-        f"{bench.NUFFT_START_MARKER}\nboth\n{bench.NUFFT_END_MARKER}\n{after}"
+        f"# Benchmarks\n\n{sections.START_MARKER}\nnew table\n{sections.END_MARKER}\n\n"
+        f"{sections.NUFFT_START_MARKER}\nboth\n{sections.NUFFT_END_MARKER}\n{after}"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["benchmarks.md"]
 
     fresh = tmp_path / "fresh.md"
-    bench.write_sections(fresh, operators="ops", nufft="nufft")
+    sections.write_sections(fresh, operators="ops", nufft="nufft")
     text = fresh.read_text()
-    assert text.index(bench.END_MARKER) < text.index(bench.NUFFT_START_MARKER)
+    assert text.index(sections.END_MARKER) < text.index(sections.NUFFT_START_MARKER)
 
     broken = tmp_path / "broken.md"
-    broken.write_text(f"# B\n{bench.NUFFT_END_MARKER}\n{bench.NUFFT_START_MARKER}\n")
+    broken.write_text(f"# B\n{sections.NUFFT_END_MARKER}\n{sections.NUFFT_START_MARKER}\n")
     with pytest.raises(InputError, match="marker"):
-        bench.check_write_target(broken)
+        sections.check_write_target(broken)

@@ -5,10 +5,10 @@ from pathlib import Path
 import torch
 
 from medrecon.benchmarks.prior import denoising_table, sample_grid, to_markdown
+from medrecon.io.studies import load_study
 from medrecon.priors.hub import PriorCard, load_prior, save_prior
 from medrecon.priors.networks import UNetConfig, build_unet
-from medrecon.priors.training_data import Normalisation, resample_slices
-from medrecon.study import load_study
+from medrecon.priors.normalisation import Normalisation, resample_slices
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

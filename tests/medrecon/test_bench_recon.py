@@ -2,7 +2,9 @@
 
 import torch
 
-from medrecon.benchmarks.recon import SETTINGS, make_problem, run_setting, score, to_markdown
+from medrecon.benchmarks.recon import run_setting, to_markdown
+from medrecon.evaluation.scoring import score
+from medrecon.evaluation.settings import SETTINGS, make_problem
 from medrecon.metrics import psnr
 
 from .test_reconstruct import gaussian_prior
@@ -51,11 +53,11 @@ def test_a_setting_scores_every_baseline_and_sampler():
 
 def test_score_clips_and_uses_magnitudes():
     ref = torch.full((1, 1, 8, 8), 0.5)
-    assert score(ref.to(torch.complex64) * 1j, ref)["psnr"] > 100
+    assert score(ref.to(torch.complex64) * 1j, ref).psnr > 100
 
 
 def test_only_picks_an_exact_setting_name_alone_or_every_setting_containing_the_text():
-    from medrecon.benchmarks.recon import SETTINGS, selected
+    from medrecon.evaluation.settings import SETTINGS, selected
 
     names = [s.name for s in SETTINGS]
     assert [n for n in names if selected(n, ["CT parallel 23 views"])] == ["CT parallel 23 views"]
@@ -64,7 +66,7 @@ def test_only_picks_an_exact_setting_name_alone_or_every_setting_containing_the_
 
 
 def test_an_unknown_contrast_shift_is_refused_before_any_work(capsys):
-    from medrecon.cli import main
+    from medrecon.commands import main
 
     assert main(["bench", "recon", "--modalities", "mr", "--contrast", "gamma2", "solarise"]) == 2
     assert "unknown contrast shift 'solarise'" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import torch
 
 from medrecon.contrast import SHIFTS, invert_tissue, random_remap, remap
 from medrecon.errors import InputError
-from medrecon.priors.training_data import TrainingSlices
+from medrecon.priors.training import TrainingSlices
 from medrecon.study import Study
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from medrecon.cli import main
+from medrecon.commands import main
 from medrecon.errors import InputError
 from medrecon.priors.convert import FORMATS, convert_checkpoint, expected_source_shapes, read_flags
-from medrecon.priors.convert_presets import PRESETS
+from medrecon.priors.convert.presets import PRESETS
 from medrecon.priors.hub import CARD_FILE, load_prior
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import medrecon
-from medrecon.cli import main
+from medrecon.commands import main
 from medrecon.data import (
     DEFAULT_IDS,
     SOURCES,

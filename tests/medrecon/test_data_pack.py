@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from medrecon.cli import main
+from medrecon.commands import main
 from medrecon.data import load_starter
 from medrecon.data.fetch import MANIFEST_FORMAT, sha256_file
-from medrecon.priors.training_data import TrainingSlices
+from medrecon.priors.training import TrainingSlices
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = {"ct-lung2": ROOT / "data/train/ct-lung2-train64.nii.gz", "mr-brain1": ROOT / "data/train/mr-brain1-train64.nii.gz"}

@@ -23,14 +23,11 @@ from pydicom.uid import EnhancedCTImageStorage, JPEGLSLossless, generate_uid
 from pydicom.valuerep import DSfloat
 
 from medrecon.errors import InputError, MissingResourceError
-from medrecon.io.dicom import (
-    DicomDecoderMissingError,
-    UnevenSliceSpacingWarning,
-    read_dicom_series,
-    write_dicom_series,
-)
+from medrecon.io.dicom_read import DicomDecoderMissingError, UnevenSliceSpacingWarning, read_dicom_series
+from medrecon.io.dicom_write import write_dicom_series
 from medrecon.io.nifti import read_nifti, write_nifti
-from medrecon.study import Study, load_study, save_study
+from medrecon.io.studies import load_study, save_study
+from medrecon.study import Study
 
 CT_FILE = get_testdata_file("CT_small.dcm")
 MR_FILE = get_testdata_file("MR_small.dcm")

@@ -31,7 +31,7 @@ def network_prior():
     from medrecon.priors.denoiser import EDMDenoiser
     from medrecon.priors.hub import Prior, PriorCard
     from medrecon.priors.networks import UNetConfig, build_unet
-    from medrecon.priors.training_data import Normalisation
+    from medrecon.priors.normalisation import Normalisation
 
     torch.manual_seed(0)
     net = build_unet(UNetConfig(sample_size=8, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4,
@@ -137,7 +137,7 @@ def test_two_gloo_processes_give_the_one_process_volume(tmp_path):
 
 @pytest.mark.slow  # about 40 s on 2 busy CPU cores: three processes each simulate and reconstruct
 def test_torchrun_cli_writes_the_one_process_volume(tmp_path):
-    from medrecon.cli import main
+    from medrecon.commands import main
 
     prior = tiny_prior(tmp_path / "tiny-ct", "CT")
     flags = ["--modality", "ct", "--slices", "0:3", "--steps", "1", "--prior", prior, "--batch-size", "2", "--quiet"]

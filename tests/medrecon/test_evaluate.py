@@ -8,10 +8,10 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from medrecon.cli import main
-from medrecon.evaluate import evaluate_studies
+from medrecon.commands import main
+from medrecon.evaluation.scoring import score_studies as evaluate_studies
 from medrecon.errors import InputError
-from medrecon.study import load_study, save_study
+from medrecon.io.studies import load_study, save_study
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from medrecon.cli import main
+from medrecon.commands import main
 from medrecon.grid import GridMap, centre_block, crop_or_pad_kspace
+from medrecon.io.studies import load_study, save_study
 from medrecon.operators import CTProjector, ParallelBeamGeometry, fft2c
 from medrecon.priors.hub import PriorCard, save_prior
 from medrecon.priors.networks import UNetConfig, build_unet
-from medrecon.priors.training_data import Normalisation
-from medrecon.study import load_study, save_study
+from medrecon.priors.normalisation import Normalisation
 
 ROOT = Path(__file__).resolve().parents[2]
 CT_SAMPLE = ROOT / "data" / "ct-lung1-sample.nii.gz"
@@ -164,7 +164,7 @@ def test_a_subset_of_a_series_with_uneven_spacing_writes_back_as_dicom(tmp_path,
 
     import pydicom
 
-    from medrecon.io.dicom import UnevenSliceSpacingWarning
+    from medrecon.io.dicom_read import UnevenSliceSpacingWarning
 
     series = tmp_path / "uneven"
     shutil.copytree(CT_DICOM, series)

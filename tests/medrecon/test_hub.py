@@ -151,7 +151,7 @@ def test_pickled_weights_load_only_as_plain_tensors(tmp_path):
 
 
 def test_list_priors_shows_shipped_status_and_local_folders(tmp_path, capsys):
-    from medrecon.cli import main
+    from medrecon.commands import main
     from medrecon.priors.hub import list_priors
 
     save_prior(tmp_path / "mine", tiny_unet(), card(name="mine"))

@@ -13,16 +13,16 @@ from medrecon.priors.denoiser import EDMDenoiser
 from medrecon.priors.hub import CARD_FILE, PriorCard, load_autoencoder, load_prior, save_latent_prior
 from medrecon.priors.latent import LatentPrior, LatentSlices
 from medrecon.priors.networks import AutoencoderConfig, UNetConfig, build_autoencoder, build_unet
-from medrecon.priors.train import (
+from medrecon.priors.training import (
     AutoencoderTrainConfig,
     TrainConfig,
-    _seed,
+    TrainingSlices,
     autoencoder_loss,
     load_checkpoint,
     train_autoencoder,
     train_latent,
 )
-from medrecon.priors.training_data import TrainingSlices
+from medrecon.priors.training.loop import _seed
 
 ROOT = Path(__file__).resolve().parents[2]
 CT_FILE = ROOT / "data" / "train" / "ct-lung2-train64.nii.gz"
@@ -177,7 +177,7 @@ def test_full_tiny_pipeline(ct_slices, tmp_path):
 
 
 def test_cli_latent_stages(tmp_path):
-    from medrecon.cli import main
+    from medrecon.commands import main
 
     common = ["train", "--modality", "ct", "--files", str(CT_FILE), "--size", "32", "--batch-size", "2", "--steps", "2"]
     ae_out, lat_out = tmp_path / "ae", tmp_path / "latent"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medrecon.baselines import mri as bmr
-from medrecon.cli import main
+from medrecon.commands import main
 from medrecon.errors import InputError
 from medrecon.operators import NonCartesianMRI, simulated_maps
 from medrecon.operators.trajectories import radial
@@ -119,7 +119,7 @@ SIZE = 64  # the command-line tests run on a 64x64 copy of two slices of the MR 
 def mr_prior(tmp_path_factory):
     from medrecon.priors.hub import PriorCard, save_prior
     from medrecon.priors.networks import UNetConfig, build_unet
-    from medrecon.priors.training_data import Normalisation
+    from medrecon.priors.normalisation import Normalisation
 
     config = UNetConfig(sample_size=SIZE, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1)
     torch.manual_seed(0)
@@ -162,11 +162,12 @@ def test_radial_round_trip_simulate_file_reconstruct(tmp_path, mr_prior, small_s
     assert _reconstruct(sim, out, mr_prior) == 0
     result = json.loads((tmp_path / "from-folder.json").read_text())
     assert result["acquisition"]["sampling"]["kind"] == "radial"
-    assert "reconstruction" in result["metrics"] and "l1-wavelet" in result["baseline"]["method"] and "radial48" in result["baseline"]["method"]
+    assert "reconstruction" in result["metrics"] and "L1-wavelet" in result["baseline"]["method"] and "radial48" in result["baseline"]["method"]
     assert nib.load(out).shape == (SIZE, SIZE, 2)
     np.testing.assert_allclose(nib.load(out).affine, nib.load(small_study).affine, atol=1e-5)
     # 2. the raw file on its own, without coil maps: estimated from the k-space centre
-    from medrecon.io.noncartesian import read_noncartesian_h5, write_ismrmrd, write_noncartesian_h5
+    from medrecon.io.mrd import write_ismrmrd
+    from medrecon.io.noncartesian import read_noncartesian_h5, write_noncartesian_h5
     from medrecon.simulation import NONCARTESIAN_FILE
     import dataclasses
 
@@ -193,7 +194,7 @@ def test_bad_non_cartesian_input_is_refused_and_writes_nothing(tmp_path, mr_prio
     out_dir.mkdir()
     assert main(["simulate", str(small_study), "--modality", "mr", "--trajectory", "radial", "--spokes", "0",
                  "-o", str(out_dir / "sim")]) == 2
-    assert "spokes must be a positive integer" in capsys.readouterr().err
+    assert "--spokes: expected a positive integer" in capsys.readouterr().err
     broken = tmp_path / "broken.mrd"
     with h5py.File(broken, "w") as f:
         f.create_group("dataset").create_dataset("xml", data=b"<not ismrmrd")

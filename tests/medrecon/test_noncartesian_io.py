@@ -1,4 +1,4 @@
-"""Tests of the non-Cartesian raw-data readers and writers (medrecon.io.noncartesian).
+"""Tests of the non-Cartesian raw-data readers and writers (medrecon.io.noncartesian, medrecon.io.mrd).
 
 Two formats: medrecon's own HDF5 layout (checked value for value, and its layout read back with
 h5py), and ISMRMRD / MRD raw data. The ISMRMRD convention (one acquisition per readout, ``traj``
@@ -21,14 +21,8 @@ import pytest
 import torch
 
 from medrecon.errors import InputError, MissingResourceError
-from medrecon.io.noncartesian import (
-    NonCartesianData,
-    read_ismrmrd,
-    read_noncartesian_h5,
-    sniff_noncartesian,
-    write_ismrmrd,
-    write_noncartesian_h5,
-)
+from medrecon.io.mrd import read_ismrmrd, write_ismrmrd
+from medrecon.io.noncartesian import NonCartesianData, read_noncartesian_h5, sniff_noncartesian, write_noncartesian_h5
 from medrecon.operators.trajectories import radial
 
 H, W, SLICES, COILS, SPOKES = 12, 16, 2, 3, 5

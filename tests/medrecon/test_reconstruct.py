@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from medrecon.acquisition import CTAcquisition, MU_WATER_PER_MM
-from medrecon.cli import main
+from medrecon.commands import main
 from medrecon.errors import InputError
 from medrecon.operators import CTProjector, ParallelBeamGeometry
 from medrecon.priors.denoiser import GaussianDenoiser
 from medrecon.priors.hub import Prior, PriorCard, save_prior
 from medrecon.priors.networks import UNetConfig, build_unet
-from medrecon.priors.training_data import Normalisation
+from medrecon.priors.normalisation import Normalisation
 from medrecon.reconstruct import Problem, check_prior_fits, problem_from_acquisition, reconstruct
 from medrecon.samplers.presets import sampler_settings
 

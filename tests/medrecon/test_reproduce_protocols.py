@@ -24,13 +24,13 @@ import torch
 from pydicom.uid import generate_uid
 from skimage.metrics import peak_signal_noise_ratio
 
-from medrecon.cli import build_parser, main
+from medrecon.commands import build_parser, main
 from medrecon.errors import InputError, MedreconError
 from medrecon.priors.denoiser import GaussianDenoiser
 from medrecon.priors.hub import Prior, PriorCard
-from medrecon.priors.training_data import Normalisation
-from medrecon.reproduce import command as command_module
-from medrecon.reproduce.command import CSV_FIELDS, run_reproduce
+from medrecon.priors.normalisation import Normalisation
+from medrecon.commands.reproduce import run as run_reproduce
+from medrecon.reproduce.run import CSV_FIELDS
 from medrecon.reproduce.datasets import fastmri_mask, fastmri_volumes, lidc_volumes
 from medrecon.reproduce.protocols import FastmriProtocol, evenly_spaced
 from tests.medrecon.test_kspace import coil_maps, header_xml, mr_image, np_fft2c, np_rss_target, write_raw
@@ -343,14 +343,3 @@ def test_bad_flags(lidc_root, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_starter_hook(monkeypatch, tmp_path):
-    monkeypatch.setattr(command_module, "STARTER_MODULE", "medrecon_no_such_module.recon")
-    with pytest.raises(MedreconError, match="not yet wired"):
-        run_reproduce(parse("starter", "-o", tmp_path / "s"))
-    fake = types.ModuleType("medrecon_fake_starter")
-    fake.__spec__ = importlib.machinery.ModuleSpec("medrecon_fake_starter", None)
-    seen = []
-    fake.run_starter_reproduce = lambda args: seen.append(args.out) or 0
-    monkeypatch.setitem(sys.modules, "medrecon_fake_starter", fake)
-    monkeypatch.setattr(command_module, "STARTER_MODULE", "medrecon_fake_starter")
-    assert run_reproduce(parse("starter", "-o", tmp_path / "s")) == 0 and seen == [str(tmp_path / "s")]

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from medrecon.acquisition import CTAcquisition, MRAcquisition, acquisition_from_dict, slice_generators
-from medrecon.cli import main
+from medrecon.commands import main
 from medrecon.errors import InputError
+from medrecon.io.studies import load_study
 from medrecon.operators import CTProjector, ParallelBeamGeometry, geometry_from_dict
 from medrecon.simulation import attenuation_to_hu, hu_to_attenuation, load_measurements, simulate_ct_study
-from medrecon.study import load_study
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -14,7 +14,8 @@ import torch
 from medrecon.errors import InputError
 from medrecon.io.nifti import write_nifti
 from medrecon.io.nrrd import read_nrrd
-from medrecon.study import Study, load_study, save_study, study_format
+from medrecon.io.studies import load_study, save_study, study_format
+from medrecon.study import Study
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 CT_SAMPLE = DATA / "ct-lung1-sample.nii.gz"

@@ -1,4 +1,4 @@
-"""medrecon.priors.train / training_data: EDM denoising score matching on the shipped training slices."""
+"""medrecon.priors.training: the training loop, EDM denoising score matching on the shipped training slices, the data."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import torch
 
 from medrecon.errors import InputError
 from medrecon.priors.networks import UNetConfig
-from medrecon.priors.train import TrainConfig, _DataOrder, edm_loss, load_checkpoint, train
-from medrecon.priors.training_data import Normalisation, TrainingSlices
+from medrecon.priors.normalisation import Normalisation
+from medrecon.priors.training import TrainConfig, TrainingSlices, edm_loss, load_checkpoint, train
+from medrecon.priors.training.loop import _DataOrder
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_FILES = sorted((ROOT / "data" / "train").glob("*.nii.gz"))
@@ -166,7 +167,7 @@ def test_refuses_mismatched_resume_and_silent_overwrite(ct_slices, tmp_path):
 
 
 def test_cli_train_from_files(tmp_path):
-    from medrecon.cli import main
+    from medrecon.commands import main
 
     out = tmp_path / "prior"
     tiny = json.dumps(TINY.to_dict())
@@ -190,8 +191,7 @@ _DDP_SCRIPT = textwrap.dedent(
     """
     import os, sys, torch
     from medrecon.priors.networks import UNetConfig
-    from medrecon.priors.train import TrainConfig, train
-    from medrecon.priors.training_data import TrainingSlices
+    from medrecon.priors.training import TrainConfig, TrainingSlices, train
     out = sys.argv[1]
     ds = TrainingSlices.from_files([sys.argv[2]], modality="ct", size=32)
     tiny = UNetConfig(sample_size=32, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1)
@@ -264,7 +264,7 @@ def test_fine_tuning_starts_from_a_prior(ct_slices, tmp_path):
 
 
 def test_cli_init_takes_the_prior_config(tmp_path):
-    from medrecon.cli import main
+    from medrecon.commands import main
 
     tiny = json.dumps(TINY.to_dict())
     base = tmp_path / "base"
@@ -297,7 +297,7 @@ def absolute_paths(card: dict, *extra: str) -> list[str]:
 
 def test_time_limit_stops_cleanly_and_the_same_command_resumes(ct_slices, tmp_path):
     from medrecon.priors.hub import load_prior
-    from medrecon.priors.train import TimeBudget
+    from medrecon.priors.training import TimeBudget
 
     out = tmp_path / "budget"
     rec = train(_cfg(steps=50), TINY, ct_slices, out, log=None, time_limit=1e-6, name="ct-budget")
@@ -316,7 +316,7 @@ def test_time_limit_stops_cleanly_and_the_same_command_resumes(ct_slices, tmp_pa
 
 
 def test_cli_time_limit_and_name_and_no_machine_paths_on_the_card(tmp_path):
-    from medrecon.cli import main
+    from medrecon.commands import main
 
     tiny = json.dumps(TINY.to_dict())
     out = tmp_path / "run"
@@ -333,3 +333,76 @@ def test_cli_time_limit_and_name_and_no_machine_paths_on_the_card(tmp_path):
     assert card["training"]["data"]["sources"][0]["path"] == CT_FILE.name
     assert main(["train", "--out", str(tmp_path / "ae"), "--stage", "autoencoder", "--name", "x", *common]) == 2
     assert main(["train", "--out", str(tmp_path / "neg"), "--time-limit", "-1", *common]) == 2
+
+
+# ------------------------------------------------------------------------------ one loop, stages
+def test_the_autoencoder_stage_stops_and_resumes_like_the_pixel_one(ct_slices, tmp_path):
+    """The time limit, checkpoint and exact resume are the loop's: they hold for the autoencoder
+    stage as for the pixel one, which supplies only its model, loss and exports."""
+    from medrecon.priors.networks import AutoencoderConfig
+    from medrecon.priors.training import AutoencoderTrainConfig, train_autoencoder
+
+    ae = AutoencoderConfig(block_out_channels=(8, 16), norm_num_groups=4, sample_size=32, latent_channels=4)
+
+    def cfg(steps):
+        return AutoencoderTrainConfig(steps=steps, batch_size=4, lr=1e-3, seed=5, checkpoint_every=100, log_every=100)
+
+    out, lines = tmp_path / "budget", []
+    stopped = train_autoencoder(cfg(50), ae, ct_slices, out, log=lines.append, time_limit=1e-6)
+    assert stopped["steps"] == 1 and stopped["stopped_by_time_limit"] and stopped["time_limit_s"] == 1e-6
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 1 and (out / "autoencoder" / "config.json").is_file()
+    assert any("time limit" in line and "autoencoder step 1/50" in line for line in lines)
+    resumed = train_autoencoder(cfg(3), ae, ct_slices, out, log=None)  # the same run, no budget this time
+    whole = train_autoencoder(cfg(3), ae, ct_slices, tmp_path / "whole", log=None)
+    assert resumed["resumed_from_step"] == 1 and not resumed["stopped_by_time_limit"]
+    assert stopped["losses"] + resumed["losses"] == whole["losses"] and stopped["l1"] + resumed["l1"] == whole["l1"]
+    assert _equal_states(load_checkpoint(out / "checkpoint.pt")["model"], load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"])
+    assert resumed["scaling_factor"] == whole["scaling_factor"]
+    with pytest.raises(InputError, match="differs"):  # another stage's checkpoint is refused, not misread
+        train(_cfg(steps=2), TINY, ct_slices, out, log=None)
+
+
+def test_a_stage_is_only_the_pieces_it_supplies(ct_slices, tmp_path):
+    """A new kind of training is a Stage: model, loss of a batch given the step's generator,
+    identity, exports. Seeding, EMA, checkpoints, exact resume and the record come from the loop."""
+    from medrecon.priors.training import AutoencoderTrainConfig
+    from medrecon.priors.training.loop import EMA, RunOptions, Stage, run
+
+    class Smoother(Stage):
+        name, stream, distributed, ema, metric_names = "smoother", "smooth-step", False, EMA(0.9, warmup=False), ("mse",)
+
+        def __init__(self, config):
+            self.config = config
+
+        def build(self):
+            return torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def loss(self, model, x, generator):
+            noisy = x + 0.1 * torch.randn(x.shape, generator=generator).to(x.device)
+            mse = ((model(noisy) - x) ** 2).mean()
+            return mse, {"mse": mse}
+
+        def identity(self):
+            return {"stage": "smoother"}
+
+        def record_fields(self, trained):
+            return {"kernel_sum": float(trained.ema.weight.sum())}
+
+        def export(self, trained, record):
+            torch.save(trained.ema.state_dict(), trained.out_dir / "smoother.pt")
+
+    def cfg(steps):
+        return AutoencoderTrainConfig(steps=steps, batch_size=4, lr=1e-2, seed=2, checkpoint_every=100, log_every=100)
+
+    whole = run(Smoother(cfg(6)), ct_slices, RunOptions(tmp_path / "whole", log=None))
+    first = run(Smoother(cfg(3)), ct_slices, RunOptions(tmp_path / "parts", log=None))
+    second = run(Smoother(cfg(6)), ct_slices, RunOptions(tmp_path / "parts", log=None))
+    assert first["losses"] + second["losses"] == whole["losses"] and first["mse"] + second["mse"] == whole["mse"]
+    assert first["losses"] == first["mse"] and second["resumed_from_step"] == 3
+    w, p = load_checkpoint(tmp_path / "whole" / "checkpoint.pt"), load_checkpoint(tmp_path / "parts" / "checkpoint.pt")
+    assert p["stage"] == "smoother" and _equal_states(w["model"], p["model"]) and _equal_states(w["ema"], p["ema"])
+    record = json.loads((tmp_path / "parts" / "train_record.json").read_text())
+    assert record["steps"] == 6 and record["stage"] == "smoother" and record["kernel_sum"] == second["kernel_sum"]
+    assert (tmp_path / "parts" / "smoother.pt").is_file()
+    with pytest.raises(InputError, match="differs"):
+        train(_cfg(steps=2), TINY, ct_slices, tmp_path / "parts", log=None)

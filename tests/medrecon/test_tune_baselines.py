@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from medrecon.benchmarks import tune_baselines as tune
-from medrecon.study import load_study
+from medrecon.io.studies import load_study
 
 TRAIN = Path(__file__).resolve().parents[2] / "data" / "train"
 

@@ -187,7 +187,7 @@ def test_cli_volume_prior_needs_dds_and_two_slices(tmp_path, priors, capsys):
 
     assert run(CT_SAMPLE, "-o", tmp_path / "a.nii.gz", "--modality", "ct", "--slices", "2:4", "--prior", priors["CT"],
                "--sampler", "dps", "--volume-prior", "tv-z") == 2
-    assert "needs --sampler dds" in capsys.readouterr().err
+    assert "needs a sampler that takes one (dds, diffusion_mbir), not dps" in capsys.readouterr().err
     assert run(CT_SAMPLE, "-o", tmp_path / "b.nii.gz", "--modality", "ct", "--slices", "2:3", "--steps", "1",
                "--prior", priors["CT"], "--volume-prior", "tv-z") == 2
     assert "at least 2 slices" in capsys.readouterr().err
@@ -212,7 +212,7 @@ def test_volume_scores_see_the_reslices_and_the_slice_differences():
 
 
 def test_bench_recon_volume_refuses_bad_arguments_before_any_work(capsys):
-    from medrecon.cli import main
+    from medrecon.commands import main
 
     assert main(["bench", "recon-volume", "--slices", "3"]) == 2
     assert "at least 7" in capsys.readouterr().err
@@ -244,7 +244,7 @@ def test_diffusion_mbir_runs_on_the_volume_whatever_the_chunk_size():
 
 
 def test_the_baseline_of_a_few_view_acquisition_uses_the_8_view_weights():
-    from medrecon.reconstruct_command import baseline_setting
+    from medrecon.evaluation.baselines import tuned_setting_of as baseline_setting
 
     for views, noisy, expected in ((8, False, "ct-parallel-8v-clean"), (10, False, "ct-parallel-8v-clean"),
                                    (8, True, "ct-parallel-23v-noisy"), (23, False, "ct-parallel-23v-clean"),

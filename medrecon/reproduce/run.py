@@ -1,5 +1,5 @@
-"""``medrecon reproduce {lidc,brats,fastmri,starter}``: run a protocol of
-:mod:`medrecon.reproduce.protocols` over a dataset and write its table.
+"""Run a reproduction protocol of :mod:`medrecon.reproduce.protocols` over a dataset and write its
+table (``medrecon reproduce lidc|brats|fastmri``; ``starter`` is :mod:`medrecon.reproduce.starter`).
 
 For every volume and every setting (views or acceleration) the protocol builds the problem, runs
 its classical baselines and every requested sampler (:func:`medrecon.reconstruct.reconstruct`),
@@ -13,134 +13,41 @@ and scores each result; a progress line per result goes to stderr. OUTDIR gets
 - ``summary.json``: the same table, the protocol, the prior, the sampler settings, every volume's
   acquisition (views and angles, mask columns and sampled fraction), versions and timings;
 - ``figure.png``: the first volume's middle evaluated slice, one row per setting: the reference,
-  each baseline, each sampler (:func:`medrecon.reconstruct_command.write_figure`).
+  each baseline, each sampler (:func:`medrecon.figures.write_figure`).
 
 OUTDIR is written as a staging folder renamed into place at the end
 (:func:`medrecon.io.atomic.atomic_output`): an existing OUTDIR is refused without ``--overwrite``
-(and left untouched), an interrupted run leaves nothing. ``starter`` is handed to
-``medrecon.benchmarks.recon.run_starter_reproduce(args)`` when that exists.
+(and left untouched), an interrupted run leaves nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import importlib
-import importlib.util
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import torch
 
-from medrecon.errors import InputError, MedreconError
-from medrecon.reproduce.protocols import STARTER, Protocol, make_protocol
+from medrecon.errors import InputError
+from medrecon.evaluation.scoring import Scores
+from medrecon.figures import write_figure
+from medrecon.io.atomic import atomic_output
+from medrecon.priors.hub import load_prior
+from medrecon.provenance import versions
+from medrecon.reconstruct import check_prior_fits, reconstruct
+from medrecon.reproduce.protocols import Protocol
+from medrecon.samplers.registry import SAMPLERS, sampler_names
 
-__all__ = ["run_reproduce", "reproduce", "CSV_FIELDS", "parse_list", "STARTER_MODULE"]
+__all__ = ["reproduce", "CSV_FIELDS", "DEFAULT_SAMPLERS"]
 
-STARTER_MODULE = "medrecon.benchmarks.recon"
 CSV_FIELDS = ("protocol", "volume", "setting", "method", "kind", "slices", "psnr", "ssim", "nmse",
               "seconds_per_slice", "nfe", "data_range", "details")
-DEFAULT_SAMPLERS = ("dds", "dps", "score_sde")
-
-
-# --------------------------------------------------------------------------------------------------
-# arguments
-
-
-def parse_list(text, what: str, *, kind=int) -> list | None:
-    """``"10,20,23"`` -> ``[10, 20, 23]`` (None stays None); a bad item is an :class:`InputError`."""
-    if text is None:
-        return None
-    if isinstance(text, (list, tuple)):
-        items = [str(t) for t in text]
-    else:
-        items = [t.strip() for t in str(text).split(",")]
-    if not items or any(not t for t in items):
-        raise InputError(f"{what} takes a comma-separated list, got {text!r}")
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise InputError(f"{what} takes a comma-separated list of {kind.__name__}s, got {text!r}") from None
-
-
-def _parse_slices(text) -> int | None:
-    if text is None or str(text).lower() == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InputError(f"--slices takes a positive number of slices per volume or 'all', got {text!r}") from None
-    if value < 1:
-        raise InputError(f"--slices must be >= 1, got {value}")
-    return value
-
-
-def _positive(value, flag: str) -> int | None:
-    if value is not None and value < 1:
-        raise InputError(f"{flag} must be >= 1, got {value}")
-    return value
-
-
-def _command_line() -> str | None:
-    return "medrecon " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
-
-
-def run_reproduce(args: argparse.Namespace, *, prior=None, stream=None) -> int:
-    """The command (``args`` from the ``reproduce`` parser of :mod:`medrecon.cli`). ``prior``: a
-    loaded :class:`~medrecon.priors.hub.Prior` to use instead of ``--prior`` (tests inject a
-    Gaussian denoiser this way). ``stream``: where the progress lines go (stderr)."""
-    if args.protocol == STARTER:
-        return _run_starter(args)
-    protocol_options: dict[str, Any] = {}
-    if getattr(args, "size", None) is not None:
-        if args.protocol == "fastmri":
-            raise InputError("--size applies to lidc and brats; fastMRI reconstructs on the k-space grid")
-        protocol_options["size"] = args.size
-    if getattr(args, "sequence", None) is not None:
-        if args.protocol != "brats":
-            raise InputError("--sequence applies to brats only")
-        protocol_options["sequence"] = args.sequence
-    protocol = make_protocol(args.protocol, **protocol_options)
-    views = parse_list(args.views, "--views")
-    accel = parse_list(args.accel, "--accel")
-    if protocol.value_name == "views" and accel is not None:
-        raise InputError(f"--accel applies to MRI protocols, not {protocol.name} (use --views)")
-    if protocol.value_name == "accel" and views is not None:
-        raise InputError(f"--views applies to CT protocols, not {protocol.name} (use --accel)")
-    values = views if protocol.value_name == "views" else accel
-    if args.data is None:
-        raise InputError(f"reproduce {protocol.name} needs --data (the dataset's root folder)")
-    if prior is None and not args.prior:
-        raise InputError(f"reproduce {protocol.name} needs --prior (a {protocol.modality} prior name or folder)")
-    samplers = parse_list(args.samplers, "--samplers", kind=str) if args.samplers else list(DEFAULT_SAMPLERS)
-    summary = reproduce(
-        protocol, args.data, prior if prior is not None else args.prior, args.out,
-        samplers=samplers, steps=_positive(args.steps, "--steps"), limit=_positive(args.limit, "--limit"),
-        slices=_parse_slices(args.slices), values=values, device=None if args.device in (None, "auto") else args.device,
-        batch_size=_positive(args.batch_size, "--batch-size"), seed=args.seed, overwrite=args.overwrite,
-        progress=False if getattr(args, "quiet", False) else None, stream=stream, command=_command_line(),
-    )
-    out = Path(args.out)
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'summary.json'}, {out / 'figure.png'} "
-          f"({summary['n_volumes']} volume(s), {len(summary['settings'])} setting(s), {len(summary['methods'])} method(s))")
-    return 0
-
-
-def _run_starter(args: argparse.Namespace) -> int:
-    """``reproduce starter``: the starter benchmark's own protocol, owned by ``medrecon bench recon``."""
-    try:
-        found = importlib.util.find_spec(STARTER_MODULE) is not None
-    except (ModuleNotFoundError, ValueError):  # no parent package; a module without a spec
-        found = False
-    runner = getattr(importlib.import_module(STARTER_MODULE), "run_starter_reproduce", None) if found else None
-    if runner is None:
-        raise MedreconError(f"reproduce starter is not yet wired: it needs {STARTER_MODULE}.run_starter_reproduce "
-                            "(use medrecon bench recon meanwhile)")
-    return int(runner(args) or 0)
+DEFAULT_SAMPLERS = tuple(sampler_names(prior="pixel", slice_wise=True))
+"""The samplers a protocol runs unless told: every slice-wise sampler of a pixel prior."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,12 +89,6 @@ def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS
         progress: :func:`~medrecon.reconstruct.reconstruct`'s step-level progress line (None: when
             stderr is a terminal); the per-result lines are always written to ``stream``.
     """
-    import torch  # noqa: PLC0415
-
-    from medrecon.io.atomic import atomic_output  # noqa: PLC0415
-    from medrecon.priors.hub import load_prior  # noqa: PLC0415
-    from medrecon.reconstruct import check_prior_fits, reconstruct  # noqa: PLC0415
-    from medrecon.samplers import SAMPLERS  # noqa: PLC0415
 
     t_start = time.perf_counter()
     stream = stream if stream is not None else sys.stderr
@@ -285,7 +186,7 @@ def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS
             "figure": {"volume": volumes[0]["name"] if volumes else None,
                        "slice": volumes[0]["slice_indices"][figure_slice] if volumes and figure_slice is not None else None,
                        "rows": labels, "columns": list(figure)},
-            "versions": _versions(),
+            "versions": versions(),
         }
         _write_csv(stage / "results.csv", rows)
         _write_figure(stage / "figure.png", figure)
@@ -296,16 +197,12 @@ def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS
 
 
 def _record(protocol, case, entry, rows, per_slice, figure, figure_slice, report) -> None:
-    import torch  # noqa: PLC0415
-
-    from medrecon.reproduce.protocols import Scores  # noqa: PLC0415
-
     method, kind, image, seconds_per_slice, nfe, details = entry
     bad = int((~torch.isfinite(image)).sum())
     if bad:  # a diverged method: a row of NaN scores, said so, and the run goes on
         details = f"{details}; NON-FINITE OUTPUT ({bad} values): not scored"
         nan = [math.nan] * case.slices
-        scores = Scores(math.nan, math.nan, math.nan, math.nan,
+        scores = Scores(math.nan, math.nan, math.nan, math.nan, "not scored",
                         {"psnr": nan, "ssim": nan, "nmse": nan} if protocol.unit == "slice" else None)
         image = torch.zeros_like(image)  # shown black in the figure
     else:
@@ -349,12 +246,6 @@ def _table(protocol: Protocol, labels, methods, rows, per_slice) -> list[dict]:
     return table
 
 
-def _versions() -> dict:
-    from medrecon.reconstruct_command import _versions as versions  # noqa: PLC0415
-
-    return versions()
-
-
 # --------------------------------------------------------------------------------------------------
 # files
 
@@ -376,8 +267,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _write_figure(path: Path, figure: dict[str, list[np.ndarray]]) -> None:
-    from medrecon.reconstruct_command import write_figure  # noqa: PLC0415
-
     if not figure:
         raise InputError("nothing to draw: no volume was reconstructed")
     columns = {name: np.stack(images) for name, images in figure.items()}

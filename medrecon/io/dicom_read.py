@@ -1,5 +1,4 @@
-"""DICOM series through pydicom: read one CT or MR series as a Study, write a reconstruction back as a
-new derived series with the source's geometry.
+"""Read one CT or MR DICOM series through pydicom as a :class:`~medrecon.study.Study`.
 
 Reading
 -------
@@ -21,18 +20,17 @@ ImagePositionPatient of the slices sorted by ``p . n``::
 
 (one slice: the slice step is ``n`` times SpacingBetweenSlices, else SliceThickness, else 1 mm).
 The slice step is the mean spacing; spacings deviating by more than 1 % from it raise an
-:class:`UnevenSliceSpacingWarning` with the minimum and maximum spacing.
+:class:`UnevenSliceSpacingWarning` with the minimum and maximum spacing. :func:`headers_geometry`
+computes the same order and affine from a study's kept per-slice headers.
 
-Writing
--------
-:func:`write_dicom_series` writes one classic single-frame CT or MR Image Storage file per slice
-(explicit VR little endian, int16 with a series-wide rescale) into a new folder, atomically.
+Module layout: writing a series is :mod:`medrecon.io.dicom_write`, which sits above this module (it
+reuses :func:`headers_geometry` and reads a ``like=`` series); the dispatch on the path's format is
+:mod:`medrecon.io.studies`.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,14 +40,14 @@ import numpy as np
 import torch
 
 from medrecon.errors import InputError, MissingResourceError
-from medrecon.io.atomic import atomic_output
-from medrecon.io.base import Study
+from medrecon.study import Study
 
 __all__ = [
+    "STORAGE_CLASSES",
     "DicomDecoderMissingError",
     "UnevenSliceSpacingWarning",
+    "headers_geometry",
     "read_dicom_series",
-    "write_dicom_series",
 ]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -57,7 +55,8 @@ _POSITION_TOLERANCE_MM = 1e-3  # two slices closer than this along the normal ar
 _ORIENTATION_TOLERANCE = 1e-4  # per direction-cosine component
 _SPACING_TOLERANCE = 1e-4  # relative, pixel spacing
 _UNEVEN_TOLERANCE = 0.01  # relative to the mean slice spacing
-_STORAGE_CLASSES = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}
+# the SOP classes of the series medrecon reads and writes (CT and MR Image Storage)
+STORAGE_CLASSES = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}
 
 # what to install for each compressed transfer syntax (PyPI names)
 _DECODER_PACKAGES = {
@@ -81,15 +80,6 @@ _MULTIFRAME_ONLY = (
     "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "DimensionOrganizationSequence",
     "DimensionIndexSequence", "DimensionOrganizationType", "ConcatenationUID", "InConcatenationNumber",
     "InConcatenationTotalNumber", "ConcatenationFrameOffsetNumber", "RepresentativeFrameNumber",
-)  # fmt: skip
-
-# attributes of a source slice that would be wrong for the derived image (pixel values, overlays, icons)
-_DROP_ON_WRITE = (
-    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "LargestImagePixelValue", "SmallestImagePixelValue",
-    "LargestPixelValueInSeries", "SmallestPixelValueInSeries", "PixelPaddingValue", "PixelPaddingRangeLimit",
-    "ModalityLUTSequence", "IconImageSequence", "PlanarConfiguration", "DataSetTrailingPadding",
-    "NumberOfFrames", "FrameIncrementPointer", "PixelDataProviderURL", "ExtendedOffsetTable",
-    "ExtendedOffsetTableLengths",
 )  # fmt: skip
 
 
@@ -125,9 +115,6 @@ class _Slice:
         return str(self.file) if self.frame is None else f"{self.file} (frame {self.frame + 1})"
 
 
-# ----------------------------------------------------------------------------------------- reading
-
-
 def read_dicom_series(path: str | Path | list | tuple, *, series_uid: str | None = None) -> Study:
     """Read one CT or MR DICOM series as a :class:`Study` (geometry: see the module docstring).
 
@@ -141,8 +128,8 @@ def read_dicom_series(path: str | Path | list | tuple, *, series_uid: str | None
     the RAS affine, the modality (CT or MR), and ``source = {"format": "dicom", "path", "series_uid",
     "headers": one pydicom Dataset per sorted slice without its pixel data (multi-frame files give
     one flattened classic header per frame), "files", "frames", "modality"}``, which
-    :func:`write_dicom_series` uses to write a result back with identical geometry. The name is the
-    SeriesDescription, else the folder (or file) name.
+    :func:`~medrecon.io.dicom_write.write_dicom_series` uses to write a result back with identical
+    geometry. The name is the SeriesDescription, else the folder (or file) name.
 
     Raises :class:`InputError` naming the problem (several series, inconsistent orientation, pixel
     spacing or image size, duplicate positions, no image slices, unreadable files, unsupported
@@ -235,8 +222,8 @@ def _input_files(path) -> tuple[list[Path], Path]:
 
 def _read(file: Path, *, defer: bool):
     """Read one DICOM file; ``defer`` leaves large values (pixel data) on disk until used."""
-    import pydicom  # noqa: PLC0415
-    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+    import pydicom
+    from pydicom.errors import InvalidDicomError
 
     options = {"defer_size": "64 KB"} if defer else {}
     try:
@@ -289,7 +276,7 @@ def _series_modality(images: list, root: Path) -> str:
     if len(found) > 1:
         raise InputError(f"series in {root} mixes modalities {sorted(found)}")
     modality = found.pop()
-    if modality not in _STORAGE_CLASSES:
+    if modality not in STORAGE_CLASSES:
         raise InputError(
             f"{root}: Modality {modality or '(missing)'!r} ({_sop_name(images[0][1])}) is not supported; "
             "medrecon reconstructs CT and MR series"
@@ -389,7 +376,7 @@ def _pixels(ds, file: Path, n_frames: int) -> np.ndarray:
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is not None and ts.is_compressed:
         try:
-            from pydicom.pixels import get_decoder  # noqa: PLC0415  (pydicom >= 3)
+            from pydicom.pixels import get_decoder  # pydicom >= 3
 
             available = get_decoder(ts).is_available
         except (ImportError, NotImplementedError, ValueError):
@@ -420,7 +407,7 @@ def _decoder_message(file: Path, ts, exc: Exception | None) -> str:
 
 def _flat_header(ds, sl: _Slice):
     """A classic single-frame header for one frame of a multi-frame object (no pixel data)."""
-    from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pydicom.dataset import Dataset
 
     flat = Dataset()
     for element in ds:
@@ -506,116 +493,6 @@ def _sort_and_affine(slices: list[_Slice], root) -> tuple[np.ndarray, np.ndarray
     return order, affine
 
 
-# ----------------------------------------------------------------------------------------- writing
-
-
-def write_dicom_series(
-    study: Study,
-    path: str | Path,
-    *,
-    overwrite: bool = False,
-    description: str = "medrecon reconstruction",
-    like: Study | dict | str | Path | None = None,
-) -> Path:
-    """Write a study as a new derived DICOM series (one file per slice) in the folder ``path``.
-
-    Headers: if the study was read from DICOM (``study.source["headers"]``), or ``like`` is such a
-    Study, its ``source`` dict or a DICOM series path, each slice copies its source header: patient,
-    study, equipment and frame-of-reference tags are kept; private tags, overlays, icons and pixel
-    statistics are dropped; a new SeriesInstanceUID (one for the series) and a new SOPInstanceUID per
-    slice; ImageType ``DERIVED\\SECONDARY\\...``; SeriesNumber = source + 1000; SeriesDescription
-    naming medrecon and ``description`` (the full text also goes to DerivationDescription); a
-    SourceImageSequence referencing the source slice; the geometry tags (ImagePositionPatient,
-    ImageOrientationPatient, PixelSpacing, SliceThickness) identical to the source. Multi-frame
-    sources are written as classic single-frame images. The study must have the source's shape and
-    affine (a reconstruction made with :meth:`Study.with_voxels`).
-
-    Otherwise (a NIfTI or NRRD source) minimal valid CT/MR Image Storage datasets are built from the
-    study's affine (RAS -> LPS), with new Study, Series and Frame-of-Reference UIDs, PatientName
-    ``anonymous`` and PatientID the study name; SliceThickness is the slice spacing (the true
-    thickness is unknown). Reading such a series back orders its slices along
-    ``row x column`` cosines, so a study whose slice axis points the other way reads back in reverse
-    slice order (same positions in space).
-
-    Pixels: int16 (explicit VR little endian, valid Part 10 files) with one RescaleSlope/Intercept
-    for the series. Integer-valued voxels within the int16 range (e.g. CT in whole HU) are written
-    exactly with slope 1, intercept 0; otherwise the value range ``[lo, hi]`` is mapped onto
-    ``[-32767, 32767]`` with slope ``(hi - lo) / 65534``, so each voxel reads back within half a
-    slope step, ``(hi - lo) / 131068``, of its value (plus float32 rounding).
-
-    Never overwrites: an existing non-empty ``path`` is refused unless ``overwrite``; the files are
-    written into a temporary sibling folder that is renamed into place when complete (with
-    ``overwrite`` the old folder is removed only after that). Complex voxels are refused (write
-    magnitudes). Returns ``path``.
-    """
-    import pydicom  # noqa: PLC0415
-    from pydicom.uid import generate_uid  # noqa: PLC0415
-
-    path = Path(path)
-    if torch.is_complex(study.voxels):
-        raise InputError("DICOM images are real: the study has complex voxels; write their magnitudes (study.voxels.abs())")
-    _check_target(path, overwrite)
-    voxels = study.voxels.detach().cpu().numpy().astype(np.float64)
-    if not np.all(np.isfinite(voxels)):
-        raise InputError("the study has NaN or infinite voxels; DICOM int16 pixels cannot hold them")
-    source = _like_source(study, like)
-    headers = source.get("headers") if source is not None else None
-    if headers is not None:
-        _check_headers_match(study, headers)
-    stored, slope, intercept = _quantise(voxels)
-
-    now = datetime.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
-    series_uid = generate_uid()
-    text = description.strip() or "medrecon reconstruction"
-    series_description = text if "medrecon" in text.lower() else f"medrecon {text}"
-    if headers is not None:
-        datasets = [
-            _derived_from(h, study.modality, series_uid, s, source.get("frames", [None] * len(headers))[s])
-            for s, h in enumerate(headers)
-        ]
-    else:
-        datasets = _minimal_series(study, series_uid, date, time)
-    for s, ds in enumerate(datasets):
-        ds.SeriesDescription = series_description[:64]
-        ds.DerivationDescription = f"medrecon reconstruction: {text}"[:1024]
-        for kw, value in (("SeriesDate", date), ("SeriesTime", time), ("ContentDate", date), ("ContentTime", time),
-                          ("InstanceCreationDate", date), ("InstanceCreationTime", time)):  # fmt: skip
-            setattr(ds, kw, value)
-        ds.InstanceNumber = s + 1
-        _set_pixels(ds, stored[s], slope, intercept)
-
-    _check_target(path, overwrite)
-    empty_folder = path.is_dir() and not any(path.iterdir())
-    with atomic_output(path, overwrite=overwrite or empty_folder, folder=True) as tmp:
-        for s, ds in enumerate(datasets):
-            _dcmwrite(pydicom, tmp / f"slice_{s + 1:04d}.dcm", ds)
-    return path
-
-
-def _check_target(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path} exists and is not a folder; a DICOM series is written as a folder of files")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise InputError(f"{path} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-
-
-def _like_source(study: Study, like) -> dict | None:
-    if like is None:
-        return study.source if study.source.get("format") == "dicom" and study.source.get("headers") else None
-    if isinstance(like, Study):
-        source = like.source
-    elif isinstance(like, dict):
-        source = like
-    elif isinstance(like, (str, Path)):
-        source = read_dicom_series(like).source
-    else:
-        raise InputError(f"like= must be a Study, its source dict or a DICOM series path, got {type(like).__name__}")
-    if source.get("format") != "dicom" or not source.get("headers"):
-        raise InputError(f"like= must come from a DICOM series (its source format is {source.get('format')!r})")
-    return source
-
-
 def headers_geometry(headers: list) -> tuple[np.ndarray, np.ndarray]:
     """``(order, affine)`` of a study's per-slice DICOM headers, as reading computes them: the slice
     order along the normal and the RAS affine (mean slice step where the spacing is uneven; each
@@ -624,183 +501,3 @@ def headers_geometry(headers: list) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnevenSliceSpacingWarning)
         return _sort_and_affine(slices, "the DICOM source")
-
-
-def check_writable(study: Study, path: str | Path, *, overwrite: bool = False, like=None) -> None:
-    """Every refusal :func:`write_dicom_series` would make for ``study`` at ``path``, without writing
-    (a command checks its outputs before its work)."""
-    path = Path(path)
-    if torch.is_complex(study.voxels):
-        raise InputError("DICOM images are real: the study has complex voxels; write their magnitudes (study.voxels.abs())")
-    _check_target(path, overwrite)
-    source = _like_source(study, like)
-    if source is not None and source.get("headers") is not None:
-        _check_headers_match(study, source["headers"])
-
-
-def _check_headers_match(study: Study, headers: list) -> None:
-    s, h, w = study.shape
-    first = headers[0]
-    rows, columns = int(first.get("Rows", -1)), int(first.get("Columns", -1))
-    if len(headers) != s or (rows, columns) != (h, w):
-        raise InputError(
-            f"the study has {s} slices of {h}x{w} but its DICOM source has {len(headers)} slices of "
-            f"{rows}x{columns}; write it to NIfTI, or as a new DICOM series from a study without DICOM source"
-        )
-    order, affine = headers_geometry(headers)
-    if not np.array_equal(order, np.arange(s)) or not np.allclose(affine, study.affine, rtol=0, atol=1e-3):
-        raise InputError(
-            "the study's affine differs from the geometry of its DICOM source headers, so they cannot be "
-            "reused; write it to NIfTI, or as a new DICOM series from a study without DICOM source"
-        )
-
-
-def _quantise(voxels: np.ndarray) -> tuple[np.ndarray, str, str]:
-    """int16 stored values and the (slope, intercept) DS strings that map them back (write docstring)."""
-    from pydicom.valuerep import DSfloat  # noqa: PLC0415
-
-    lo, hi = float(voxels.min()), float(voxels.max())
-    if np.array_equal(voxels, np.round(voxels)) and lo >= -32768 and hi <= 32767:
-        return voxels.astype(np.int16), "1", "0"
-    if hi == lo:
-        slope_text, intercept_text = "1", str(DSfloat(lo, auto_format=True))
-    else:
-        slope_text = str(DSfloat((hi - lo) / 65534.0, auto_format=True))
-        intercept_text = str(DSfloat(lo + 32767.0 * (hi - lo) / 65534.0, auto_format=True))
-    slope, intercept = float(slope_text), float(intercept_text)  # what readers will use
-    stored = np.clip(np.round((voxels - intercept) / slope), -32768, 32767).astype(np.int16)
-    return stored, slope_text, intercept_text
-
-
-def _strip(ds) -> None:
-    ds.remove_private_tags()
-    for element in list(ds):
-        group = element.tag.group
-        if 0x6000 <= group <= 0x60FF or 0x5000 <= group <= 0x50FF:  # overlays, curves
-            del ds[element.tag]
-    for kw in _DROP_ON_WRITE:
-        if kw in ds:
-            delattr(ds, kw)
-
-
-def _derived_from(header, modality: str, series_uid: str, s: int, frame: int | None):
-    from pydicom.dataset import Dataset  # noqa: PLC0415
-    from pydicom.uid import generate_uid  # noqa: PLC0415
-
-    ds = copy.deepcopy(header)
-    _strip(ds)
-    reference = Dataset()
-    reference.ReferencedSOPClassUID = header.get("SOPClassUID", _STORAGE_CLASSES[modality])
-    reference.ReferencedSOPInstanceUID = header.get("SOPInstanceUID", "")
-    if frame is not None:
-        reference.ReferencedFrameNumber = frame + 1
-    ds.SourceImageSequence = [reference]
-    ds.SOPClassUID = _STORAGE_CLASSES[modality]
-    ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = modality
-    try:
-        number = int(header.get("SeriesNumber", 0) or 0)
-    except (TypeError, ValueError):
-        number = 0
-    ds.SeriesNumber = number + 1000
-    old = header.get("ImageType")
-    old_type = [] if not old else [old] if isinstance(old, str) else list(old)
-    ds.ImageType = ["DERIVED", "SECONDARY", *[str(v) for v in old_type[2:]]]
-    _required_modality_tags(ds, modality)
-    return ds
-
-
-def _required_modality_tags(ds, modality: str) -> None:
-    """Type 1/2 attributes of the CT/MR Image modules that a source (e.g. Enhanced) may lack."""
-    if modality == "CT":
-        defaults = {"KVP": "", "AcquisitionNumber": ""}
-        if len(ds.ImageType) < 3:
-            ds.ImageType = [*ds.ImageType, "AXIAL"]
-    else:
-        defaults = {"ScanningSequence": "RM", "SequenceVariant": "NONE", "ScanOptions": "", "MRAcquisitionType": "",
-                    "EchoTime": "", "EchoTrainLength": "", "RepetitionTime": ""}  # fmt: skip
-    for kw, value in defaults.items():
-        if kw not in ds:
-            setattr(ds, kw, value)
-
-
-def _minimal_series(study: Study, series_uid: str, date: str, time: str) -> list:
-    """Classic CT/MR Image Storage datasets built from the study's affine (non-DICOM sources)."""
-    from pydicom.dataset import Dataset  # noqa: PLC0415
-    from pydicom.uid import generate_uid  # noqa: PLC0415
-    from pydicom.valuerep import DSfloat  # noqa: PLC0415
-
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ study.affine
-    c0, c1, c2, origin = lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3]
-    dw, dh = np.linalg.norm(c0), np.linalg.norm(c1)
-    if abs(c0 @ c1) > 1e-6 * dw * dh:
-        raise InputError("the study's column and row axes are not perpendicular; DICOM cannot store sheared in-plane axes")
-    row, col = c0 / dw, c1 / dh
-    thickness = abs(c2 @ np.cross(row, col))
-
-    def ds_values(values) -> list:
-        return [DSfloat(float(v), auto_format=True) for v in values]
-
-    study_uid, frame_uid = generate_uid(), generate_uid()
-    patient_id = (study.name or "study").replace("\\", "_")[:64]
-    out = []
-    for s in range(study.shape[0]):
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.ImageType = ["DERIVED", "SECONDARY"]
-        ds.SOPClassUID = _STORAGE_CLASSES[study.modality]
-        ds.SOPInstanceUID = generate_uid()
-        ds.StudyDate, ds.StudyTime = date, time
-        ds.AccessionNumber = ""
-        ds.Modality = study.modality
-        ds.Manufacturer = "medrecon"
-        ds.ReferringPhysicianName = ""
-        ds.PatientName = "anonymous"
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = ""
-        ds.SeriesNumber = 1000
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.ImagePositionPatient = ds_values(origin + s * c2)
-        ds.ImageOrientationPatient = ds_values([*row, *col])
-        ds.PixelSpacing = ds_values([dh, dw])
-        ds.SliceThickness = DSfloat(thickness, auto_format=True)
-        _required_modality_tags(ds, study.modality)
-        out.append(ds)
-    return out
-
-
-def _set_pixels(ds, stored: np.ndarray, slope: str, intercept: str) -> None:
-    from pydicom.dataset import FileMetaDataset  # noqa: PLC0415
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian  # noqa: PLC0415
-
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = stored.shape
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
-    ds.PixelData = np.ascontiguousarray(stored, dtype="<i2").tobytes()
-    ds["PixelData"].VR = "OW"
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
-
-
-def _dcmwrite(pydicom, file: Path, ds) -> None:
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        pydicom.dcmwrite(file, ds, enforce_file_format=True)
-    else:  # pydicom 2.x
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        pydicom.dcmwrite(file, ds, write_like_original=False)

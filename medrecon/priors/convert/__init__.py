@@ -3,17 +3,17 @@
 Three source formats (one module each):
 
 - ``adm``: an openai/guided-diffusion ``UNetModel`` state dict (``.pt``), as DDS released for AAPM
-  CT and fastMRI knee (:mod:`medrecon.priors.convert_adm`) -> a ``vp_epsilon`` prior with the
+  CT and fastMRI knee (:mod:`medrecon.priors.convert.adm`) -> a ``vp_epsilon`` prior with the
   model's discrete schedule (learned-variance outputs kept, dropped by the adapter);
 - ``ncsnpp``: a yang-song/score_sde_pytorch NCSN++ checkpoint (``.pth``), its EMA weights
-  (:mod:`medrecon.priors.convert_ncsnpp`) -> a ``ve_score`` prior;
+  (:mod:`medrecon.priors.convert.ncsnpp`) -> a ``ve_score`` prior;
 - ``diffusers``: a diffusers ``UNet2DModel`` folder with its scheduler config
-  (:mod:`medrecon.priors.convert_diffusers`).
+  (:mod:`medrecon.priors.convert.diffusers`).
 
 ADM and NCSN++ checkpoints carry no config: their architecture flags come from a named preset
-(:mod:`medrecon.priors.convert_presets`, the published checkpoints' flags as their repositories
+(:mod:`medrecon.priors.convert.presets`, the published checkpoints' flags as their repositories
 state them) or a flags file (JSON, the same keys). The conversion is a mapping of tensors onto a
-diffusers ``UNet2DModel`` built from a config (:mod:`medrecon.priors.convert_tensors`): renames,
+diffusers ``UNet2DModel`` built from a config (:mod:`medrecon.priors.convert.tensors`): renames,
 the split of fused ``qkv`` convolutions, reshapes; no value is computed. A part of an architecture
 that ``UNet2DModel`` cannot express is refused with its reason before the file is read; a file
 that is not a checkpoint, flags that do not fit its tensors (the first missing or mis-shaped one
@@ -22,30 +22,45 @@ prior folder (the weights as stored: float16 stays float16, anything else is flo
 converted network computes what the original does) is
 written atomically by :func:`medrecon.priors.hub.save_prior`, with a card that records the
 source file's sha256, the flags and the preset's provenance and licence status.
+
+Importing this package stays light (no torch): ``medrecon --help`` reads the presets. The format
+modules, torch and the prior hub are imported by the functions that use them.
 """
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from medrecon.errors import InputError
 
-from . import convert_adm, convert_diffusers, convert_ncsnpp
-from .convert_presets import Preset, get_preset
-from .convert_tensors import load_checkpoint, map_tensors, read_json_object, target_shapes, tensor_dict
-from .hub import PriorCard, save_prior, sha256_of
+from .presets import Preset, get_preset
+
+if TYPE_CHECKING:
+    import torch
 
 FORMATS = ("adm", "ncsnpp", "diffusers")
-_MODULES = {"adm": convert_adm, "ncsnpp": convert_ncsnpp}
-_FLAGS = {"adm": convert_adm.AdmFlags, "ncsnpp": convert_ncsnpp.NcsnppFlags}
+_FLAGGED = ("adm", "ncsnpp")  # the formats whose checkpoints carry no config
+
+
+def _module(fmt: str):
+    """The conversion module of a flagged format (``adm`` or ``ncsnpp``)."""
+    from . import adm, ncsnpp  # torch-heavy; the package itself stays light
+
+    return {"adm": adm, "ncsnpp": ncsnpp}[fmt]
+
+
+def _flags_class(fmt: str) -> type:
+    module = _module(fmt)
+    return module.AdmFlags if fmt == "adm" else module.NcsnppFlags
 
 
 def read_flags(fmt: str, flags) -> object:
     """``flags`` (a flags object, a dict, or the path of a JSON file of one) as ``fmt``'s flags."""
-    cls = _FLAGS[fmt]
+    from .tensors import read_json_object
+
+    cls = _flags_class(fmt)
     if isinstance(flags, cls):
         return flags
     if isinstance(flags, (str, Path)):
@@ -60,13 +75,13 @@ def read_flags(fmt: str, flags) -> object:
 
 def architecture(fmt: str, *, preset: str | None = None, flags=None) -> tuple[object, Preset | None]:
     """The flags of a conversion and its preset (if named); refuses what does not map."""
-    if fmt not in _FLAGS:
+    if fmt not in _FLAGGED:
         raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
     if (preset is None) == (flags is None):
         raise InputError(f"an {fmt} checkpoint carries no config: give exactly one of a preset or a flags file")
     chosen = get_preset(preset, fmt) if preset is not None else None
     parsed = read_flags(fmt, chosen.flags if chosen else flags)
-    reasons = _MODULES[fmt].refusals(parsed) + list(chosen.refusal if chosen else ())
+    reasons = _module(fmt).refusals(parsed) + list(chosen.refusal if chosen else ())
     if reasons:
         what = f"preset {chosen.name}" if chosen else f"these {fmt} flags"
         raise InputError(f"{what} does not map onto diffusers' UNet2DModel: " + "; ".join(reasons))
@@ -76,7 +91,9 @@ def architecture(fmt: str, *, preset: str | None = None, flags=None) -> tuple[ob
 def expected_source_shapes(fmt: str, flags) -> dict[str, tuple[int, ...]]:
     """The tensors (names in the checkpoint's state dict, "module." removed) and shapes that
     ``flags`` need, in the order the conversion checks them."""
-    module = _MODULES[fmt]
+    from .tensors import target_shapes
+
+    module = _module(fmt)
     shapes = target_shapes("UNet2DModel", module.unet_config(flags))
     return {m.source: m.source_shape(shapes[m.target]) for m in module.moves(flags, shapes)}
 
@@ -94,6 +111,9 @@ def convert_checkpoint(
 ) -> Path:
     """Convert ``source`` (a checkpoint file, or a diffusers folder for ``fmt="diffusers"``) into the
     new prior folder ``out`` (see the module docstring); returns ``out``."""
+    from ..hub import PriorCard, save_prior, sha256_of
+    from .tensors import load_checkpoint, map_tensors, target_shapes, tensor_dict
+
     source, out = Path(source), Path(out)
     if fmt not in FORMATS:
         raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -105,14 +125,14 @@ def convert_checkpoint(
     if fmt == "diffusers":
         if preset is not None or flags is not None:
             raise InputError("a diffusers folder carries its own config: --preset and --flags do not apply")
-        return _convert_diffusers(source, out, modality, name, overwrite)
+        return _from_diffusers_folder(source, out, modality, name, overwrite)
     parsed, chosen = architecture(fmt, preset=preset, flags=flags)
     if chosen is not None and modality is not None and modality != chosen.modality:
         raise InputError(f"preset {chosen.name} is a {chosen.modality} checkpoint, not {modality}")
     modality = chosen.modality if chosen is not None else modality
     if modality is None:
         raise InputError("give the modality of the checkpoint's images (--modality CT or MR)")
-    module = _MODULES[fmt]
+    module = _module(fmt)
     config = module.unet_config(parsed)
     shapes = target_shapes("UNet2DModel", config)
     checkpoint = load_checkpoint(source)
@@ -153,7 +173,8 @@ def convert_checkpoint(
 def build(config: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """A ``UNet2DModel`` of ``config`` holding exactly ``state`` (float32 unless every tensor is
     float16), built without initialising weights that would be overwritten."""
-    from diffusers import UNet2DModel  # noqa: PLC0415
+    import torch
+    from diffusers import UNet2DModel
 
     half = all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
     dtype = torch.float16 if half else torch.float32
@@ -166,10 +187,13 @@ def build(config: dict, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     return net.eval()
 
 
-def _convert_diffusers(source: Path, out: Path, modality: str | None, name: str | None, overwrite: bool) -> Path:
+def _from_diffusers_folder(source: Path, out: Path, modality: str | None, name: str | None, overwrite: bool) -> Path:
+    from ..hub import PriorCard, save_prior, sha256_of
+    from .diffusers import read as read_diffusers
+
     if modality is None:
         raise InputError("a diffusers folder does not state its modality: give --modality CT or MR")
-    read = convert_diffusers.read(source)
+    read = read_diffusers(source)
     net = build(read.config, read.state)
     card = PriorCard(
         name=name or out.name,

@@ -37,7 +37,7 @@ import numpy as np
 
 from medrecon.errors import InputError
 
-from .convert_tensors import Move, check_flag_types
+from .tensors import Move, check_flag_types
 
 SCHEDULES = ("linear", "cosine")
 GROUPS = 32
@@ -114,7 +114,7 @@ class AdmFlags:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AdmFlags":
+    def from_dict(cls, d: dict) -> AdmFlags:
         names = {f.name for f in fields(cls)}
         unknown, missing = sorted(set(d) - names), sorted(names - set(d))
         if unknown or missing:

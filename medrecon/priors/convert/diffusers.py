@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from medrecon.errors import InputError
 
-from .convert_tensors import Move, load_checkpoint, map_tensors, read_json_object, target_shapes
+from .tensors import Move, load_checkpoint, map_tensors, read_json_object, target_shapes
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -50,15 +51,13 @@ def _folders(src: Path) -> tuple[Path, Path]:
 
 
 def _weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    from safetensors.torch import load_file  # noqa: PLC0415
-
     for name in WEIGHTS:
         path = folder / name
         if path.is_file():
             if name.endswith(".safetensors"):
                 try:
                     return load_file(str(path)), path
-                except Exception as exc:  # noqa: BLE001 - a damaged file is bad input
+                except Exception as exc:  # a damaged file is bad input
                     raise InputError(f"{path} is not a readable safetensors file: {str(exc).splitlines()[0]}") from None
             state = load_checkpoint(path)
             if not isinstance(state, dict):
@@ -73,14 +72,14 @@ def _schedule(scheduler: dict, config: dict, path: Path) -> tuple[str, str, dict
         if config.get("time_embedding_type") != "fourier":
             raise InputError(f"{path}: a VE score scheduler with a UNet that does not embed sigma "
                              f"(time_embedding_type {config.get('time_embedding_type')!r}, not 'fourier')")
-        from diffusers import ScoreSdeVeScheduler  # noqa: PLC0415
+        from diffusers import ScoreSdeVeScheduler
 
         ve = ScoreSdeVeScheduler.from_config(scheduler).config  # its defaults where the file is silent
         return cls, "ve_score", {"kind": "ve", "sigma_min": float(ve.sigma_min), "sigma_max": float(ve.sigma_max)}
     if "beta_schedule" not in scheduler and "trained_betas" not in scheduler:
         raise InputError(f"{path}: scheduler {cls} has no discrete beta schedule; only DDPM-style (beta_schedule) "
                          "and ScoreSdeVeScheduler configs are converted")
-    from diffusers import DDPMScheduler  # noqa: PLC0415
+    from diffusers import DDPMScheduler
 
     prediction = scheduler.get("prediction_type", "epsilon")
     kinds = {"epsilon": "vp_epsilon", "v_prediction": "vp_v"}
@@ -88,7 +87,7 @@ def _schedule(scheduler: dict, config: dict, path: Path) -> tuple[str, str, dict
         raise InputError(f"{path}: prediction_type {prediction!r} is not converted (epsilon or v_prediction)")
     try:
         ddpm = DDPMScheduler.from_config(scheduler)
-    except Exception as exc:  # noqa: BLE001 - diffusers rejects bad schedule configs with various types
+    except Exception as exc:  # diffusers rejects bad schedule configs with various types
         raise InputError(f"{path}: not a usable beta schedule: {str(exc).splitlines()[0]}") from None
     return cls, kinds[prediction], {
         "kind": str(scheduler.get("beta_schedule", "trained_betas")),
@@ -109,11 +108,12 @@ def read(src: str | Path) -> DiffusersSource:
     size = config.get("sample_size")
     if not isinstance(size, int):
         raise InputError(f"{unet_dir / 'config.json'}: sample_size {size!r} is not one integer (square images)")
-    scheduler = read_json_object(scheduler_path, f"{scheduler_path.parent} has no {scheduler_path.name} (the scheduler config, which gives the noise schedule)")
+    scheduler = read_json_object(
+        scheduler_path, f"{scheduler_path.parent} has no {scheduler_path.name} (the scheduler config, which gives the noise schedule)")
     cls, parameterisation, schedule = _schedule(scheduler, config, scheduler_path)
     try:
         shapes = target_shapes("UNet2DModel", config)
-    except Exception as exc:  # noqa: BLE001 - diffusers raises many types on a bad config
+    except Exception as exc:  # diffusers raises many types on a bad config
         raise InputError(f"{unet_dir / 'config.json'} is not a usable UNet2DModel config: {str(exc).splitlines()[0]}") from None
     state, weights_file = _weights(unet_dir)
     checked = map_tensors(state, [Move(k, k) for k in shapes], shapes, described="its config.json")

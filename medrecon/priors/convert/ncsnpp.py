@@ -34,7 +34,7 @@ import torch
 
 from medrecon.errors import InputError
 
-from .convert_tensors import Move, check_flag_types, tensor_dict
+from .tensors import Move, check_flag_types, tensor_dict
 
 FIR_KERNEL = (1, 3, 3, 1)
 RESNET = {"norm1": "GroupNorm_0", "conv1": "Conv_0", "time_emb_proj": "Dense_0", "norm2": "GroupNorm_1",
@@ -105,7 +105,7 @@ class NcsnppFlags:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NcsnppFlags":
+    def from_dict(cls, d: dict) -> NcsnppFlags:
         names = {f.name for f in fields(cls)}
         unknown, missing = sorted(set(d) - names), sorted(names - set(d))
         if unknown or missing:

@@ -21,9 +21,9 @@ source tensor that no move used (the checkpoint holds a part that the flags do n
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 
@@ -151,7 +151,7 @@ def load_checkpoint(path: str | Path) -> object:
         raise InputError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every failure of the unpickler is a bad input here
+    except Exception as exc:  # every failure of the unpickler is a bad input here
         message = str(exc)
         if message.startswith("Weights only load failed"):
             raise InputError(
@@ -183,7 +183,7 @@ def tensor_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
 def target_shapes(unet_class: str, config: dict) -> dict[str, tuple[int, ...]]:
     """The state dict shapes of a diffusers network built from ``config`` on the meta device
     (no memory for weights is taken)."""
-    import diffusers  # noqa: PLC0415
+    import diffusers
 
     with torch.device("meta"):
         net = getattr(diffusers, unet_class).from_config(config)

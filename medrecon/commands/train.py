@@ -1,17 +1,90 @@
-"""``medrecon train``: the command-line glue of the three training stages (pixel prior,
-autoencoder, latent denoiser). The training itself lives in :mod:`medrecon.priors.train`."""
+"""``medrecon train``: a score prior (EDM denoising score matching) trained on the training split of the
+starter corpus or on given training studies, in three stages: pixel prior, autoencoder, latent denoiser
+(:mod:`medrecon.priors.training`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from medrecon.errors import InputError
-from medrecon.priors.networks import AutoencoderConfig, UNetConfig
-from medrecon.priors.train import AutoencoderTrainConfig, TrainConfig, train, train_autoencoder, train_latent
-from medrecon.priors.training_data import TrainingSlices
+
+from .arguments import add_modality, non_negative_int, positive_int
+
+HELP = ("train a diffusion prior (EDM denoising score matching) on the training split of the starter corpus or on "
+        "given training studies")
+
+
+def add_arguments(parser) -> None:
+    add_modality(parser, "the prior's modality: CT or MR, any case", required=True)
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoint.pt, ema.safetensors, train_record.json)")
+    parser.add_argument("--steps", type=non_negative_int, default=1000, help="total optimisation steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per step and process (default: %(default)s)")
+    parser.add_argument("--size", type=positive_int, default=128, help="slices are resampled to SIZE x SIZE (default: %(default)s)")
+    parser.add_argument("--crop", type=positive_int, default=None, metavar="N", help="random N x N crops of the slices (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (default: %(default)s)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default: %(default)s)")
+    parser.add_argument(
+        "--starter",
+        metavar="DIR",
+        default=None,
+        help="starter folder whose training split is used (default: $MEDRECON_DATA, else ~/.cache/medrecon/starter)",
+    )
+    parser.add_argument("--files", nargs="+", metavar="FILE", default=None, help="train on these studies instead (training patients only)")
+    parser.add_argument("--sources", nargs="+", metavar="ID", default=None,
+                        help="train on these starter sources only (training split; default: all of the modality's)")
+    parser.add_argument(
+        "--unet-config", metavar="JSON", default=None, help="UNetConfig as a JSON file or string (default: UNetConfig())"
+    )
+    parser.add_argument(
+        "--init", metavar="PRIOR", default=None,
+        help="pixel stage: start from this pixel EDM prior's weights (shipped name or folder; fresh optimizer; "
+        "its UNet config is used)",
+    )
+    parser.add_argument(
+        "--p-mean", type=float, default=None,
+        help="mean of ln(sigma) of the training noise levels (default: -1.2, EDM's; higher spends the steps on "
+        "coarse structure)",
+    )
+    parser.add_argument("--p-std", type=float, default=None, help="std of ln(sigma) (default: 1.2)")
+    parser.add_argument(
+        "--time-limit", type=float, default=None, metavar="SECONDS",
+        help="stop after the step during which SECONDS of wall time (from the start) are spent, and save everything as "
+        "at the end (checkpoint, EMA weights, record, prior folder); the same command resumes",
+    )
+    parser.add_argument("--name", default=None, help="the prior's name on its card (default: the name of --out)")
+    parser.add_argument(
+        "--orientations", choices=["axial", "all"], default="axial",
+        help="all: isotropic volumes also give their coronal and sagittal slices (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--contrast-augment", nargs="?", const="{}", default=None, metavar="JSON",
+        help="random contrast per training image (gamma, tissue inversion; medrecon.contrast); optional JSON of "
+        "p_gamma, gamma_range, p_invert (default: 0.5, [0.5, 2], 0.25)",
+    )
+    parser.add_argument("--no-resume", action="store_true", help="do not continue from DIR/checkpoint.pt")
+    parser.add_argument("--overwrite", action="store_true", help="with --no-resume: start again over an existing checkpoint")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
+    latent = parser.add_argument_group("latent priors (ReSample)")
+    latent.add_argument(
+        "--stage",
+        choices=["pixel", "autoencoder", "latent"],
+        default="pixel",
+        help="pixel: a pixel prior (default); autoencoder: the autoencoder of a latent prior (DIR/autoencoder/); "
+        "latent: the latent denoiser on the latents of --autoencoder, ending with the latent prior DIR/prior/",
+    )
+    latent.add_argument("--autoencoder", metavar="DIR", default=None, help="--stage latent: the folder of a --stage autoencoder run")
+    latent.add_argument(
+        "--autoencoder-config", metavar="JSON", default=None,
+        help="--stage autoencoder: AutoencoderConfig as a JSON file or string (default: AutoencoderConfig(sample_size=SIZE))",
+    )
+    latent.add_argument("--kl-weight", type=float, default=1e-6, help="--stage autoencoder: KL weight (default: %(default)s)")
+    latent.add_argument(
+        "--sigma-data", type=float, default=None,
+        help="EDM sigma_data (default: 0.5 for pixel priors, 1.0 for the unit-std latents of --stage latent)",
+    )
 
 
 def _json_arg(text: str, option: str) -> dict:
@@ -28,7 +101,9 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _training_data(args: argparse.Namespace) -> TrainingSlices:
+def _training_slices(args):
+    from medrecon.priors.training import TrainingSlices  # torch, only when running
+
     options = {"orientations": getattr(args, "orientations", "axial")}
     if getattr(args, "contrast_augment", None) is not None:
         options["intensity"] = _json_arg(args.contrast_augment, "--contrast-augment")
@@ -39,7 +114,7 @@ def _training_data(args: argparse.Namespace) -> TrainingSlices:
     return TrainingSlices.from_starter(args.modality, ids=getattr(args, "sources", None), dest=args.starter, size=args.size, **options)
 
 
-def _check_stage_options(args: argparse.Namespace) -> None:
+def _check_stage_options(args) -> None:
     if args.stage == "pixel" and (args.autoencoder or args.autoencoder_config):
         raise InputError("--autoencoder and --autoencoder-config belong to --stage autoencoder / latent")
     if args.stage == "latent" and not args.autoencoder:
@@ -54,7 +129,9 @@ def _check_stage_options(args: argparse.Namespace) -> None:
         raise InputError("--stage latent takes no --autoencoder-config or --crop (the autoencoder is read from --autoencoder)")
 
 
-def _autoencoder_config(args: argparse.Namespace) -> AutoencoderConfig:
+def _autoencoder_config(args):
+    from medrecon.priors.networks import AutoencoderConfig  # diffusers, only when running
+
     if args.autoencoder_config is None:
         return AutoencoderConfig(sample_size=args.crop or args.size)
     d = _json_arg(args.autoencoder_config, "--autoencoder-config")
@@ -64,17 +141,18 @@ def _autoencoder_config(args: argparse.Namespace) -> AutoencoderConfig:
         raise InputError(f"bad autoencoder config: {exc}") from None
 
 
-def _noise_levels(args: argparse.Namespace) -> dict:
+def _noise_levels(args) -> dict:
     """TrainConfig's p_mean / p_std where given on the command line."""
     given = {"p_mean": getattr(args, "p_mean", None), "p_std": getattr(args, "p_std", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _init_unet_config(args: argparse.Namespace, unet: UNetConfig | None) -> UNetConfig | None:
+def _init_unet_config(args, unet):
     """With ``--init`` and no ``--unet-config``: the UNet config recorded on the init prior's card."""
     if not getattr(args, "init", None) or unet is not None:
         return unet
-    from medrecon.priors.hub import load_prior  # noqa: PLC0415
+    from medrecon.priors.hub import load_prior
+    from medrecon.priors.networks import UNetConfig
 
     recorded = load_prior(args.init).card.training.get("record", {}).get("unet_config")
     if recorded is None:
@@ -82,11 +160,14 @@ def _init_unet_config(args: argparse.Namespace, unet: UNetConfig | None) -> UNet
     return UNetConfig.from_dict(recorded)
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run(args) -> int:
     """Run the stage ``args.stage`` (``pixel`` by default) and print where the result went."""
+    from medrecon.priors.networks import UNetConfig  # torch and diffusers, only when running
+    from medrecon.priors.training import AutoencoderTrainConfig, TrainConfig, train, train_autoencoder, train_latent
+
     args.stage = getattr(args, "stage", "pixel")
     _check_stage_options(args)
-    data = _training_data(args)
+    data = _training_slices(args)
     device = "cpu" if args.cpu else None
     common = dict(resume=not args.no_resume, overwrite=args.overwrite, device=device, log=_log, time_limit=args.time_limit)
     if args.name is not None and args.stage == "autoencoder":

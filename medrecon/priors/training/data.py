@@ -4,10 +4,12 @@
   directly, recorded in a study's ``source["starter"]``, or as the start of a file name such as
   ``ct-lung1-sample.nii.gz``) raises :class:`~medrecon.errors.InputError`.
 - Each slice is scaled so that its shorter side is ``size`` (area-average / bilinear with
-  antialiasing, ``torch.nn.functional.interpolate``) and centre-cropped to ``size x size``.
-- Normalisation to ``[0, 1]`` (:class:`Normalisation`, stated on the prior's card): CT
-  ``clip((HU + 1000) / 3000, 0, 1)``; MR ``clip(magnitude / p99.5(volume), 0, 1)`` with the
-  percentile taken over the whole volume.
+  antialiasing) and centre-cropped to ``size x size``
+  (:func:`medrecon.priors.normalisation.resample_slices`).
+- Normalisation to ``[0, 1]`` (:class:`~medrecon.priors.normalisation.Normalisation`, stated on
+  the prior's card): CT ``clip((HU + 1000) / 3000, 0, 1)``; MR ``clip(magnitude / p99.5(volume), 0, 1)``
+  with the percentile taken over the whole volume; the volume is normalised at its native
+  resolution, then resampled.
 - Augmentation (:meth:`TrainingSlices.batch`) draws everything from an explicit
   ``torch.Generator``: a random left-right flip, a small rotation (uniform in
   ``+-rotate_degrees``, ``affine_grid``/``grid_sample``, zero padding = air / background) and an
@@ -17,114 +19,37 @@
   coronal and sagittal slices (superior at the top), so a prior sees every orientation of them.
 """
 
+
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medrecon.contrast import random_remap
+from medrecon.data import load_starter, training_sources
+from medrecon.data.sources import SOURCES, get_source, validation_sources
 from medrecon.errors import InputError
-
-CT_WINDOW = (-1000.0, 2000.0)
-MR_PERCENTILE = 99.5
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """How native units map to the prior's ``[0, 1]``.
-
-    ``kind == "hu-window"``: ``clip((v - low) / (high - low), 0, 1)`` (CT, HU).
-    ``kind == "volume-percentile"``: ``clip(|v| / percentile_q(|volume|), 0, 1)`` (MR magnitude).
-    """
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    percentile: float | None = None
-
-    def __post_init__(self):
-        if self.kind == "hu-window":
-            if self.low is None or self.high is None or not self.high > self.low:
-                raise InputError(f"hu-window normalisation needs low < high, got {self.low}, {self.high}")
-        elif self.kind == "volume-percentile":
-            if self.percentile is None or not 0 < self.percentile <= 100:
-                raise InputError(f"volume-percentile normalisation needs 0 < percentile <= 100, got {self.percentile}")
-        else:
-            raise InputError(f"normalisation kind must be 'hu-window' or 'volume-percentile', got {self.kind!r}")
-
-    @classmethod
-    def for_modality(cls, modality: str) -> "Normalisation":
-        m = str(modality).upper()
-        if m == "CT":
-            return cls("hu-window", low=CT_WINDOW[0], high=CT_WINDOW[1])
-        if m == "MR":
-            return cls("volume-percentile", percentile=MR_PERCENTILE)
-        raise InputError(f"modality must be 'CT' or 'MR', got {modality!r}")
-
-    def apply(self, voxels: torch.Tensor) -> torch.Tensor:
-        """Normalise a volume ``(S, H, W)`` (or any tensor) of native units to ``[0, 1]`` float32."""
-        v = voxels.abs() if voxels.is_complex() else voxels
-        v = v.to(torch.float32)
-        if self.kind == "hu-window":
-            return ((v - self.low) / (self.high - self.low)).clamp(0, 1)
-        mag = v.abs()
-        scale = float(np.percentile(mag.detach().cpu().numpy(), self.percentile))
-        if not math.isfinite(scale) or scale <= 0:
-            raise InputError(f"MR volume has p{self.percentile} = {scale}; cannot normalise (empty volume?)")
-        return (mag / scale).clamp(0, 1)
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Normalisation":
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise InputError(f"bad normalisation: {exc}") from None
-
-
-def resample_slices(slices: torch.Tensor, size: int) -> torch.Tensor:
-    """``(S, H, W)`` -> ``(S, 1, size, size)``: shorter side scaled to ``size`` (antialiased bilinear),
-    the longer one centre-cropped."""
-    if slices.ndim != 3:
-        raise InputError(f"expected slices (S, H, W), got {tuple(slices.shape)}")
-    size = int(size)
-    if size < 8:
-        raise InputError(f"size must be at least 8, got {size}")
-    s, h, w = slices.shape
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = slices[:, None].to(torch.float32)
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, :, top : top + size, left : left + size].contiguous()
+from medrecon.io.studies import load_study
+from medrecon.priors.normalisation import Normalisation, resample_slices
 
 
 def _validation_ids() -> tuple[str, ...]:
-    from medrecon.data.sources import validation_sources  # noqa: PLC0415
-
     return tuple(s.id for s in validation_sources())
 
 
 def _matching_source_id(name: str) -> str | None:
     """The starter source id a file or study name starts with (longest match), if any."""
-    from medrecon.data.sources import SOURCES  # noqa: PLC0415
-
     hits = [s.id for s in SOURCES if name == s.id or name.startswith(s.id + "-") or name.startswith(s.id + ".")]
     return max(hits, key=len) if hits else None
 
 
 def _check_training_source(source_id: str, modality: str) -> dict:
-    from medrecon.data.sources import get_source  # noqa: PLC0415
-
     src = get_source(source_id)
     if src.split != "train":
         raise InputError(
@@ -140,7 +65,7 @@ class TrainingSlices(Dataset):
     """Normalised training slices ``(N, 1, size, size)`` in ``[0, 1]`` plus their provenance.
 
     ``dataset[i]`` is slice ``i`` without augmentation; :meth:`batch` gathers and augments a batch
-    with an explicit generator (what :func:`medrecon.priors.train.train` uses).
+    with an explicit generator (what the training loop, :mod:`medrecon.priors.training.loop`, uses).
     """
 
     def __init__(
@@ -173,7 +98,7 @@ class TrainingSlices(Dataset):
     # ---------------------------------------------------------------------------------------- build
     @classmethod
     def from_studies(cls, studies: Iterable, *, size: int = 128, modality: str | None = None, orientations: str = "axial",
-                     **options) -> "TrainingSlices":
+                     **options) -> TrainingSlices:
         """From :class:`~medrecon.study.Study` objects of training patients (validation ones refused);
         ``orientations`` ``"axial"`` (default) or ``"all"`` (see the module docstring)."""
         if orientations not in ("axial", "all"):
@@ -209,11 +134,9 @@ class TrainingSlices(Dataset):
         return cls(torch.cat(images), modality=modality, normalisation=norm, sources=records, **options)
 
     @classmethod
-    def from_files(cls, paths: Iterable, *, modality: str, size: int = 128, **options) -> "TrainingSlices":
-        """From NIfTI/NRRD/DICOM files (``medrecon.study.load_study``). A file whose name starts with
+    def from_files(cls, paths: Iterable, *, modality: str, size: int = 128, **options) -> TrainingSlices:
+        """From NIfTI/NRRD/DICOM files (``medrecon.io.studies.load_study``). A file whose name starts with
         a validation source id (e.g. ``ct-lung1-sample.nii.gz``) is refused."""
-        from medrecon.study import load_study  # noqa: PLC0415
-
         modality = str(modality).upper()
         val_ids = _validation_ids()
         studies = []
@@ -237,11 +160,9 @@ class TrainingSlices(Dataset):
         dest=None,
         size: int = 128,
         **options,
-    ) -> "TrainingSlices":
+    ) -> TrainingSlices:
         """From the starter corpus's training split (``medrecon.data.training_sources(modality)``) or
         the given ``ids`` (validation ids refused)."""
-        from medrecon.data import load_starter, training_sources  # noqa: PLC0415
-
         modality = str(modality).upper()
         if ids is None:
             ids = [s.id for s in training_sources(modality)]
@@ -276,15 +197,13 @@ class TrainingSlices(Dataset):
             "sources": self.sources,
         }
 
-    def to(self, device) -> "TrainingSlices":
+    def to(self, device) -> TrainingSlices:
         """Keep the slices on ``device`` (augmentation then runs there; the draws stay on the CPU)."""
         self.images = self.images.to(device)
         return self
 
     def fingerprint(self) -> str:
         """sha256 of the slices (a checkpoint resumes only on the same data)."""
-        import hashlib  # noqa: PLC0415
-
         digest = hashlib.sha256(self.images.detach().cpu().contiguous().numpy().tobytes())
         if self.intensity is not None:  # a run resumes only with the same contrast augmentation
             digest.update(repr(sorted(self.intensity.items())).encode())
@@ -329,8 +248,6 @@ class TrainingSlices(Dataset):
     def _contrast(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if self.intensity is None or generator is None:
             return x
-        from medrecon.contrast import random_remap  # noqa: PLC0415
-
         return random_remap(x, generator, **self.intensity)
 
 
@@ -362,4 +279,4 @@ def _planes(volume: torch.Tensor, study) -> dict:
     return {"axial": volume, "coronal": stack.permute(1, 0, 2), "sagittal": stack.permute(2, 0, 1)}
 
 
-__all__ = ["Normalisation", "TrainingSlices", "resample_slices", "CT_WINDOW", "MR_PERCENTILE"]
+__all__ = ["TrainingSlices", "INTENSITY_KEYS", "DEFAULT_INTENSITY"]

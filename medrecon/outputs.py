@@ -1,0 +1,175 @@
+"""What a reconstruction writes: the volume, its JSON record and its PNG figure, all or nothing.
+
+The volume is written in the format its name says, whatever the input's (a DICOM series folder,
+NIfTI, NRRD; fastMRI input -> an HDF5 file with a ``reconstruction`` dataset, as fastMRI
+submissions have), with the input's geometry; beside it ``<stem>.json`` (the record: acquisition,
+grid, sampler, prior with checksum, versions, timings, metrics; for NIfTI/NRRD also the image's
+BIDS-style sidecar with its ``Modality``) and ``<stem>.png``. :func:`check_outputs` makes every
+refusal before the work starts (a name of unknown format, an existing output without overwrite, a
+stem another output already owns, a DICOM series whose headers cannot be reused); :func:`write_outputs`
+writes through temporary files renamed at the end, so a failed run leaves none of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from medrecon.errors import InputError
+from medrecon.figures import display_units, figure_rows, reslices, write_figure
+from medrecon.io.atomic import atomic_output
+from medrecon.io.sidecar import check_sidecar_free, sidecar_fields
+from medrecon.io.studies import check_save, save_study, study_format
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """The reconstruction ``volume`` and its ``record`` and ``figure`` (``recon.nii.gz`` ->
+    ``recon.json``, ``recon.png``)."""
+
+    volume: Path
+    record: Path
+    figure: Path
+
+    @classmethod
+    def for_volume(cls, out: str | Path) -> OutputPaths:
+        out = Path(out)
+        name = out.name
+        for suffix in VOLUME_SUFFIXES:
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        if not name:
+            raise InputError(f"cannot derive the record's name from the output path {out}")
+        return cls(out, out.with_name(name + ".json"), out.with_name(name + ".png"))
+
+    def as_dict(self) -> dict[str, str]:
+        return {"volume": str(self.volume), "record": str(self.record), "figure": str(self.figure)}
+
+
+def check_outputs(paths: OutputPaths, overwrite: bool) -> None:
+    """The refusals that need nothing but the paths: existing outputs without ``overwrite``, a
+    missing output folder, a record another output of the same stem owns."""
+    existing = [str(p) for p in (paths.volume, paths.record, paths.figure) if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
+    parent = paths.volume.parent
+    if not parent.is_dir():
+        raise InputError(f"the output folder {parent} does not exist")
+    check_sidecar_free(paths.volume, paths.record)
+
+
+def output_study(study, native: torch.Tensor):
+    """The study holding the reconstruction ``native`` ``(S, H, W)`` (the input's geometry and, for
+    DICOM, headers; CT rounded to whole HU in the input's dtype, MR magnitudes)."""
+    voxels = native if study.modality == "MR" else native.round()
+    return study.with_voxels(voxels.to(study.voxels.dtype) if not study.voxels.is_complex() else voxels.abs())
+
+
+def check_volume_output(paths: OutputPaths, kind: str, study, overwrite: bool) -> str:
+    """Every refusal of the volume's writer, before any work; returns the output format
+    (``kspace`` for fastMRI input)."""
+    out = paths.volume
+    if kind == "fastmri":
+        if not out.name.lower().endswith((".h5", ".hdf5")):
+            raise InputError(f"a fastMRI input is written as fastMRI HDF5: give an OUTPUT ending in .h5, not {out.name}")
+        return "kspace"
+    probe = study if not study.voxels.is_complex() else study.with_voxels(study.voxels.abs())
+    return check_save(probe, out, overwrite=overwrite, sidecar=False)  # the record is the sidecar
+
+
+def center_crop(x: torch.Tensor, shape) -> torch.Tensor:
+    """The centre ``shape`` of the last two axes (fastMRI's crop to the target)."""
+    h, w = x.shape[-2:]
+    th, tw = int(shape[0]), int(shape[1])
+    if th > h or tw > w:
+        raise InputError(f"the reference ({th}x{tw}) is larger than the reconstruction ({h}x{w})")
+    top, left = (h - th) // 2, (w - tw) // 2
+    return x[..., top : top + th, left : left + tw]
+
+
+@dataclass
+class Figure:
+    """What the PNG shows: ``columns`` ``{name: (rows, H, W)}`` in [0, 1], their ``scores``, and
+    for a coherent volume its ``reslices`` and the slices' ``slice_aspect``."""
+
+    columns: dict
+    scores: dict
+    reslices: dict | None = None
+    slice_aspect: float = 1.0
+
+    def write(self, path: Path) -> None:
+        write_figure(path, self.columns, self.scores, reslices=self.reslices, slice_aspect=self.slice_aspect)
+
+
+def reconstruction_figure(problem, native, baseline_native, reference, std_native, metrics: dict, *, study=None,
+                          coupled: bool = False) -> Figure:
+    """The figure of a reconstruction: reference (when known), baseline, reconstruction, error x4
+    and standard deviation x4 (with several samples) for a few slices; for a coupled volume
+    (``coupled``) also the coronal and sagittal reslices of the whole volume. Every image
+    ``(S, H, W)`` in native units; the reference may be a centre crop of the others (fastMRI)."""
+    crop = (lambda v: center_crop(v, reference.shape[-2:])) if reference is not None and reference.shape != native.shape \
+        else (lambda v: v)
+    native, baseline_native = crop(native), crop(baseline_native)
+    rows = figure_rows(native.shape[0])
+    columns = {}
+    if reference is not None:
+        columns["reference"] = display_units(reference[rows], problem)
+    columns["baseline"] = display_units(baseline_native[rows], problem)
+    columns["reconstruction"] = display_units(native[rows], problem)
+    if reference is not None:
+        columns["|error| x4"] = np.clip(4 * np.abs(columns["reconstruction"] - columns["reference"]), 0, 1)
+    if std_native is not None:
+        columns["std x4"] = np.clip(4 * (crop(std_native)[rows] / abs(problem.scale)).numpy(), 0, 1)
+    scores = {"baseline": metrics.get("baseline"), "reconstruction": metrics.get("reconstruction")} if metrics else {}
+    figure = Figure(columns, scores)
+    if coupled and study is not None:
+        whole = {"baseline": display_units(baseline_native, problem), "reconstruction": display_units(native, problem)}
+        if reference is not None:
+            whole = {"reference": display_units(reference, problem), **whole}
+        sx, sy, sz = study.spacing
+        figure.reslices, figure.slice_aspect = reslices(whole), sz / (0.5 * (sx + sy))
+    return figure
+
+
+def _write_volume(paths: OutputPaths, kind: str, study, native: torch.Tensor, overwrite: bool,
+                  stack: contextlib.ExitStack) -> None:
+    out = paths.volume
+    if kind == "fastmri":
+        tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, suffix=".h5"))
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("reconstruction", data=native.numpy().astype(np.float32))
+            f.attrs["units"] = "magnitude, the k-space's units"
+        return
+    options = {"sidecar": False} if study_format(out, for_writing=True) in ("nifti", "nrrd") else {}
+    # save_study is atomic on its own; it runs last, after the record and figure are staged
+    save_study(output_study(study, native), out, overwrite=overwrite, **options)
+
+
+def write_outputs(paths: OutputPaths, kind: str, study, native: torch.Tensor, record: dict, figure: Figure, *,
+                  overwrite: bool, out_format: str, finish_record=None) -> None:
+    """Write the figure, the volume and the record, all or none. For NIfTI / NRRD the record also
+    carries the image's sidecar fields (its ``Modality``). ``finish_record(record)`` runs just
+    before the record is written (the total time)."""
+    if out_format in ("nifti", "nrrd"):
+        record = {**sidecar_fields(output_study(study, native)), **record}
+    with contextlib.ExitStack() as stack:
+        figure_tmp = stack.enter_context(atomic_output(paths.figure, overwrite=overwrite, suffix=".png"))
+        record_tmp = stack.enter_context(atomic_output(paths.record, overwrite=overwrite, suffix=".json"))
+        figure.write(figure_tmp)
+        _write_volume(paths, kind, study, native, overwrite, stack)
+        if finish_record is not None:
+            finish_record(record)
+        record_tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+__all__ = ["Figure", "OutputPaths", "center_crop", "check_outputs", "check_volume_output", "output_study",
+           "reconstruction_figure", "write_outputs"]
