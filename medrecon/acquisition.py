@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 from medrecon.operators import (
     CTProjector,
     FanBeamGeometry,
@@ -117,8 +117,7 @@ class MRAcquisition:
             CartesianSampling.from_dict(self.sampling)
             if self.image_shape is not None:
                 raise InputError("image_shape belongs to non-Cartesian acquisitions (Cartesian k-space gives it)")
-        if isinstance(self.coils, bool) or not isinstance(self.coils, int) or self.coils < 1:
-            raise InputError(f"coils must be a positive integer, got {self.coils!r}")
+        positive_int(self.coils, "coils")
         if not self.noise_sigma >= 0:
             raise InputError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}")
         if not self.scale > 0:
@@ -208,11 +207,9 @@ def acquisition_for_study(study, options: AcquisitionOptions) -> CTAcquisition |
     """The acquisition ``options`` describe for ``study`` (a :class:`~medrecon.study.Study`): CT
     geometry at the study's matrix and pixel size (mm); MR sampling for its matrix, with the scale
     that maps its magnitudes to [0, 1] (the 99.5th percentile)."""
-
     shape = tuple(study.shape[1:])
     if study.modality == "CT":
-        if isinstance(options.views, bool) or not isinstance(options.views, int) or options.views < 1:
-            raise InputError(f"--views must be a positive number of views, got {options.views}")
+        positive_int(options.views, "--views")
         pixel = study.pixel_size
         if options.geometry == "parallel":
             geometry = ParallelBeamGeometry.sparse_view(shape, options.views, options.convention, pixel_size=pixel,

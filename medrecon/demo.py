@@ -3,7 +3,7 @@ by the classical baselines, with metrics, a JSON record and a PNG figure.
 
 The scans are the small real CT and MR slices that ship inside pydicom (``CT_small.dcm``, 128x128,
 and ``MR_small.dcm``, 64x64), so the demo needs no download. Measurements are simulated with the
-benchmark settings of ../ALGORITHMS.md: CT parallel beam with 23 uniform views and Gaussian noise
+benchmark settings (docs/conventions.md): CT parallel beam with 23 uniform views and Gaussian noise
 of 1% of the sinogram maximum; MR with 8 simulated coils, a smooth phase, a fastMRI
 ``equispaced_fraction`` mask at 4x and complex noise 0.02. Baseline weights are the ones tuned on
 training patients (docs/baselines.md).

@@ -128,7 +128,6 @@ def gather_reconstruction(part, n: int, *, dst: int = 0, to_all: bool = False):
     ``peak_memory_bytes`` the largest rank's (a per-process peak); ``device`` the ranks' devices;
     ``ranks`` one summary per rank (rank, first and last slice, seconds, peak memory, device).
     """
-
     rank, world_size, _ = world()
     own = shard(n, rank, world_size)
     payload = {"rank": rank, "start": own.start, "stop": own.stop, "part": _to_cpu(part)}
@@ -199,7 +198,6 @@ def reconstruct_sharded(problem, prior, *, device=None, slice_indices=None, prog
 
     Not launched: plain ``reconstruct``. ``**kwargs``: the other arguments of ``reconstruct``.
     """
-
     if not launched():
         return reconstruct(problem, prior, device=device, slice_indices=slice_indices, progress=progress, **kwargs)
     if (kwargs.get("options") or {}).get("volume_prior") is not None:

@@ -5,9 +5,14 @@ Every error raised on purpose by medrecon derives from :class:`MedreconError`. B
 subclasses; a missing resource (a prior, a data file, an optional dependency) raises
 :class:`MissingResourceError`. The CLI turns these into exit codes 2 and 3; anything else is an
 internal error (exit code 1).
+
+:func:`positive_int` is the one check of a count argument (steps, iterations, coils, views, ...)
+that every module shares.
 """
 
 from __future__ import annotations
+
+import numbers
 
 
 class MedreconError(Exception):
@@ -38,3 +43,11 @@ class MissingResourceError(MedreconError):
 
 class BackendUnavailableError(MissingResourceError):
     """A compute backend (astra-toolbox, its CUDA projectors) cannot be used on this machine."""
+
+
+def positive_int(value, name: str, error: type[InputError] = InputError) -> int:
+    """``value`` as an ``int`` when it is an integer >= 1 (numpy integers too, bools not); otherwise
+    ``error`` (an :class:`InputError` subclass) saying ``"{name} must be a positive integer, got {value!r}"``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise error(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from medrecon.acquisition import slice_seed
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 from medrecon.grid import centre_block, crop_or_pad_kspace
 from medrecon.operators import CTProjector, MultiCoilMRI, NonCartesianMRI
 from medrecon.operators.base import SliceChunkedOperator, real_dtype_of
@@ -51,10 +51,9 @@ from medrecon.priors.execution import NetworkExecution, executed_network, with_e
 from medrecon.priors.hub import load_prior
 from medrecon.priors.latent import LatentPrior
 from medrecon.priors.normalisation import CT_WINDOW
+from medrecon.samplers.presets import ADAPTER_OPTIONS, adapter_settings, sampler_settings, task_name
 from medrecon.samplers.registry import DEFAULT_SAMPLER, sampler_names, sampler_spec
-
-from .samplers.presets import ADAPTER_OPTIONS, adapter_settings, sampler_settings, task_name
-from .samplers.tv_z import check_tv_z
+from medrecon.samplers.tv_z import check_tv_z
 
 PERCENTILE = 99.5
 
@@ -413,7 +412,7 @@ def balanced_blocks(n: int, batch_size: int) -> list[tuple[int, int]]:
     return blocks
 
 
-MAX_AUTO_BATCH = 256  # GPU.md: batch 128 is twice as fast as 32; no measurement beyond, so no more
+MAX_AUTO_BATCH = 256  # on an H100, DDS ran batch 128 twice as fast as 32; nothing larger was measured, so no more
 
 
 def batch_from_memory(free_bytes: int, bytes_per_slice: float, slices: int, *, share: float = 0.7) -> int:
@@ -429,7 +428,6 @@ def auto_batch_size(prior, op, sampler: str, execution, device, slices: int, *, 
     network), run eagerly with ``execution``'s precision and layout, gives the memory per slice,
     and the batch takes 70% of the free memory (:func:`batch_from_memory`), the rest left to the
     sampler's own tensors (data, CG vectors: a few images per slice)."""
-
     device = torch.device(device)
     if device.type != "cuda":
         return min(8, slices)
@@ -502,10 +500,8 @@ def reconstruct(
             first call's seconds per input shape (the compile time) and, when compiling failed and
             the network ran eagerly, ``run["compile"]`` saying why.
     """
-
     spec = sampler_spec(sampler)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise InputError(f"samples must be a positive integer, got {samples!r}")
+    samples = positive_int(samples, "samples")
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -1,11 +1,11 @@
 """Retrospective simulation of measurements from fully sampled images.
 
-There is no raw CT data or real multi-coil k-space among the data reachable here (../DATA.md):
+There is no raw CT data or real multi-coil k-space among the data reachable here (docs/studies.md):
 sinograms are simulated by forward projection and MR k-space by the FFT of magnitude images with
 simulated coil maps, a smooth phase and noise. Every function takes per-item generators
 (:mod:`medrecon.operators.noise`), so a slice's measurement does not depend on its batch.
 
-The benchmark noise settings (../ALGORITHMS.md, "the noisy setting"): CT, Gaussian noise on the
+The benchmark noise settings (docs/conventions.md, "Noise"): CT, Gaussian noise on the
 sinogram with standard deviation 1% of the clean sinogram's maximum, per slice; MR, complex
 Gaussian noise of standard deviation 0.02 (per complex value) on the orthonormal k-space of the
 image normalised to [0, 1], drawn once per slice on the full k-space before masking, so the same
@@ -177,8 +177,6 @@ def save_measurements(out_dir, study, acquisition, measurements, *, reference=No
     fastMRI layout with the reference as ``reconstruction_rss``; non-Cartesian k-space as
     ``kspace_noncartesian.h5`` in medrecon's layout, :mod:`medrecon.io.noncartesian`, with the
     trajectory, the simulated coil maps and the reference) into a new folder, atomically."""
-
-
     with atomic_output(out_dir, overwrite=overwrite, folder=True) as staging:
         record = {"acquisition": acquisition.to_dict(), "study": _study_record(study)}
         (staging / ACQUISITION_FILE).write_text(json.dumps(record, indent=2))
@@ -218,7 +216,6 @@ def load_measurements(folder):
     """``(acquisition, study record, measurements)`` from a folder written by :func:`save_measurements`:
     CT sinograms ``(S, 1, n_angles, n_det)``, MR k-space ``(S, coils, H, W)`` (non-Cartesian
     ``(S, coils, K)``)."""
-
     folder = Path(folder)
     record_path = folder / ACQUISITION_FILE
     if not record_path.is_file():

@@ -36,10 +36,9 @@ from .ct_geometry import (
     uniform_angles,
 )
 from .mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
-from .nufft import NonCartesianMRI
-from .nufft import density_compensation
-from .trajectories import Trajectory
 from .noise import add_gaussian_noise, add_log_poisson_noise, randn_per_item, transmission_counts
+from .nufft import NonCartesianMRI, density_compensation
+from .trajectories import Trajectory
 
 __all__ = [
     "LinearOperator",

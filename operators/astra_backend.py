@@ -27,7 +27,7 @@ ASTRA_PROJECTORS = {"parallel": ("linear", "line", "strip"), "fan": ("line_fanfl
 @functools.lru_cache(maxsize=1)
 def _load_astra():
     try:
-        import astra  # noqa: PLC0415 - deliberately lazy
+        import astra  # deliberately lazy
     except Exception as exc:  # ImportError, or OSError from a missing shared library
         return None, f"{type(exc).__name__}: {exc}"
     return astra, ""

@@ -22,12 +22,12 @@ and cached on the operator: data-consistency weights are stated relative to it.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from medrecon.errors import ShapeError
+from medrecon.errors import ShapeError, positive_int
 
 from .cg import conjugate_gradient
 
@@ -125,11 +125,11 @@ class LinearOperator(nn.Module, metaclass=ABCMeta):
         return conjugate_gradient(self._normal, rhs, n_iter=n_iter)
 
     @property
-    def H(self) -> "LinearOperator":
+    def H(self) -> LinearOperator:
         """The adjoint operator ``A^H`` as an operator of its own."""
         return AdjointOperator(self)
 
-    def batch_slice(self, index: slice) -> "LinearOperator":
+    def batch_slice(self, index: slice) -> LinearOperator:
         """The operator for items ``index`` of the batch; itself when it holds no per-item data."""
         return self
 
@@ -146,27 +146,27 @@ class LinearOperator(nn.Module, metaclass=ABCMeta):
         return self._adjoint(self._forward(x))
 
     # ---------------------------------------------------------------- algebra
-    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+    def __matmul__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return ComposedOperator(self, other)
 
-    def __mul__(self, scalar) -> "LinearOperator":
+    def __mul__(self, scalar) -> LinearOperator:
         if isinstance(scalar, (int, float, complex)) and not isinstance(scalar, bool):
             return ScaledOperator(self, scalar)
         return NotImplemented
 
     __rmul__ = __mul__
 
-    def __neg__(self) -> "LinearOperator":
+    def __neg__(self) -> LinearOperator:
         return ScaledOperator(self, -1.0)
 
-    def __add__(self, other: "LinearOperator") -> "LinearOperator":
+    def __add__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return SumOperator(self, other)
 
-    def __sub__(self, other: "LinearOperator") -> "LinearOperator":
+    def __sub__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return SumOperator(self, ScaledOperator(other, -1.0))
@@ -433,8 +433,7 @@ class SliceChunkedOperator(LinearOperator):
     """
 
     def __init__(self, op: LinearOperator, chunk: int) -> None:
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ShapeError(f"SliceChunkedOperator: chunk must be a positive integer, got {chunk!r}")
+        chunk = positive_int(chunk, "SliceChunkedOperator: chunk", ShapeError)
         super().__init__(op.in_shape, op.out_shape, in_complex=op.in_complex, out_complex=op.out_complex,
                          batch_size=op.batch_size)
         self.op = op

@@ -9,10 +9,9 @@ Hermitian solver).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-
 
 _ROUNDOFF = 64  # residual norms below this many machine epsilons of ||rhs|| count as converged
 

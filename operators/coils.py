@@ -9,7 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medrecon.errors import GeometryError, ShapeError
+from medrecon.errors import GeometryError, ShapeError, positive_int
+
+from .mri import fft2c
+from .nufft import NonCartesianMRI
 
 
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -31,10 +34,9 @@ def simulated_maps(
     ``normalize`` the maps are scaled so that ``sum_c |S_c|^2 = 1`` at every pixel, as ESPIRiT
     maps are inside the object; then the SENSE operator's ``||A||^2 <= 1``.
     """
-    import sigpy.mri  # noqa: PLC0415 - sigpy (and numba) load only when maps are simulated
+    import sigpy.mri  # sigpy (and numba) load only when maps are simulated
 
-    if isinstance(n_coils, bool) or not isinstance(n_coils, (int, np.integer)) or n_coils < 1:
-        raise GeometryError(f"n_coils must be a positive integer, got {n_coils!r}")
+    n_coils = positive_int(n_coils, "n_coils", GeometryError)
     h, w = (int(s) for s in shape)
     if h < 1 or w < 1:
         raise GeometryError(f"shape must be two positive sizes, got {shape!r}")
@@ -65,7 +67,7 @@ def espirit_maps(
         complex ``(B, coils, H, W)`` maps on the input's device and dtype. sigpy calibrates one
         slice at a time on the CPU.
     """
-    from sigpy.mri.app import EspiritCalib  # noqa: PLC0415
+    from sigpy.mri.app import EspiritCalib
 
     if not isinstance(kspace, torch.Tensor) or kspace.ndim != 4 or not kspace.is_complex():
         got = (tuple(kspace.shape), kspace.dtype) if isinstance(kspace, torch.Tensor) else type(kspace).__name__
@@ -96,9 +98,6 @@ def noncartesian_espirit_maps(kspace: torch.Tensor, coords: torch.Tensor, image_
     Cartesian grid, and ESPIRiT calibrates on the central ``calib_width`` lines of that gridded
     k-space, where radial and spiral trajectories sample densely (radial spokes are Nyquist-spaced
     out to ``spokes / pi`` samples from the centre: 15 for 48 spokes, so a 24-wide block)."""
-    from .mri import fft2c  # noqa: PLC0415
-    from .nufft import NonCartesianMRI  # noqa: PLC0415
-
     if not isinstance(kspace, torch.Tensor) or kspace.ndim != 3 or not kspace.is_complex():
         got = (tuple(kspace.shape), kspace.dtype) if isinstance(kspace, torch.Tensor) else type(kspace).__name__
         raise ShapeError(f"noncartesian_espirit_maps: expected complex k-space (B, coils, K), got {got}")

@@ -52,12 +52,12 @@ FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hann")
 class SparseMatrix:
     """A sparse CSR matrix with its transpose built on first use (also CSR)."""
 
-    def __init__(self, mat: torch.Tensor, transpose: "SparseMatrix | None" = None) -> None:
+    def __init__(self, mat: torch.Tensor, transpose: SparseMatrix | None = None) -> None:
         self.mat = mat
         self._t = transpose
 
     @property
-    def T(self) -> "SparseMatrix":
+    def T(self) -> SparseMatrix:
         if self._t is None:
             with quiet_sparse():
                 csc = self.mat.to_sparse_csc()

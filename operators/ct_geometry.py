@@ -14,7 +14,7 @@ Conventions (those of astra-toolbox, whose projectors are the reference):
   (mm for a study, 1 = one pixel by default); a sinogram value is a line integral in that unit times
   the image's unit.
 
-Sparse-view conventions (../ALGORITHMS.md): ``uniform`` = ``linspace(0, pi, N, endpoint=False)``;
+Sparse-view conventions (docs/conventions.md): ``uniform`` = ``linspace(0, pi, N, endpoint=False)``;
 ``song`` = rows ``round(linspace(0, n - 1, N))`` of the n-view grid over ``[0, pi)`` (Song et al.,
 ICLR 2022), n the image side.
 """
@@ -24,23 +24,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+
 import numpy as np
 
-from medrecon.errors import GeometryError
+from medrecon.errors import GeometryError, positive_int
 
 SPARSE_VIEW_CONVENTIONS = ("uniform", "song")
 
 
 # ----------------------------------------------------------------------------- angle helpers
-def _check_count(n_views, what: str = "n_views") -> int:
-    if isinstance(n_views, bool) or not isinstance(n_views, (int, np.integer)) or n_views < 1:
-        raise GeometryError(f"{what} must be a positive integer, got {n_views!r}")
-    return int(n_views)
-
-
 def uniform_angles(n_views: int, *, arc: float = math.pi, start: float = 0.0) -> np.ndarray:
     """``n_views`` angles evenly spaced over ``[start, start + arc)`` (radians, no endpoint)."""
-    n_views = _check_count(n_views)
+    n_views = positive_int(n_views, "n_views", GeometryError)
     if not (math.isfinite(arc) and arc > 0):
         raise GeometryError(f"arc must be a positive number of radians, got {arc!r}")
     return start + np.arange(n_views, dtype=np.float64) * (arc / n_views)
@@ -49,8 +44,8 @@ def uniform_angles(n_views: int, *, arc: float = math.pi, start: float = 0.0) ->
 def song_angles(n_views: int, n_grid: int) -> np.ndarray:
     """Song et al.'s sparse views: rows ``round(linspace(0, n_grid - 1, n_views))`` of the
     ``n_grid``-view grid over ``[0, pi)`` (the first and last view almost coincide)."""
-    n_views = _check_count(n_views)
-    n_grid = _check_count(n_grid, "n_grid")
+    n_views = positive_int(n_views, "n_views", GeometryError)
+    n_grid = positive_int(n_grid, "n_grid", GeometryError)
     if n_views > n_grid:
         raise GeometryError(f"cannot take {n_views} views from a grid of {n_grid}")
     rows = np.round(np.linspace(0, n_grid - 1, n_views)).astype(np.int64)
@@ -135,12 +130,12 @@ class ParallelBeamGeometry:
             h, w = self.image_shape
             diagonal = math.hypot(h, w) * self.pixel_size
             set_(self, "detector_count", math.ceil(diagonal / self.detector_spacing - 1e-9))
-        set_(self, "detector_count", _check_count(self.detector_count, "detector_count"))
+        set_(self, "detector_count", positive_int(self.detector_count, "detector_count", GeometryError))
 
     @classmethod
     def sparse_view(
         cls, image_shape, n_views: int, convention: str = "uniform", **kwargs
-    ) -> "ParallelBeamGeometry":
+    ) -> ParallelBeamGeometry:
         """``n_views`` views by a named convention (``uniform``; ``song`` on the n-view grid,
         n = image width)."""
         shape = _as_image_shape(image_shape)
@@ -155,7 +150,7 @@ class ParallelBeamGeometry:
         """``(n_angles, detector_count)``."""
         return (self.n_angles, self.detector_count)
 
-    def with_angles(self, angles) -> "ParallelBeamGeometry":
+    def with_angles(self, angles) -> ParallelBeamGeometry:
         """The same geometry with other angles."""
         d = self.to_dict()
         d["angles"] = list(_as_angles(angles))
@@ -171,7 +166,7 @@ class ParallelBeamGeometry:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ParallelBeamGeometry":
+    def from_dict(cls, d: dict) -> ParallelBeamGeometry:
         return geometry_from_dict(d, expect=cls)
 
 
@@ -180,7 +175,7 @@ class FanBeamGeometry:
     """2-D fan beam with a flat detector.
 
     ``source_origin``/``origin_detector`` are the source-to-rotation-axis and axis-to-detector
-    distances. The defaults of :meth:`full_scan` follow ../ALGORITHMS.md: 2x and 1x the image
+    distances. The defaults of :meth:`full_scan` follow docs/conventions.md: 2x and 1x the image
     width, detector elements of ``pixel_size`` times the magnification, enough of them to cover
     the image's diagonal.
     """
@@ -220,7 +215,7 @@ class FanBeamGeometry:
             half_fan = math.asin(radius / src)
             half_length = (src + det) * math.tan(half_fan)
             set_(self, "detector_count", math.ceil(2 * half_length / self.detector_spacing - 1e-9))
-        set_(self, "detector_count", _check_count(self.detector_count, "detector_count"))
+        set_(self, "detector_count", positive_int(self.detector_count, "detector_count", GeometryError))
 
     @classmethod
     def full_scan(
@@ -231,7 +226,7 @@ class FanBeamGeometry:
         source_origin: float | None = None,
         origin_detector: float | None = None,
         **kwargs,
-    ) -> "FanBeamGeometry":
+    ) -> FanBeamGeometry:
         """``n_views`` views uniform over ``[0, 2 pi)``; distances default to 2x and 1x the image
         width (in the geometry's length unit)."""
         shape = _as_image_shape(image_shape)
@@ -256,7 +251,7 @@ class FanBeamGeometry:
     def magnification(self) -> float:
         return (self.source_origin + self.origin_detector) / self.source_origin
 
-    def with_angles(self, angles) -> "FanBeamGeometry":
+    def with_angles(self, angles) -> FanBeamGeometry:
         d = self.to_dict()
         d["angles"] = list(_as_angles(angles))
         return type(self).from_dict(d)
@@ -271,7 +266,7 @@ class FanBeamGeometry:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FanBeamGeometry":
+    def from_dict(cls, d: dict) -> FanBeamGeometry:
         return geometry_from_dict(d, expect=cls)
 
 

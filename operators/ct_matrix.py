@@ -1,7 +1,7 @@
 """CT system matrices built in torch: the projector and the FBP back-projector as sparse CSR.
 
 The CT operator's fastest exact path is its system matrix held as a torch sparse CSR tensor
-(../DESIGN.md, performance rules). Where astra-toolbox loads, the matrix comes from astra's own
+(docs/operators.md). Where astra-toolbox loads, the matrix comes from astra's own
 projector; where it cannot (a GPU machine without its CUDA-12 libraries), these vectorised builders
 compute the same matrix on any torch device:
 

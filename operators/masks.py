@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ _FASTMRI_CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
 _POISSON_TOL = 0.1  # sigpy.mri.poisson's default tolerance on the achieved acceleration
 _POISSON_MAX_STEPS = 64
 
-Seed = Union[int, str, tuple, None]
+Seed = int | str | tuple | None
 
 
 def seed_from_name(name: str) -> tuple[int, ...]:

@@ -136,7 +136,7 @@ class MultiCoilMRI(LinearOperator):
         coil_images = ifft2c(self._mask_for(x) * fft2c(maps * x))
         return torch.sum(maps.conj() * coil_images, dim=1, keepdim=True)
 
-    def batch_slice(self, index: slice) -> "MultiCoilMRI":
+    def batch_slice(self, index: slice) -> MultiCoilMRI:
         if self.batch_size is None:
             return self
         maps = self.coil_maps[index]

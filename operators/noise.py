@@ -7,7 +7,7 @@ generator is accepted when B = 1. Global RNG state is never used.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

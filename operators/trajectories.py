@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from medrecon.errors import GeometryError, InputError
+from medrecon.errors import GeometryError, InputError, positive_int
 
 KINDS = ("radial", "spiral")
 RADIAL_ANGLES = ("golden", "uniform")
@@ -86,17 +86,11 @@ def radial(image_shape: tuple[int, int], spokes: int, *, readout: int | None = N
 def spiral(image_shape: tuple[int, int], interleaves: int, *, undersampling: float = 1.0,
            alpha: float = 1.5) -> torch.Tensor:
     """``(K, 2)`` float64 variable-density spiral coordinates (sigpy's design, MRM 2003)."""
-    import sigpy.mri  # noqa: PLC0415
+    import sigpy.mri
 
     n = max(image_shape)
     k = sigpy.mri.spiral(SPIRAL_FOV_M, n, 1.0, float(undersampling), int(interleaves), float(alpha), *SPIRAL_GRADIENT)
     return wrap(torch.as_tensor(k, dtype=torch.float64) * (SPIRAL_FOV_M * 2 * math.pi / n))
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -105,7 +99,8 @@ class Trajectory:
 
     radial: ``spokes``, ``readout`` (None: twice the larger image side), ``angles`` golden/uniform.
     spiral: ``interleaves``, ``undersampling`` (R > 0; R > 1 undersamples), ``alpha`` (density
-    exponent; 1 is uniform density, larger values sample the centre more densely). Options a kind does not use raise InputError rather than being ignored.
+    exponent; 1 is uniform density, larger values sample the centre more densely). Options a kind
+    does not use raise InputError rather than being ignored.
     """
 
     kind: str
@@ -128,14 +123,14 @@ class Trajectory:
                 raise InputError(f"{name} applies to {'spiral' if self.kind == 'radial' else 'radial'} "
                                  f"trajectories, not {self.kind}")
         if self.kind == "radial":
-            put("spokes", _positive_int(self.spokes, "spokes"))
+            put("spokes", positive_int(self.spokes, "spokes"))
             if self.readout is not None:
-                put("readout", _positive_int(self.readout, "readout"))
+                put("readout", positive_int(self.readout, "readout"))
             put("angles", "golden" if self.angles is None else self.angles)
             if self.angles not in RADIAL_ANGLES:
                 raise InputError(f"radial angles must be one of {RADIAL_ANGLES}, got {self.angles!r}")
         else:
-            put("interleaves", _positive_int(self.interleaves, "interleaves"))
+            put("interleaves", positive_int(self.interleaves, "interleaves"))
             for name, default in (("undersampling", 1.0), ("alpha", 1.5)):
                 value = default if getattr(self, name) is None else getattr(self, name)
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
@@ -168,7 +163,7 @@ class Trajectory:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Trajectory":
+    def from_dict(cls, data: dict) -> Trajectory:
         if not isinstance(data, dict):
             raise InputError(f"a trajectory record must be a dict, got {type(data).__name__}")
         try:

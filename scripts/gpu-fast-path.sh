@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measure the GPU fast path in one call on a lent GPU (issue "GPU fast path"), and leave the tables in
+# Measure the GPU fast path (docs/samplers.md, "Network execution") in one call on a GPU, and leave the tables in
 # an output folder small enough to come back.
 #
 # What it measures (`medrecon bench volume`, end to end through medrecon.reconstruct):
@@ -20,12 +20,14 @@
 # Usage (the GPU machine has no network: carry a pack holding ct-lung1 and the wheels):
 #   medrecon data pack -o pack --only ct-lung1       # on the development machine (1.1 MiB; the tree,
 #                                                    # about 38 MiB, and .whl/, 16, fit in the 64)
-#   ../shared/tools/device-prep.sh                   # wheels of what the GPU image lacks, in .whl/
-#   then, on the GPU machine, with pack and .whl carried, the install line device-prep.sh prints and
+#   .whl/: the wheels of the packages the GPU image lacks (diffusers with importlib_metadata and
+#   zipp, sigpy, pywavelets, nibabel, pydicom) and medrecon's own wheel, for the GPU machine's Python
+#   (pip download --no-deps); then, on the GPU machine, with pack and .whl carried:
+#   pip install --no-index --no-deps .whl/*.whl, and
 #   scripts/gpu-fast-path.sh --out "$OUT" --starter pack
 # Options: --out DIR --starter DIR [--slices 300] [--long-slices 8] [--network-batch 64]
 #   [--extra "ARGS"] (more `medrecon bench volume` arguments, e.g. "--steps dds=2" for a dry run)
-# Planning (from the H100 figures of ../shared/GPU.md, not a measurement): each compiled shape costs
+# Planning (from figures measured on an H100, not a measurement of this script): each compiled shape costs
 # about 47 s (forward and backward for DPS more), DDS-50 on 300 slices about 20 s, the fp32 reference
 # about 20 s, score-SDE and DPS on 8 slices one to two minutes each, the network rows about two
 # minutes: some 7 minutes in all, inside one 10-minute call; give it a timeout of 570 s.

@@ -7,7 +7,7 @@
 #      by default the design's UNetConfig (32, 64, 128, 128), attention at the third level, 6.3 M
 #      parameters; batch CROP_BATCH) for 35% of the budget (--time-limit);
 #   2. `medrecon train --init` of stage 1 on whole SIZExSIZE slices (batch WHOLE_BATCH) for 45%;
-#      MR with --contrast-augment and --orientations all (the contrast-shift work of issue 24);
+#      MR with --contrast-augment and --orientations all (priors that hold under contrast shifts, docs/priors.md);
 #   3. `medrecon bench prior` on the validation slices when the starter folder holds them (a pack made
 #      with `medrecon data pack` usually does not: the weights are then measured back on the CPU).
 # The remaining 20% covers start-up, saving and the benchmark.
@@ -17,11 +17,11 @@
 #
 # Usage (the GPU machine has no network: carry a pack of the starter corpus and the wheels):
 #   medrecon data pack -o pack                      # on the development machine, about 9.5 MiB
-#   ../shared/tools/device-prep.sh                  # wheels of what the GPU image lacks, in .whl/
-#   rm .whl/pydicom-* .whl/pywavelets-*             # not used by this run (no DICOM; no benchmark
-#                                                   # without validation slices): 6.5 MiB less, so the
-#                                                   # tree (38 MiB), wheels and pack fit in 64 MiB
-#   then, on the GPU machine, with pack and .whl carried, the install line device-prep.sh prints and
+#   .whl/: the wheels of the packages the GPU image lacks (diffusers with importlib_metadata and
+#   zipp, sigpy, nibabel; not pydicom or pywavelets, which this run does not use: no DICOM, no
+#   benchmark without validation slices) and medrecon's own wheel, for the GPU machine's Python
+#   (pip download --no-deps), so that the tree (38 MiB), wheels and pack fit in 64 MiB;
+#   then, on the GPU machine, with pack and .whl carried: pip install --no-index --no-deps .whl/*.whl, and
 #   scripts/gpu-priors.sh --out "$OUT" --seconds 480 --starter pack
 # Options: --out DIR --seconds N [--starter DIR] [--size 256] [--crop 128] [--crop-batch 64]
 #   [--whole-batch 32] [--unet-config JSON] [--sources-ct "IDS"] [--sources-mr "IDS"] [--modalities "ct mr"]

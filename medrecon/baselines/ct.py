@@ -5,7 +5,7 @@ Each function takes a CT operator (:class:`~medrecon.operators.ct.CTProjector`, 
 and returns images ``(B, 1, H, W)`` on ``y``'s device and dtype. Every slice of the batch is
 solved independently (per-item step sizes), so a slice's result does not depend on its batch.
 
-Weights are relative (../DESIGN.md): TV's ``lam_rel`` multiplies ``||A||^2`` so one value means the
+Weights are relative (docs/conventions.md, "Weights"): TV's ``lam_rel`` multiplies ``||A||^2`` so one value means the
 same for any geometry; its default was chosen on training slices only (docs/baselines.md).
 """
 
@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 from medrecon.operators.base import LinearOperator
 from medrecon.operators.cg import conjugate_gradient
-
-
-def _check_iters(n_iter: int) -> None:
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise InputError(f"n_iter must be a positive integer, got {n_iter!r}")
 
 
 def fbp(op: LinearOperator, y: torch.Tensor, *, filter: str = "ramp") -> torch.Tensor:
@@ -43,7 +38,7 @@ def sirt(
     Rays and pixels with zero sums are left out (weight 0). With ``nonnegative`` every iterate is
     clipped at 0.
     """
-    _check_iters(n_iter)
+    positive_int(n_iter, "n_iter")
     ones_image = torch.ones((1, *op.in_shape), dtype=y.dtype, device=y.device)
     ones_sino = torch.ones((1, *op.out_shape), dtype=y.dtype, device=y.device)
     row_sums = op(ones_image)
@@ -61,7 +56,7 @@ def sirt(
 def cgls(op: LinearOperator, y: torch.Tensor, *, n_iter: int = 30) -> torch.Tensor:
     """CGLS: ``n_iter`` conjugate-gradient steps on the normal equations ``A^T A x = A^T y`` from 0
     (the iteration count is the regulariser: few iterations, smooth image)."""
-    _check_iters(n_iter)
+    positive_int(n_iter, "n_iter")
     return conjugate_gradient(op.normal, op.adjoint(y), n_iter=n_iter)
 
 
@@ -121,7 +116,7 @@ def tv_pdhg(
     baseline of coherent-volume methods): the batch is one volume's slices in order, and the
     gradient has a third component along the slice axis (voxel units, whatever the slice spacing).
     """
-    _check_iters(n_iter)
+    positive_int(n_iter, "n_iter")
     if not (lam_rel >= 0):
         raise InputError(f"lam_rel must be >= 0, got {lam_rel!r}")
     if volume and y.shape[0] < 2:

@@ -45,8 +45,8 @@ by ``sqrt(weights)``, which for a 0/1 mask is the mask itself) and coil maps (an
 single-coil), so sigpy's model is exactly ``op``: its centred orthonormal FFT is
 our :func:`~medrecon.operators.mri.fft2c` (checked to machine precision in the tests).
 
-Weight convention (DESIGN.md, "noise weights are relative")
------------------------------------------------------------
+Weight convention (docs/conventions.md, "Weights")
+-----------------------------------------------
 Regularisation weights are given relative to the operator's scale, ``||A||^2`` (the largest
 eigenvalue of ``A^H A``, ``op.norm_sq()``, computed once per operator and cached on it):
 
@@ -59,7 +59,7 @@ normalisation of the priors' cards); for other intensity scales multiply it by t
 For single-coil operators and SENSE with normalised maps (``sum_c |S_c|^2 = 1``, as ESPIRiT and
 :func:`~medrecon.operators.coils.simulated_maps` give) ``||A||^2`` is 1 (to the power iteration's
 accuracy), so ``lam == lam_rel`` there. An operator with per-slice maps has one ``norm_sq()``, the
-largest over its batch (DESIGN.md), and every slice of the batch uses it.
+largest over its batch, and every slice of the batch uses it.
 
 Step sizes of the sigpy solvers are set here, not left to sigpy's default power iteration (which
 draws its start vector from numpy's *global* random state, so results would change from run to run

@@ -28,6 +28,8 @@ from importlib import metadata
 
 import torch
 
+from medrecon.errors import positive_int
+
 #: CPU flags of native bf16 arithmetic (x86: AMX tiles, AVX-512 BF16), which decide whether bf16
 #: networks are fast on a CPU.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -145,8 +147,7 @@ def time_call(fn: Callable[[], object], repeats: int, device="cpu") -> float:
     """Median wall time in seconds of ``fn()`` over ``repeats`` timed calls after one warm-up call
     (``repeats + 1`` calls in all), ``time.perf_counter`` with the device synchronised before and
     after each call."""
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    positive_int(repeats, "repeats")
     sync(device)
     out = fn()
     sync(device)

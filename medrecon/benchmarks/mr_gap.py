@@ -44,7 +44,7 @@ from medrecon.reconstruct import reconstruct
 from medrecon.samplers.registry import DEFAULT_SAMPLER
 from medrecon.simulation import smooth_phase
 
-from .common import bench_device, run_header
+from .common import bench_device, markdown_table, run_header
 
 
 def _scores(image, reference) -> dict:
@@ -104,7 +104,7 @@ class MrGap:
 
 
 @torch.no_grad()
-def run_mr_gap(args: MrGap) -> list[dict]:
+def run_mr_gap(args: MrGap, *, command: str | None = None) -> list[dict]:
     """Run the table and print it as Markdown; returns the rows."""
     device = bench_device(args.device)
     steps_list = [int(s) for s in args.steps]
@@ -139,8 +139,8 @@ def run_mr_gap(args: MrGap) -> list[dict]:
                              "seconds_per_slice": result.seconds_per_slice})
                 print(f"  {name:70s} dds {steps:4d} steps      {rows[-1]['psnr']:6.2f} {rows[-1]['ssim']:.3f}", flush=True)
     index = np.unique(np.round(np.linspace(0.2, 0.8, args.slices) * (images.shape[0] - 1)))
-    header = run_header(f"medrecon bench mr-gap --slices {args.slices} --accel {args.accel} --steps "
-                        f"{' '.join(map(str, steps_list))}", device, t0)
+    header = run_header(command or (f"medrecon bench mr-gap --slices {args.slices} --accel {args.accel} --steps "
+                                    f"{' '.join(map(str, steps_list))}"), device, t0)
     lines = [
         f"Command: `{header['command']}`  ",
         f"Machine: {header['machine']}; date {header['date']}; total {header['seconds']:.0f} s.  ",
@@ -148,10 +148,7 @@ def run_mr_gap(args: MrGap) -> list[dict]:
         f"{source.id} (validation; {len(index)} evenly spaced through the middle 60%), 8 simulated coils, "
         f"equispaced_fraction {args.accel}x, noiseless; DDS with the mr-clean preset.",
         "",
-        "| protocol | method | steps | PSNR (dB) | SSIM |",
-        "|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(f"| {r['protocol']} | {r['method']} | {r['steps'] or '-'} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
-    print("\n".join(lines))
+    cells = [[r["protocol"], r["method"], r["steps"] or "-", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"] for r in rows]
+    print("\n".join(lines) + "\n" + markdown_table(["protocol", "method", "steps", "PSNR (dB)", "SSIM"], cells))
     return rows

@@ -1,6 +1,6 @@
 """``medrecon bench operators``: forward / adjoint / normal timings of the CT and MRI operators.
 
-The command line is :mod:`medrecon.cli`'s; this module runs it (:func:`run_operator_benchmark`)
+The command line is :mod:`medrecon.commands.bench`'s; this module runs it (:func:`run_operator_benchmark`)
 from the parts:
 
 - :mod:`~medrecon.benchmarks.operators_cases`: the cases (CT, Cartesian MRI, non-Cartesian MRI)
@@ -42,7 +42,7 @@ from medrecon.benchmarks.operators_ct_mri import run_ct_case, run_mri_case
 from medrecon.benchmarks.operators_nufft import run_nufft_case
 from medrecon.benchmarks.operators_sections import check_write_target, write_sections
 from medrecon.benchmarks.operators_tables import format_nufft_report, format_report, report_info
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 
 
 def _devices() -> list[str]:
@@ -51,11 +51,6 @@ def _devices() -> list[str]:
 
 def _log_default(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def run_cases(
@@ -82,8 +77,8 @@ def run_cases(
     ``normal`` is the Toeplitz one, ``normal_plain`` ``A^H (A x)``), ``rel_error`` (forward against
     the eps=1e-12 finufft reference), ``note``.
     """
-    _check_positive("repeats", repeats)
-    _check_positive("batch", batch)
+    positive_int(repeats, "repeats")
+    positive_int(batch, "batch")
     log = log or (lambda msg: None)
     devices = devices or _devices()
     timings, matrices, nufft = [], [], []
@@ -117,8 +112,7 @@ def run_operator_benchmark(*, quick: bool = False, repeats: int | None = None, w
     t_start = time.perf_counter()
     load_start = load_average()
     n_repeats = repeats if repeats is not None else (QUICK_REPEATS if quick else DEFAULT_REPEATS)
-    if isinstance(n_repeats, bool) or not isinstance(n_repeats, int) or n_repeats < 1:
-        raise InputError(f"--repeats must be a positive integer, got {repeats!r}")
+    n_repeats = positive_int(n_repeats, "--repeats")
     if only is not None and only not in ONLY_CHOICES:
         raise InputError(f"--only must be one of {', '.join(ONLY_CHOICES)}, got {only!r}")
     if write is not None:

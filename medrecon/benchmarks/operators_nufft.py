@@ -93,7 +93,6 @@ def _toeplitz_note(row: dict) -> str:
 
 def _nufft_reference(coords, maps, image: np.ndarray) -> tuple[np.ndarray | None, str]:
     """medrecon's finufft backend in complex128 at ``REFERENCE_EPS``: ``(coils, K)``, or None and why."""
-
     if not finufft_available():
         return None, "no accuracy reference: finufft is not installed"
     n = image.shape[-1]

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from medrecon.benchmarks import report
-from medrecon.benchmarks.common import bench_device, machine_line, wall_time
+from medrecon.benchmarks.common import bench_device, machine_line, markdown_table, wall_time
 from medrecon.contrast import SHIFTS, remap
 from medrecon.data import load_starter
 from medrecon.data.sources import validation_sources
@@ -139,20 +139,18 @@ def shift_markdown(shift_rows: dict) -> list[str]:
     """The contrast-shift table: one row per shift and sigma."""
     if not shift_rows:
         return []
-    lines = ["", "Contrast shift (the same validation slices remapped, `medrecon.contrast`; PSNR in dB):", "",
-             "| shift | sigma | noisy | prior D(x, sigma) | wavelet (BayesShrink) | prior - wavelet |", "|---|---|---|---|---|---|"]
-    for shift, rows in shift_rows.items():
-        for r in rows:
-            lines.append(f"| {shift} | {r['sigma']:g} | {r['noisy']:.2f} | {r['prior']:.2f} | {r['wavelet']:.2f} | "
-                         f"{r['prior'] - r['wavelet']:+.2f} |")
-    return lines
+    cells = [[shift, f"{r['sigma']:g}", f"{r['noisy']:.2f}", f"{r['prior']:.2f}", f"{r['wavelet']:.2f}",
+              f"{r['prior'] - r['wavelet']:+.2f}"] for shift, rows in shift_rows.items() for r in rows]
+    table = markdown_table(["shift", "sigma", "noisy", "prior D(x, sigma)", "wavelet (BayesShrink)", "prior - wavelet"], cells)
+    return ["", "Contrast shift (the same validation slices remapped, `medrecon.contrast`; PSNR in dB):", "",
+            *table.rstrip("\n").split("\n")]
 
 
 def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: str | None, command: str,
                 round_trip: float | None = None, shift_rows: dict | None = None) -> str:
     latent = round_trip is not None
-    what = ("| latent sigma | decode(noisy) PSNR | decode(D(z, sigma)) | decode(wavelet(z)) | prior s/slice |" if latent
-            else "| sigma | noisy PSNR | prior D(x, sigma) | wavelet (BayesShrink) | prior s/slice |")
+    what = (["latent sigma", "decode(noisy) PSNR", "decode(D(z, sigma))", "decode(wavelet(z))", "prior s/slice"] if latent
+            else ["sigma", "noisy PSNR", "prior D(x, sigma)", "wavelet (BayesShrink)", "prior s/slice"])
     lines = [
         f"## Prior `{prior.card.name}` (`medrecon bench prior`)",
         "",
@@ -167,9 +165,9 @@ def to_markdown(prior, rows: list[dict], source_id: str, n_slices: int, grid: st
         lines += [f"Latent prior: noise is added to the encoded validation slices and everything is decoded and compared "
                   f"with the slices in pixels (module docstring); the autoencoder's round trip decode(encode(x0)) "
                   f"reaches {round_trip:.2f} dB, the ceiling of every column.", ""]
-    lines += [what, "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['sigma']:g} | {r['noisy']:.2f} | {r['prior']:.2f} | {r['wavelet']:.2f} | {r['prior_seconds_per_slice']:.3f} |")
+    cells = [[f"{r['sigma']:g}", f"{r['noisy']:.2f}", f"{r['prior']:.2f}", f"{r['wavelet']:.2f}", f"{r['prior_seconds_per_slice']:.3f}"]
+             for r in rows]
+    lines += markdown_table(what, cells).rstrip("\n").split("\n")
     lines += shift_markdown(shift_rows or {})
     if grid:
         lines += ["", f"Unconditional samples (DDIM, 50 steps; bottom) under real validation slices (top): `{grid}`"]

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from medrecon.benchmarks import report
-from medrecon.benchmarks.common import bench_device, peak_memory, run_header
+from medrecon.benchmarks.common import bench_device, markdown_table, peak_memory, run_header
 from medrecon.contrast import remap
 from medrecon.data.sources import validation_sources
 from medrecon.errors import InputError
@@ -109,16 +109,11 @@ def to_markdown(rows: list[dict], header: dict) -> str:
         f"Slices: {header['slices']}. Baseline weights: `TUNED_WEIGHTS` (training patients); sampler settings: "
         "`presets.json`. Long samplers ran on the CPU on fewer slices and steps where the row says so.",
         "",
-        "| setting | method | PSNR (dB) | SSIM | s / slice | NFE | slices | peak memory (MB) |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        nfe = "-" if r["nfe"] is None else str(r["nfe"])
-        lines.append(
-            f"| {r['setting']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['seconds_per_slice']:.2f} | "
-            f"{nfe} | {r['slices']} | {r['peak_memory_bytes'] / 2**20:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+    cells = [[r["setting"], r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['seconds_per_slice']:.2f}",
+              "-" if r["nfe"] is None else r["nfe"], r["slices"], f"{r['peak_memory_bytes'] / 2**20:.0f}"] for r in rows]
+    return "\n".join(lines) + "\n" + markdown_table(
+        ["setting", "method", "PSNR (dB)", "SSIM", "s / slice", "NFE", "slices", "peak memory (MB)"], cells)
 
 
 @dataclass(frozen=True)

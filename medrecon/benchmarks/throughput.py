@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from medrecon.benchmarks import report
 from medrecon.benchmarks.volume import repeated_volume, volume_slab
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 from medrecon.evaluation.scoring import score
 from medrecon.operators import CTProjector, ParallelBeamGeometry
 from medrecon.operators.noise import randn_per_item
@@ -49,12 +49,12 @@ from medrecon.reconstruct import Problem, reconstruct
 from medrecon.samplers.presets import sampler_settings
 from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS, sampler_names
 
-from .common import bench_device, run_header, time_call
+from .common import bench_device, markdown_table, run_header, time_call
 
 VIEWS = 23
 # measured on an H100 (docs/benchmarks.md, GPU figures): 3x3 convolutions in bf16, channels_last (the UNet layers' ceiling)
 H100_CONV_CEILING = "94 TFLOP/s at 32 ch 256², 196 at 64 ch 128², 338 at 128 ch 64², 484 at 256 ch 32²"
-GPU_MD_UNET = {"block_out_channels": (32, 64, 128, 128), "attention_levels": (2,), "layers_per_block": 2}
+REFERENCE_UNET = {"block_out_channels": (32, 64, 128, 128), "attention_levels": (2,), "layers_per_block": 2}
 
 
 def parse_steps(items: list[str] | None) -> dict[str, int]:
@@ -75,7 +75,6 @@ def _scores(image, reference) -> dict:
 
 def network_flops(net, shape: tuple[int, ...], device, *, with_input_gradient: bool = False) -> int:
     """FLOPs of one image ``(1, *shape)`` through ``net`` (and of the gradient w.r.t. the input)."""
-
     x = torch.randn((1, *shape), device=device, requires_grad=with_input_gradient)
     t = torch.full((1,), 0.5, device=device)
     trainable = [p for p in net.parameters() if p.requires_grad]
@@ -161,8 +160,7 @@ def run_throughput_bench(bench: ThroughputBench, *, command: str = "medrecon ben
     returns ``{"header", "rows", "networks"}``."""
     if bench.write:
         report.check_write_target(bench.write, bench.section)
-    if bench.slices < 1:
-        raise InputError(f"--slices must be a positive integer, got {bench.slices}")
+    positive_int(bench.slices, "--slices")
     steps = dict(bench.steps)
     runs = _runs(bench)
     for sampler, _, _ in runs:  # bad settings are refused before any work
@@ -180,8 +178,7 @@ def run_throughput_bench(bench: ThroughputBench, *, command: str = "medrecon ben
     t0 = time.perf_counter()
     rows = []
     long_slices = bench.long_slices or problem.slices
-    if long_slices < 1:
-        raise InputError(f"--long-slices must be a positive integer, got {long_slices}")
+    positive_int(long_slices, "--long-slices")
     for sampler, label, execution in runs:
         fresh = load_prior(bench.prior, device=device)  # each run compiles and converts its own copy
         run_problem = problem
@@ -216,7 +213,7 @@ def run_throughput_bench(bench: ThroughputBench, *, command: str = "medrecon ben
     if bench.networks:
         architectures = {f"{prior.card.name} (shipped)": prior.network}
         torch.manual_seed(0)
-        gpu_unet = build_unet(UNetConfig(sample_size=size, **GPU_MD_UNET)).to(device).eval()
+        gpu_unet = build_unet(UNetConfig(sample_size=size, **REFERENCE_UNET)).to(device).eval()
         architectures["reference UNet of the GPU figures (random weights)"] = gpu_unet
         for name, net in architectures.items():
             shape = (int(net.config.in_channels), size, size)
@@ -264,32 +261,25 @@ def to_markdown(rows: list[dict], networks: list[dict], header: dict) -> str:
         f"Prior: {header['prior']} ({header['gflop_per_image']:.1f} GFLOP per image, "
         f"{header['gflop_per_dps_image']:.1f} with the input gradient of a DPS step); volume: {header['volume']}.",
         "",
-        "| sampler | network execution | steps | NFE | slices | batch | total s | of which first calls s | slices/s | network img/s "
-        "| network share | network TFLOP/s | peak memory (MB) | PSNR (dB) | vs fp32 eager (dB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    cells = []
     for r in rows:
         share = "-" if r["network_share"] is None else f"{100 * r['network_share']:.0f}%"
         tflops = "-" if r["tflops"] is None else f"{r['tflops']:.2f}"
         diff = "-" if r["psnr_difference"] is None or r["execution"].startswith("fp32 eager") else f"{r['psnr_difference']:+.3f}"
-        lines.append(
-            f"| {r['sampler']} | {_execution_label(r['network'])} | {r['steps']} | {r['nfe']} | {r['slices']} | {r['batch_size']} | "
-            f"{r['seconds']:.1f} | "
-            f"{r['first_call_seconds']:.1f} | {r['slices_per_second']:.3f} | {r['images_per_second']:.1f} | {share} | {tflops} | "
-            f"{r['peak_memory_bytes'] / 2**20:.0f} | {r['psnr']:.2f} | {diff} |"
-        )
+        cells.append([r["sampler"], _execution_label(r["network"]), r["steps"], r["nfe"], r["slices"], r["batch_size"],
+                      f"{r['seconds']:.1f}", f"{r['first_call_seconds']:.1f}", f"{r['slices_per_second']:.3f}",
+                      f"{r['images_per_second']:.1f}", share, tflops, f"{r['peak_memory_bytes'] / 2**20:.0f}",
+                      f"{r['psnr']:.2f}", diff])
+    lines += markdown_table(["sampler", "network execution", "steps", "NFE", "slices", "batch", "total s", "of which first calls s",
+                             "slices/s", "network img/s", "network share", "network TFLOP/s", "peak memory (MB)", "PSNR (dB)",
+                             "vs fp32 eager (dB)"], cells).rstrip("\n").split("\n")
     if networks:
-        lines += [
-            "",
-            "Network alone (same batch, 3 timed calls after a first call):",
-            "",
-            "| network | parameters (M) | GFLOP / image | execution | images/s | first call s | TFLOP/s |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for n in networks:
-            lines.append(f"| {n['network']} | {n['parameters'] / 1e6:.1f} | {n['gflop_per_image']:.1f} | "
-                         f"{_execution_label(n['execution_settings'])} | "
-                         f"{n['images_per_second']:.1f} | {n['first_call_seconds']:.1f} | {n['tflops']:.2f} |")
+        cells = [[n["network"], f"{n['parameters'] / 1e6:.1f}", f"{n['gflop_per_image']:.1f}", _execution_label(n["execution_settings"]),
+                  f"{n['images_per_second']:.1f}", f"{n['first_call_seconds']:.1f}", f"{n['tflops']:.2f}"] for n in networks]
+        lines += ["", "Network alone (same batch, 3 timed calls after a first call):", "",
+                  *markdown_table(["network", "parameters (M)", "GFLOP / image", "execution", "images/s", "first call s", "TFLOP/s"],
+                                  cells).rstrip("\n").split("\n")]
     noise = header["noise"]
     lines += ["", f"Noise draw for a batch of {noise['batch']} slices (once per step): "
               f"{1000 * noise['per_slice_generators']:.2f} ms from one generator per slice (the samplers' way: the "

@@ -1,7 +1,7 @@
 """Choose the classical baselines' weights on training data (``medrecon bench tune-baselines``).
 
 The baselines are the references every diffusion result is compared with, so their weights are
-tuned fairly, on slices of the training patients only (../DATA.md: ct-lung2 and mr-brain1 here;
+tuned fairly, on slices of the training patients only (:mod:`medrecon.data.sources`: ct-lung2 and mr-brain1 here;
 never a validation patient), for each benchmark setting, and the result is written into
 docs/baselines.md. The defaults in :data:`medrecon.baselines.TUNED_WEIGHTS` are copied from that
 table.
@@ -25,7 +25,7 @@ import torch
 
 from medrecon.baselines import ct as ct_baselines
 from medrecon.baselines import mri as mri_baselines
-from medrecon.benchmarks.common import wall_time
+from medrecon.benchmarks.common import markdown_table, wall_time
 from medrecon.errors import InputError
 from medrecon.evaluation.scoring import score
 from medrecon.evaluation.settings import NONCARTESIAN_TRAJECTORIES, noncartesian_trajectory
@@ -144,7 +144,7 @@ def tune_mr_noncartesian(truth: torch.Tensor, log=print) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| setting | method | chosen | PSNR (dB) | grid (value: PSNR) |", "|---|---|---|---|---|"]
+    cells = []
     grouped = {}
     for row in rows:
         grouped.setdefault((row["setting"], row["method"]), []).append(row)
@@ -152,8 +152,8 @@ def to_markdown(rows: list[dict], header: str) -> str:
         top = max(group, key=lambda r: r["psnr"])
         chosen = "-" if top["param"] is None else f"{top['param']}={top['value']:g}"
         grid = ", ".join(f"{r['value']:g}: {r['psnr']:.2f}" for r in group if r["param"] is not None) or "-"
-        lines.append(f"| {setting} | {method} | {chosen} | {top['psnr']:.2f} | {grid} |")
-    return "\n".join(lines) + "\n"
+        cells.append([setting, method, chosen, f"{top['psnr']:.2f}", grid])
+    return header + "\n\n" + markdown_table(["setting", "method", "chosen", "PSNR (dB)", "grid (value: PSNR)"], cells)
 
 
 def _volume_array(path: str) -> np.ndarray:

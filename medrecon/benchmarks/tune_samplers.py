@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from medrecon.benchmarks.common import bench_device
+from medrecon.benchmarks.common import bench_device, markdown_table
 from medrecon.data.sources import get_source
 from medrecon.errors import InputError
 from medrecon.evaluation.baselines import table_baselines
@@ -85,9 +85,8 @@ def run_tune_samplers(grid: TuneSamplers) -> list[dict]:
             print(f"{task:9s} {source.id:10s} {label:40s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f} "
                   f"({rows[-1]['seconds_per_slice']:.1f} s/slice)", flush=True)
     steps = f", {grid.steps} steps" if grid.steps else ""
-    print(f"\n| task | training slices | {grid.sampler}{steps} | PSNR (dB) | SSIM |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['task']} | {r['source']} x {grid.slices} | {r['label']} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
+    cells = [[r["task"], f"{r['source']} x {grid.slices}", r["label"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"] for r in rows]
+    print("\n" + markdown_table(["task", "training slices", f"{grid.sampler}{steps}", "PSNR (dB)", "SSIM"], cells), end="")
     return rows
 
 

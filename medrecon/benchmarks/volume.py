@@ -40,7 +40,7 @@ from medrecon.baselines import ct as bct
 from medrecon.benchmarks import report
 from medrecon.data import load_starter
 from medrecon.data.sources import get_source
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 from medrecon.evaluation.scoring import score
 from medrecon.metrics import psnr
 from medrecon.operators import CTProjector, ParallelBeamGeometry, limited_angles
@@ -52,7 +52,7 @@ from medrecon.samplers.registry import SAMPLERS
 from medrecon.samplers.tv_z import check_tv_z, slice_difference
 from medrecon.simulation import simulate_sinogram
 
-from .common import bench_device, peak_memory, run_header
+from .common import bench_device, markdown_table, peak_memory, run_header
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,8 @@ def run_volume_bench(args: VolumeBench, *, command: str = "medrecon bench recon-
     plan = {setting.name: _methods(args, setting) for setting in settings}
     if not any(plan.values()):
         raise InputError("no method selected")
-    if args.mbir_steps is not None and args.mbir_steps < 1:
-        raise InputError(f"--mbir-steps must be a positive integer, got {args.mbir_steps}")
+    if args.mbir_steps is not None:
+        positive_int(args.mbir_steps, "--mbir-steps")
     for _, kind, options, steps in (m for methods in plan.values() for m in methods):  # bad options are refused before any work
         if kind in SAMPLERS:
             chosen = sampler_settings(kind, "ct-clean", steps=steps, **options).options
@@ -260,17 +260,13 @@ def to_markdown(rows: list[dict], header: dict) -> str:
         f"Machine: {header['machine']}; date {header['date']}; total {header['seconds']:.0f} s.  ",
         f"Prior: {header['prior']}; volume: {header['volume']}; noiseless parallel-beam sinograms.",
         "",
-        "| setting | method | PSNR (dB) | SSIM axial | SSIM coronal | SSIM sagittal | D_z PSNR (dB) | s / slice | NFE | peak memory (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        nfe = "-" if r["nfe"] is None else str(r["nfe"])
-        lines.append(
-            f"| {r['setting']} | {r['method']} | {r['psnr']:.2f} | {r['axial_ssim']:.3f} | {r['coronal_ssim']:.3f} | "
-            f"{r['sagittal_ssim']:.3f} | {r['dz_psnr']:.2f} | {r['seconds_per_slice']:.2f} | {nfe} | "
-            f"{r['peak_memory_bytes'] / 2**20:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+    cells = [[r["setting"], r["method"], f"{r['psnr']:.2f}", f"{r['axial_ssim']:.3f}", f"{r['coronal_ssim']:.3f}",
+              f"{r['sagittal_ssim']:.3f}", f"{r['dz_psnr']:.2f}", f"{r['seconds_per_slice']:.2f}",
+              "-" if r["nfe"] is None else r["nfe"], f"{r['peak_memory_bytes'] / 2**20:.0f}"] for r in rows]
+    return "\n".join(lines) + "\n" + markdown_table(
+        ["setting", "method", "PSNR (dB)", "SSIM axial", "SSIM coronal", "SSIM sagittal", "D_z PSNR (dB)", "s / slice", "NFE",
+         "peak memory (MB)"], cells)
 
 
 __all__ = ["VOLUME_SETTINGS", "VolumeBench", "VolumeSetting", "run_volume_bench", "repeated_volume", "reslices", "score_volume",

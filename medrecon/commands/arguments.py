@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 
+from medrecon.errors import InputError
 from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS, sampler_names
 
 MODALITIES = ("CT", "MR")
@@ -104,8 +105,6 @@ def options_from(cls, args: argparse.Namespace, **overrides):
 
 def key_values(items, flag: str) -> dict:
     """``["k=v", ...]`` -> ``{k: JSON value of v}`` (a bare word stays a string; ``none`` is None)."""
-    from medrecon.errors import InputError  # light; kept beside its one use
-
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")

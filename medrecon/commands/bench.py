@@ -3,6 +3,8 @@ command, machine and date above it (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS
+
 from .arguments import add_device, add_execution, add_samplers, batch_size, json_value, key_values, options_from, positive_int
 
 HELP = "benchmarks (operators, prior, recon, recon-volume, volume, tune-baselines, tune-samplers, mr-gap)"
@@ -137,8 +139,6 @@ def _add_mr_gap(sub) -> None:
 
 
 def _add_tune_samplers(sub) -> None:
-    from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS  # the registry is torch-free
-
     p = sub.add_parser("tune-samplers", help="grid over one sampler option per task on training-patient slices")
     p.add_argument("--sampler", choices=[s.name for s in SAMPLERS.values() if s.slice_wise], default=DEFAULT_SAMPLER)
     p.add_argument("--option", required=True, help="the preset option to vary, e.g. gamma_rel")
@@ -196,7 +196,7 @@ def run(args) -> int:
     elif what == "mr-gap":
         from medrecon.benchmarks.mr_gap import MrGap, run_mr_gap
 
-        run_mr_gap(options_from(MrGap, args))
+        run_mr_gap(options_from(MrGap, args), command=command)
     else:  # tune-samplers (argparse refuses any other name)
         from medrecon.benchmarks.tune_samplers import TuneSamplers, run_tune_samplers
 

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import time
 
+from medrecon.errors import InputError
+from medrecon.samplers.presets import check_overrides
+from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS
+
 from .arguments import add_device, add_execution, batch_size, key_values, positive_int
 from .simulate import acquisition_options, add_acquisition
 
@@ -22,8 +26,6 @@ HELP = ("reconstruct a study, a simulation folder or fastMRI k-space with a diff
 
 
 def add_arguments(parser) -> None:
-    from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS  # the registry is torch-free
-
     parser.add_argument(
         "input", help="a study (DICOM folder, .nii/.nii.gz, .nrrd), a `medrecon simulate` folder, a fastMRI multi-coil .h5, "
         "or non-Cartesian raw k-space (an ISMRMRD .h5/.mrd file or medrecon's own non-Cartesian .h5 layout)",
@@ -65,10 +67,8 @@ def add_arguments(parser) -> None:
 
 def _sampler_options(args) -> dict:
     """``--option`` and ``--volume-prior`` as the sampler's options (checked against the registry)."""
-    from medrecon.errors import InputError
-    from medrecon.samplers.registry import SAMPLERS
-
     options = key_values(args.option, "--option")
+    check_overrides(args.sampler, options, adapter=True)  # before any work: the names and types of the values
     if args.volume_prior != "none":
         spec = SAMPLERS[args.sampler]
         if not spec.takes_volume_prior:
@@ -105,7 +105,6 @@ def _run(args, device) -> int:
     from medrecon.priors.execution import NetworkExecution
     from medrecon.priors.hub import load_prior
     from medrecon.reconstruct import check_prior_fits
-    from medrecon.samplers.registry import SAMPLERS
 
     t_start = time.perf_counter()
     paths = OutputPaths.for_volume(args.out)

@@ -4,6 +4,11 @@ the data (:func:`medrecon.reproduce.run.reproduce`), or the starter protocol on 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from medrecon.errors import InputError
+from medrecon.samplers.registry import sampler_names
+
 from .arguments import add_device, positive_int
 
 HELP = ("regenerate a published table (LIDC-IDRI, BraTS, fastMRI) on your copy of the data: every sampler "
@@ -11,8 +16,6 @@ HELP = ("regenerate a published table (LIDC-IDRI, BraTS, fastMRI) on your copy o
 
 
 def add_arguments(parser) -> None:
-    from medrecon.samplers.registry import sampler_names  # the registry is torch-free
-
     parser.add_argument(
         "protocol", choices=["lidc", "brats", "fastmri", "starter"],
         help="the published table: lidc (Song et al., sparse-view CT), brats (Song et al., single-coil MRI), "
@@ -42,8 +45,6 @@ def add_arguments(parser) -> None:
 
 def parse_list(text, what: str, *, kind=int) -> list | None:
     """``"10,20,23"`` -> ``[10, 20, 23]`` (None stays None); a bad item is an :class:`InputError`."""
-    from medrecon.errors import InputError
-
     if text is None:
         return None
     items = [str(t) for t in text] if isinstance(text, (list, tuple)) else [t.strip() for t in str(text).split(",")]
@@ -57,8 +58,6 @@ def parse_list(text, what: str, *, kind=int) -> list | None:
 
 def slices_per_volume(text) -> int | None:
     """``--slices``: a positive count, or None for ``all`` / not given."""
-    from medrecon.errors import InputError
-
     if text is None or str(text).lower() == "all":
         return None
     try:
@@ -73,8 +72,6 @@ def slices_per_volume(text) -> int | None:
 def run(args, *, prior=None, stream=None) -> int:
     """The command. ``prior``: a loaded prior to use instead of ``--prior`` (tests inject an analytic
     denoiser this way). ``stream``: where the progress lines go (stderr)."""
-    from medrecon.errors import InputError
-
     samplers = parse_list(args.samplers, "--samplers", kind=str)
     device = None if args.device in (None, "auto") else args.device
     if args.protocol == "starter":
@@ -84,8 +81,6 @@ def run(args, *, prior=None, stream=None) -> int:
                           steps=args.steps, device=device, batch_size=args.batch_size, seed=args.seed,
                           overwrite=args.overwrite, command=getattr(args, "command_line", "medrecon reproduce starter"))
         return 0
-    from pathlib import Path
-
     from medrecon.reproduce.protocols import make_protocol
     from medrecon.reproduce.run import reproduce
 

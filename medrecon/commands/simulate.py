@@ -4,7 +4,7 @@ acquisition flags ``medrecon reconstruct`` shares (:func:`add_acquisition`, :fun
 
 from __future__ import annotations
 
-from .arguments import add_modality, positive_int
+from .arguments import add_modality, options_from, positive_int
 
 HELP = ("simulate sparse-view CT sinograms or undersampled multi-coil k-space from a study, saved with their "
         "acquisition record")
@@ -43,8 +43,6 @@ def add_acquisition(parser) -> None:
 def acquisition_options(args):
     """The :class:`~medrecon.acquisition.AcquisitionOptions` the flags ask for."""
     from medrecon.acquisition import AcquisitionOptions  # torch, only when running
-
-    from .arguments import options_from
 
     return options_from(AcquisitionOptions, args, smooth_phase=not args.no_phase)
 

@@ -1,4 +1,4 @@
-"""The starter corpus: real CT and MR scans from PyPI and Debian packages (../shared/DATA.md).
+"""The starter corpus: real CT and MR scans from PyPI and Debian packages (docs/studies.md).
 
 - :mod:`medrecon.data.sources`: the sources table and THE train/validation split (by patient),
   read by every command that trains, tunes or reports: :func:`training_sources`,

@@ -4,7 +4,7 @@ For each source of :mod:`medrecon.data.sources` this
 
 1. obtains the package with its ordinary client: ``python -m pip download`` (the pyradiomics sdist by
    its exact file address and sha256, because pip discards it when asked for ``pyradiomics==3.1.0``:
-   its metadata says 3.0.1a1; should that fail, ../shared/DATA.md's workaround ``TMPDIR=$D pip download
+   its metadata says 3.0.1a1; should that fail, the workaround ``TMPDIR=$D pip download
    --no-clean --no-deps --no-binary pyradiomics pyradiomics==3.1.0``, which exits non-zero but leaves
    the unpacked sdist under ``$D/pip-download-*/``) or ``apt-get download NAME`` (Debian), or, with
    ``local``, finds the package file or the extracted image in a folder instead of the network;
@@ -367,7 +367,7 @@ class _Packages:
         )
 
     def _pip_unpacked_sdist(self, source: Source, *, first_error: str) -> Package:
-        """DATA.md's workaround: pip discards the sdist (wrong metadata version) but with --no-clean
+        """The workaround: pip discards the sdist (wrong metadata version) but with --no-clean
         leaves it unpacked under $TMPDIR/pip-download-*/."""
         folder = self.work / "pip" / f"{source.package}-unpacked"
         tmp = folder / "tmp"

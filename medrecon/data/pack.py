@@ -21,13 +21,18 @@ Validation sources are packed only when asked for (``--only``), as training neve
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 import torch.nn.functional as F
 
+from medrecon.data import load_starter
+from medrecon.data.fetch import MANIFEST_NAME, read_manifest, resolve_dest, sha256_file
+from medrecon.data.sources import get_source, training_sources
 from medrecon.errors import InputError
+from medrecon.io.atomic import atomic_output
 
 CT_PACK_WINDOW = (-1000.0, 2000.0)
 
@@ -68,8 +73,6 @@ def _storage(values: np.ndarray, modality: str) -> tuple[np.ndarray, float, floa
 def _save_gzip9(image, path: Path) -> None:
     """``.nii.gz`` at gzip level 9 with a zero timestamp (nibabel writes level 1): smaller, and the
     same bytes for the same volume."""
-    import gzip
-
     plain = path.with_name(path.name[: -len(".gz")])
     image.to_filename(str(plain))
     with (open(plain, "rb") as src, open(path, "wb") as raw,
@@ -82,11 +85,6 @@ def pack(source_dir, out, *, size: int = 256, ids=None, overwrite: bool = False,
     """Write the pack of the starter folder ``source_dir`` (default: ``medrecon data fetch``'s) to the
     new folder ``out`` (atomically): the training split, or ``ids``. Returns ``out``."""
     import nibabel as nib
-
-    from medrecon.data import load_starter
-    from medrecon.data.fetch import MANIFEST_NAME, read_manifest, resolve_dest, sha256_file
-    from medrecon.data.sources import get_source, training_sources
-    from medrecon.io.atomic import atomic_output
 
     if int(size) < 8:
         raise InputError(f"--size must be at least 8, got {size}")

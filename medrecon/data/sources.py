@@ -1,6 +1,6 @@
 """The starter corpus: the real CT and MR scans that ship inside PyPI and Debian packages.
 
-This is the sources table of ../shared/DATA.md as data, and THE train/validation split of the
+This is the sources table (docs/studies.md, "The starter corpus") as data, and THE train/validation split of the
 project, encoded once, here: every command that trains, tunes or reports reads the split from
 :func:`training_sources` / :func:`validation_sources` (or :data:`SPLIT`), never from its own list.
 

@@ -1,7 +1,7 @@
 """The evaluation settings of medrecon's own benchmarks: setting -> acquisition -> problem.
 
-A :class:`Setting` is one acquisition of the benchmark tables (ALGORITHMS.md conventions, restated
-in docs/benchmarks.md): CT 23 parallel views (``uniform``) and 60 fan-beam views (full scan); MR 8
+A :class:`Setting` is one acquisition of the benchmark tables (docs/benchmarks.md; the conventions are
+those of docs/conventions.md): CT 23 parallel views (``uniform``) and 60 fan-beam views (full scan); MR 8
 simulated coils with smooth phase and ``equispaced_fraction`` masks (seed ``"bench"``) at 4x and 8x;
 each noiseless and noisy (CT Gaussian noise, std 1% of each slice's clean sinogram maximum; MR
 complex Gaussian 0.02 per complex value of the orthonormal k-space; :mod:`medrecon.simulation`);

@@ -30,7 +30,7 @@ Conventions (the same as fastMRI's data loader, ``fastmri/data/mri_data.py``, an
   ``[padding_left, padding_right)`` were never acquired (fastMRI's VarNet zeroes its mask there).
 - **Targets.** ``reconstruction_rss`` is ``center_crop(rss(ifft2c(kspace)), (320, 320))``, RSS over
   coils; :func:`rss_image` computes it from k-space. A crop of ``crop`` out of ``size`` starts at
-  ``(size - crop) // 2`` (:func:`center_crop`). The evaluation protocol of ../ALGORITHMS.md compares
+  ``(size - crop) // 2`` (:func:`center_crop`). The fastMRI evaluation protocol (docs/reproduce.md) compares
   against ``reconstruction_rss``.
 
 Reading (:func:`read_fastmri_h5`) loads only the requested slices (an HDF5 hyperslab read); the

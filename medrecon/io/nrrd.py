@@ -112,10 +112,9 @@ def read_nrrd(path: str | Path) -> NrrdVolume:
 def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis: int | None = None):
     """Read a 3-D NRRD volume as a :class:`~medrecon.study.Study` (axial slices by default). The
     modality: the caller's, else the sidecar's or the ``medrecon_modality`` field's."""
-    # torch and the Study type load here, not at the top: read_nrrd serves medrecon.data's conversion, which runs without torch
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - this module stays torch-free: read_nrrd serves medrecon.data's conversion
 
-    from medrecon.study import Study, axis_closest_to, to_study_layout  # noqa: PLC0415
+    from medrecon.study import Study, axis_closest_to, to_study_layout  # noqa: PLC0415 - torch, as above
 
     volume = read_nrrd(path)
     tag = volume.header.get(NRRD_KEY.lower())
@@ -131,7 +130,7 @@ def read_nrrd_study(path: str | Path, *, modality: str | None = None, slice_axis
 
 def write_nrrd(study, path: str | Path, *, overwrite: bool = False, sidecar: bool = True) -> Path:
     """Write a study as a NRRD file (module docstring), atomically, with its JSON sidecar."""
-    from medrecon.study import file_layout  # noqa: PLC0415 - torch; this module stays torch-free for read_nrrd
+    from medrecon.study import file_layout  # noqa: PLC0415 - torch, as in read_nrrd_study
 
     path = Path(path)
     if not path.name.lower().endswith(".nrrd"):

@@ -18,7 +18,7 @@ common parameterisations into ``D``:
 - :class:`GaussianDenoiser`: the exact denoiser of a Gaussian image distribution, the analytic
   prior the samplers are tested against.
 
-Complex MR images (DESIGN.md): :class:`PhaseAlignedDenoiser` applies a real prior to
+Complex MR images (docs/priors.md, "Adapters"): :class:`PhaseAlignedDenoiser` applies a real prior to
 ``Re(x e^{-i phi})`` with ``phi`` the smooth phase of the fully sampled k-space centre
 (:func:`low_resolution_phase`), keeps ``Im(x e^{-i phi})`` and turns the result back;
 :class:`TwoChannelDenoiser` feeds a two-channel (real, imaginary) prior. For complex images

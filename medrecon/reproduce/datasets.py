@@ -3,8 +3,7 @@
 Each loader checks the root folder and lists its volumes when it is called (so a missing or wrongly
 laid out root fails at once, with a one-line message naming the path and the expected layout), and
 returns a :class:`DatasetItems`: a lazy sequence that reads and normalises one volume per item,
-exactly as the protocols of ../shared/ALGORITHMS.md ("Protocols the reproduction commands follow")
-prescribe.
+exactly as the published protocols prescribe (docs/reproduce.md, the table of protocols).
 
 - :func:`lidc_volumes`: LIDC-IDRI as downloaded from TCIA,
   ``root/LIDC-IDRI-XXXX/<study>/<series>/*.dcm``. Per patient, the CT series with the most slices

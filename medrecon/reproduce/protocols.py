@@ -1,5 +1,4 @@
-"""The reproduction protocols: one per published table (../shared/ALGORITHMS.md, "Protocols the
-reproduction commands follow").
+"""The reproduction protocols: one per published table (docs/reproduce.md states each).
 
 A protocol is a small dataclass that knows its dataset loader (:mod:`medrecon.reproduce.datasets`),
 its settings (views or accelerations), the published numbers of its table, how to turn one
@@ -503,7 +502,7 @@ class FastmriProtocol(Protocol):
     unit: ClassVar[str] = "volume"
     published: ClassVar[tuple[Published, ...]] = (
         Published("4x", "dds", "DDS (99 NFE)", 34.88, 0.954, _DDS,
-                  "fastMRI knee, uniform 1D x4 mask; the paper's target is not restated in ALGORITHMS.md"),
+                  "fastMRI knee, uniform 1D x4 mask; the paper's target (RSS or MVUE) is not recorded with this number"),
         Published("4x", "dds", "DDS (49 NFE, M = 5)", 34.61, None, _DDS),
         Published("4x", "score_sde", "Score-MRI (4000 NFE)", 33.25, None, _DDS),
         Published("4x", "dps", "DPS (1000 NFE)", 30.56, None, _DDS),

@@ -8,7 +8,7 @@ and scores each result; a progress line per result goes to stderr. OUTDIR gets
 - ``results.csv``: one row per volume x setting x method (PSNR, SSIM, NMSE where defined, seconds
   per slice, NFE, slices, the data range, the method's details);
 - ``summary.md``: the protocol stated, then a Markdown table of mean +- std per setting x method
-  with the published numbers of ../shared/ALGORITHMS.md in their own columns, then the published
+  with the papers' published numbers (docs/reproduce.md) in their own columns, then the published
   numbers that no row of ours matches;
 - ``summary.json``: the same table, the protocol, the prior, the sampler settings, every volume's
   acquisition (views and angles, mask columns and sampled fraction), versions and timings;
@@ -89,7 +89,6 @@ def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS
         progress: :func:`~medrecon.reconstruct.reconstruct`'s step-level progress line (None: when
             stderr is a terminal); the per-result lines are always written to ``stream``.
     """
-
     t_start = time.perf_counter()
     stream = stream if stream is not None else sys.stderr
     settings = protocol.settings(values)
@@ -315,7 +314,7 @@ def _markdown(protocol: Protocol, summary: dict) -> str:
         "",
         f"## Results: ours (mean ± std over {unit}) and published",
         "",
-        "Our columns come from this run; the **Published** columns are the papers' numbers (ALGORITHMS.md), "
+        "Our columns come from this run; the **Published** columns are the papers' numbers, "
         "on their data and settings, for the same method where one exists.",
         "",
         f"| Setting | Method | {unit.capitalize()} | Ours: PSNR (dB) | Ours: SSIM | Ours: NMSE | Ours: s/slice | Ours: NFE "

@@ -1,7 +1,7 @@
 """Steps the conditional samplers share: diffusion noise, Tweedie's epsilon, and data consistency.
 
 Every sampler works in sigma-space (``x = x0 + sigma n``) on batches of slices and reuses these
-functions rather than copying them (DESIGN.md). Data-consistency weights are relative to the
+functions rather than copying them. Data-consistency weights are relative to the
 operator's scale: ``gamma = gamma_rel / ||A||^2`` (``op.norm_sq()``).
 """
 

@@ -1,6 +1,6 @@
 """DDS: the decomposed diffusion sampler (Chung, Lee, Ye, ICLR 2024), in sigma-space.
 
-One step from ``sigma_i`` to ``sigma_{i+1}`` (ALGORITHMS.md):
+One step from ``sigma_i`` to ``sigma_{i+1}`` (docs/samplers.md):
 
 1. Tweedie: ``x0_hat = D(x_i, sigma_i)`` (no clipping), ``eps_hat = (x_i - x0_hat) / sigma_i``;
 2. data consistency: ``x0_tilde`` = ``cg_iters`` CG steps from ``x0_hat`` on ``A^H A x = A^H y``

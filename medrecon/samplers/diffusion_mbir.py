@@ -1,7 +1,7 @@
 """DiffusionMBIR (Chung, Ryu, McCann, Klasky, Ye, CVPR 2023), in sigma-space.
 
 A VE score prior applied slice by slice, the slices of one volume coupled by total variation along
-the slice axis (ALGORITHMS.md). The batch is the S slices of one volume, in order. Each of the
+the slice axis (docs/samplers.md, "Coherent volumes"). The batch is the S slices of one volume, in order. Each of the
 ``N = len(sigmas) - 1`` steps from ``sigma_i`` to ``sigma_{i+1}``:
 
 1. predictor (reverse diffusion): ``x += (s_i^2 - s_{i+1}^2) score(x, s_i) + sqrt(s_i^2 - s_{i+1}^2) z``;
@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 from medrecon.operators.base import complex_dtype_of, real_dtype_of
 from medrecon.operators.noise import as_generator_list
 
@@ -74,8 +74,7 @@ def sample_diffusion_mbir(
         raise InputError(f"DiffusionMBIR couples the slices by TV along z: volume_prior must be 'tv-z', got {volume_prior!r}")
     if not snr > 0:
         raise InputError(f"snr must be > 0, got {snr}")
-    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-        raise InputError(f"cg_iters must be an integer >= 1, got {cg_iters!r}")
+    cg_iters = positive_int(cg_iters, "cg_iters")
     admm = TVzADMM(op, y, lam_rel=tv_lam_rel, rho_rel=tv_rho_rel, boundary=tv_boundary)
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).tolist()
     gens = as_generator_list(generator, y.shape[0])

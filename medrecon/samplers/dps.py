@@ -1,6 +1,6 @@
 """DPS: diffusion posterior sampling (Chung et al., ICLR 2023), in sigma-space.
 
-At each noise level ``sigma_i`` (ALGORITHMS.md), with gradients on:
+At each noise level ``sigma_i`` (docs/samplers.md), with gradients on:
 
 1. ``x0_hat = D(x_i, sigma_i)``, clipped to ``clip`` (the data range) when given;
 2. the unconditional ancestral step (DDPM's, as Euler-ancestral in sigma-space):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 
 from .registry import presets_file, sampler_spec
 
@@ -83,6 +83,27 @@ class SamplerSettings:
                 "sigma_max": self.sigma_max, "sigma_min": self.sigma_min, "options": dict(self.options), "nfe": self.nfe}
 
 
+def check_overrides(sampler: str, overrides: dict, *, adapter: bool = False) -> None:
+    """Refuse overrides that are no option of ``sampler`` (its function's keyword options and the
+    schedule keys; with ``adapter`` also :data:`ADAPTER_OPTIONS`) or have the wrong type, naming
+    the option, what it takes and what was given. Needs no task: commands check before any work."""
+    spec = sampler_spec(sampler)
+    accepted = spec.options
+    extra = set(ADAPTER_OPTIONS) if adapter else set()
+    unknown = sorted(set(overrides) - accepted - set(SCHEDULE_KEYS) - extra)
+    if unknown:
+        raise InputError(f"{sampler} has no option {unknown}; its options: {sorted(accepted)} and {list(SCHEDULE_KEYS)}"
+                         + (f" and {list(ADAPTER_OPTIONS)}" if adapter else ""))
+    for name, value in overrides.items():
+        if name in accepted:
+            spec.check_option(name, value)
+        elif name == "schedule":
+            if value not in ("karras", "geometric"):
+                raise InputError(f"schedule must be karras or geometric, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{name} takes a number, got {value!r}")
+
+
 def sampler_settings(sampler: str, task: str, *, steps: int | None = None, **overrides) -> SamplerSettings:
     """The preset of ``sampler`` for ``task`` with ``steps`` and any option overridden.
 
@@ -92,23 +113,14 @@ def sampler_settings(sampler: str, task: str, *, steps: int | None = None, **ove
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; known: {TASKS}")
     preset = dict(spec.presets()[task])
-    accepted = spec.options
-    unknown = sorted(set(overrides) - accepted - set(SCHEDULE_KEYS))
-    if unknown:
-        raise InputError(f"{sampler} has no option {unknown}; its options: {sorted(accepted)} and {list(SCHEDULE_KEYS)}")
-    for name, value in overrides.items():
-        if name in accepted:
-            spec.check_option(name, value)
-        elif name != "schedule" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise InputError(f"{name} takes a number, got {value!r}")
+    check_overrides(sampler, overrides)
     preset.update(overrides)
     if steps is not None:
         preset["steps"] = steps
-    n = preset.pop("steps")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"steps must be a positive integer, got {n!r}")
+    n = positive_int(preset.pop("steps"), "steps")
     schedule = {k: preset.pop(k) for k in SCHEDULE_KEYS[1:]}
     return SamplerSettings(sampler, task, n, schedule["schedule"], float(schedule["sigma_max"]), float(schedule["sigma_min"]), preset)
 
 
-__all__ = ["ADAPTER_OPTIONS", "SamplerSettings", "TASKS", "adapter_settings", "load_presets", "sampler_settings", "task_name"]
+__all__ = ["ADAPTER_OPTIONS", "SamplerSettings", "TASKS", "adapter_settings", "check_overrides", "load_presets", "sampler_settings",
+           "task_name"]

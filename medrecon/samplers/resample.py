@@ -22,7 +22,7 @@ s_{N-1}`` and ``z = s_0 n`` (item i's noise from generator i), step ``i`` (``s =
      ``(I + gamma A^H A) x = decode(z0_hat) + gamma A^H y`` with ``gamma = gamma_rel / ||A||^2`` for
      noisy data (:class:`~medrecon.samplers.consistency.CGDataConsistency`, DDS's step); then
      ``z0* = encode(x*)``. (The paper solves this least-squares problem by gradient steps; it is
-     linear, so CG is the natural solver, as ALGORITHMS.md notes.)
+     linear, so CG is the natural solver.)
    - last third, **latent space**: ``z0* = argmin_z ||y - A decode(z)||^2`` approximated by
      ``latent_iters`` steps of Adam (``torch.optim.Adam``, learning rate ``latent_lr``) started at
      ``z0_hat``. Adam is invariant to the scale of the loss, so no operator-norm normalisation is

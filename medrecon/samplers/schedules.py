@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 
 
 def _check(n_steps: int, sigma_min: float, sigma_max: float) -> None:
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise InputError(f"n_steps must be a positive integer, got {n_steps!r}")
+    positive_int(n_steps, "n_steps")
     if not 0 < sigma_min < sigma_max:
         raise InputError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
 

@@ -9,7 +9,7 @@ selection of what was measured (:func:`full_transform`):
   k-spaces are projected one by one and combined by least squares, and the final hard projection
   is ``FINAL_CG_ITERS`` CG steps on the normal equations from the last estimate);
 - CT: ``T`` the full-view sinogram on the uniform grid of views that contains the measured ones
-  (ALGORITHMS.md: ``N k`` views, ``k = ceil(side / N)``, for the ``uniform`` convention; the
+  (``N k`` views, ``k = ceil(side / N)``, for the ``uniform`` convention; the
   ``side``-view grid for ``song``), ``Lambda`` the measured views, and ``T^-1`` its FBP;
 - non-Cartesian MRI (radial, spiral, any NUFFT operator): there is no full transform with a
   subset ``Lambda`` to project onto (the samples lie off any grid), so the projection is replaced

@@ -14,7 +14,7 @@ the diffusion steps (:class:`TVzADMM` holds them):
 2. ``v = soft(D_z x + u, lam / rho)``;
 3. ``u = u + D_z x - v``.
 
-Weights are relative (DESIGN.md): ``rho = rho_rel ||A||^2``, ``lam = lam_rel ||A||^2`` and
+Weights are relative (docs/conventions.md, "Weights"): ``rho = rho_rel ||A||^2``, ``lam = lam_rel ||A||^2`` and
 ``gamma = gamma_rel / ||A||^2``, so the threshold ``lam / rho = lam_rel / rho_rel`` is in image
 units and one setting means the same for any geometry. The CG of the x-update is one system over
 the whole volume (inner products over all slices), not a system per slice.

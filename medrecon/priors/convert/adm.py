@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 
 from .tensors import Move, check_flag_types
 
@@ -80,8 +80,7 @@ class AdmFlags:
         object.__setattr__(self, "channel_mult", tuple(float(m) for m in self.channel_mult))
         object.__setattr__(self, "attention_resolutions", tuple(int(r) for r in self.attention_resolutions))
         for name in ("image_size", "in_channels", "num_channels", "num_res_blocks", "diffusion_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise InputError(f"ADM flags: {name} must be a positive integer, got {getattr(self, name)!r}")
+            positive_int(getattr(self, name), f"ADM flags: {name}")
         if not self.channel_mult or any(m <= 0 for m in self.channel_mult):
             raise InputError(f"ADM flags: channel_mult must list positive multipliers, got {self.channel_mult}")
         if any(w % GROUPS for w in self.widths):

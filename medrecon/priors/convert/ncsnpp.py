@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, positive_int
 
 from .tensors import Move, check_flag_types, tensor_dict
 
@@ -80,8 +80,7 @@ class NcsnppFlags:
         object.__setattr__(self, "attn_resolutions", tuple(int(r) for r in self.attn_resolutions))
         object.__setattr__(self, "fir_kernel", tuple(int(k) for k in self.fir_kernel))
         for name in ("image_size", "num_channels", "nf", "num_res_blocks"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise InputError(f"NCSN++ flags: {name} must be a positive integer, got {getattr(self, name)!r}")
+            positive_int(getattr(self, name), f"NCSN++ flags: {name}")
         if not self.ch_mult or any(m < 1 for m in self.ch_mult):
             raise InputError(f"NCSN++ flags: ch_mult must list positive integers, got {self.ch_mult}")
         if self.image_size % 2 ** (len(self.ch_mult) - 1):

@@ -39,7 +39,7 @@ PRIOR_DIR = "prior"  # the exported prior folder inside the training folder
 
 @dataclass(frozen=True)
 class TrainConfig(JSONConfig):
-    """One training run (EDM recipe of ../shared/GPU.md). ``batch_size`` is per process."""
+    """One training run (the EDM recipe of docs/priors.md, "Training"). ``batch_size`` is per process."""
 
     steps: int = 1000
     batch_size: int = 8
