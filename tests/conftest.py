@@ -4,7 +4,9 @@
   option) skip where astra cannot be loaded, as on a CUDA-13-only GPU image; every other test must
   pass there, the CT operators falling back to the torch builder.
 - Fixtures hand out the builders of :mod:`tests.support` (small priors, problems, generators) and,
-  once per session, prior folders for command-line tests.
+  once per session, prior folders for command-line tests. Folders with fixtures of their own:
+  medrecon/commands/conftest.py (a 64x64 MR study and prior), medrecon/priors/conftest.py (training
+  slices). Writers of synthetic raw-data and dataset files: :mod:`tests.support_files`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """scripts/gpu-priors.sh, the one-call GPU training of the larger priors, run on the CPU with a tiny
 budget and a tiny network: it trains both stages for both modalities within the budget, measures
-them, and leaves at most 8 files of at most 16 MiB that hold loadable priors."""
+them, and leaves at most 8 files of at most 16 MiB that hold loadable priors; and
+scripts/gpu-fast-path.sh on a tiny volume. Each runs about a minute on 2 CPU cores: ``-m slow``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+import pytest
 
 from medrecon.data.fetch import MANIFEST_FORMAT, sha256_file
 from medrecon.priors.hub import load_prior
@@ -25,6 +28,7 @@ FILES = {
 TINY = {"sample_size": 32, "block_out_channels": [8, 16], "attention_levels": [1], "norm_num_groups": 4, "layers_per_block": 1}
 
 
+@pytest.mark.slow  # about 65 s on 2 CPU cores: both stages of both modalities, then their benchmarks
 def test_gpu_priors_script_with_a_tiny_budget_on_the_cpu(tmp_path):
     starter = tmp_path / "starter"  # the shipped slices of two training and the two validation patients
     starter.mkdir()
@@ -59,6 +63,7 @@ def test_gpu_priors_script_with_a_tiny_budget_on_the_cpu(tmp_path):
         assert (augmentation is not None) == (m == "mr")
 
 
+@pytest.mark.slow  # about 65 s on 2 CPU cores: the shipped CT prior, eager and fast, three samplers
 def test_gpu_fast_path_script_with_a_tiny_volume_on_the_cpu(tmp_path):
     # scripts/gpu-fast-path.sh end to end on the CPU: a 2-slice volume, a few steps; the tables and
     # the JSON come back in the output folder (the torchrun part needs several GPUs and is skipped)

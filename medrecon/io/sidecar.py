@@ -49,11 +49,14 @@ STEM_SUFFIXES = ("", ".nii.gz", ".nii", ".nrrd", ".h5", ".hdf5")
 
 def check_sidecar_free(image_path: str | Path, side: str | Path | None = None) -> None:
     """Refuse to write the JSON ``side`` (default: :func:`sidecar_path`) of ``image_path`` when it
-    belongs to another output of the same stem that exists (``recon.nii.gz`` and ``recon.nrrd``
-    would both own ``recon.json``) — even with overwrite: replacing it would strip the other
-    image of its record. The message says how to avoid it."""
+    exists and belongs to another output of the same stem that exists (``recon.nii.gz`` and
+    ``recon.nrrd`` would both own ``recon.json``) — even with overwrite: replacing it would strip
+    the other image of its record. A same-stem file or folder without the record takes nothing
+    from anyone. The message says how to avoid it."""
     image_path = Path(image_path)
     side = Path(side) if side is not None else sidecar_path(image_path)
+    if not side.exists():
+        return
     stem = side.name[: -len(".json")]
     for suffix in STEM_SUFFIXES:
         other = side.with_name(stem + suffix)

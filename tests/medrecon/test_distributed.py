@@ -7,38 +7,28 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from medrecon.distributed import init_if_launched, rank_device, shard, world
+from medrecon.distributed import init_if_launched, rank_device, reconstruct_sharded, shard, world
 from medrecon.errors import InputError
-from medrecon.distributed import reconstruct_sharded
+from medrecon.priors.execution import NetworkExecution
 from medrecon.reconstruct import reconstruct
+from tests.support import CT_SAMPLE, ROOT, gaussian_prior, saved_unet_prior, small_ct_problem, unet_prior
 
-from .test_reconstruct import CT_SAMPLE, gaussian_prior, small_ct_problem, tiny_prior
-
-ROOT = Path(__file__).resolve().parents[2]
-KWARGS = dict(sampler="dds", steps=4, options={"cg_iters": 5}, samples=2, seed=11, batch_size=2, progress=False)
+# fp32 eager on every CPU: with native bf16 (auto's choice there) a network's rounding depends on the
+# batch's composition, which sharding changes; the sharding, not bf16, is what is tested here
+KWARGS = dict(sampler="dds", steps=4, options={"cg_iters": 5}, samples=2, seed=11, batch_size=2, progress=False,
+              execution=NetworkExecution.plain())
 
 
 def network_prior():
     """A tiny untrained UNet prior on 8x8 CT images, the same on every rank (seeded): its run
     record (compile/first-call seconds) differs between ranks, its settings do not."""
-    from medrecon.priors.denoiser import EDMDenoiser
-    from medrecon.priors.hub import Prior, PriorCard
-    from medrecon.priors.networks import UNetConfig, build_unet
-    from medrecon.priors.normalisation import Normalisation
-
-    torch.manual_seed(0)
-    net = build_unet(UNetConfig(sample_size=8, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4,
-                                layers_per_block=1)).eval()
-    card = PriorCard(name="tiny-net-ct", modality="CT", image_size=8, channels=1, parameterisation="edm",
-                     normalisation=Normalisation.for_modality("CT").to_dict())
-    return Prior(EDMDenoiser(net), net, card, Path("."))
+    return unet_prior("CT", 8, attention=False)
 
 
 def _torchrun(nproc: int, *args, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -80,15 +70,16 @@ _SHARDED_SCRIPT = textwrap.dedent(
     import torch.distributed as dist
     from medrecon.distributed import world
     from medrecon.distributed import reconstruct_sharded
-    from tests.medrecon.test_distributed import KWARGS, network_prior
-    from tests.medrecon.test_reconstruct import gaussian_prior, small_ct_problem
+    from medrecon.priors.execution import NetworkExecution
+    from tests.support import gaussian_prior, small_ct_problem, unet_prior
 
+    KWARGS = {kwargs}  # the test module's KWARGS; the prior is network_prior()'s
     out = sys.argv[1]
     rank = int(os.environ["RANK"])
     prior = gaussian_prior()
     assert not dist.is_initialized()
     odd, _ = small_ct_problem(n=5)
-    result = reconstruct_sharded(odd, network_prior(), **KWARGS)  # initialises the group (gloo) and keeps it
+    result = reconstruct_sharded(odd, unet_prior("CT", 8, attention=False), **KWARGS)  # initialises the group (gloo) and keeps it
     assert dist.is_initialized() and dist.get_backend() == "gloo" and world()[:2] == (rank, 2)
     if rank == 0:
         torch.save({"mean": result.mean, "std": result.std}, out + "/five.pt")
@@ -108,7 +99,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
 
 def test_two_gloo_processes_give_the_one_process_volume(tmp_path):
     script = tmp_path / "sharded.py"
-    script.write_text(_SHARDED_SCRIPT)
+    script.write_text(_SHARDED_SCRIPT.replace("{kwargs}", repr(KWARGS)))
     proc = _torchrun(2, script, tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     prior = gaussian_prior()
@@ -139,8 +130,9 @@ def test_two_gloo_processes_give_the_one_process_volume(tmp_path):
 def test_torchrun_cli_writes_the_one_process_volume(tmp_path):
     from medrecon.commands import main
 
-    prior = tiny_prior(tmp_path / "tiny-ct", "CT")
-    flags = ["--modality", "ct", "--slices", "0:3", "--steps", "1", "--prior", prior, "--batch-size", "2", "--quiet"]
+    prior = saved_unet_prior(tmp_path / "tiny-ct", "CT")
+    flags = ["--modality", "ct", "--slices", "0:3", "--steps", "1", "--prior", prior, "--batch-size", "2", "--quiet",
+             "--precision", "fp32"]  # the same arithmetic on every CPU (see KWARGS)
     single = tmp_path / "single.nii.gz"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the children (OMP_NUM_THREADS=1): the same reduction order

@@ -5,7 +5,6 @@ the study's grid and geometry, checked with readers other than medrecon's."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -16,28 +15,15 @@ from medrecon.commands import main
 from medrecon.grid import GridMap, centre_block, crop_or_pad_kspace
 from medrecon.io.studies import load_study, save_study
 from medrecon.operators import CTProjector, ParallelBeamGeometry, fft2c
-from medrecon.priors.hub import PriorCard, save_prior
-from medrecon.priors.networks import UNetConfig, build_unet
-from medrecon.priors.normalisation import Normalisation
-
-ROOT = Path(__file__).resolve().parents[2]
-CT_SAMPLE = ROOT / "data" / "ct-lung1-sample.nii.gz"
-CT_DICOM = ROOT / "data" / "ct-lung1-sample-dicom"
-MR_SAMPLE = ROOT / "data" / "mr-brain2-sample.nii.gz"
+from tests import support
+from tests.support import CT_DICOM, CT_SAMPLE, MR_SAMPLE
 
 
 @pytest.fixture(scope="module")
 def small_priors(tmp_path_factory):
     """Untrained tiny priors for 64x64 images (the grid machinery, not quality, is tested here)."""
     root = tmp_path_factory.mktemp("priors64")
-    out = {}
-    for modality in ("CT", "MR"):
-        torch.manual_seed(0)
-        config = UNetConfig(sample_size=64, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1)
-        card = PriorCard(name=f"tiny64-{modality.lower()}", modality=modality, image_size=64, channels=1, parameterisation="edm",
-                         normalisation=Normalisation.for_modality(modality).to_dict(), training={"summary": "untrained (tests)"})
-        out[modality] = save_prior(root / modality, build_unet(config), card)
-    return out
+    return {modality: support.saved_unet_prior(root / modality, modality, size=64) for modality in ("CT", "MR")}
 
 
 def run(*argv) -> int:

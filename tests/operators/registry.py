@@ -8,8 +8,8 @@ compositions. Images are small and not square, so a transposed axis cannot pass 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -44,7 +44,7 @@ class Case:
 
     def param(self):
         """The case as a pytest parameter (marked ``astra`` where it needs it)."""
-        import pytest  # noqa: PLC0415
+        import pytest
 
         return pytest.param(self, id=self.name, marks=[pytest.mark.astra] if self.needs_astra else [])
 
@@ -138,7 +138,8 @@ CASES: list[Case] = [
     Case("real-image-per-slice-phase", lambda: RealImageEmbedding((1, H, W), torch.linspace(-2, 2, 3 * H * W).reshape(3, 1, H, W))),
     Case(
         "compose-sense-real-image",
-        lambda: MultiCoilMRI(_maps(3), _mask("equispaced")) @ RealImageEmbedding((1, H, W), torch.rand(3, 1, H, W, generator=torch.Generator().manual_seed(5))),
+        lambda: MultiCoilMRI(_maps(3), _mask("equispaced"))
+        @ RealImageEmbedding((1, H, W), torch.rand(3, 1, H, W, generator=torch.Generator().manual_seed(5))),
     ),
     Case("chunked-ct", lambda: SliceChunkedOperator(CTProjector(_parallel()), 2)),
     Case("chunked-sense-per-slice-maps", lambda: SliceChunkedOperator(MultiCoilMRI(_maps(3), _mask("gaussian1d")), 2)),

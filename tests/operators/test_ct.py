@@ -238,6 +238,7 @@ def test_builder_runs_on_any_device_argument():
     assert mat.layout == torch.sparse_csr and mat.dtype == torch.float64
 
 
+@pytest.mark.slow  # about 13 s on 2 CPU cores: a second pytest over the CT operator tests
 def test_suite_skips_astra_tests_where_astra_cannot_load(tmp_path):
     """On a machine where ``import astra`` fails (the CUDA-13 GPU image), tests that ask for astra
     skip with the reason, and the CT operators' own tests pass with the torch builder."""

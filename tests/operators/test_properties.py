@@ -9,7 +9,6 @@ import torch
 from .registry import CASES, batch_of, random_input
 
 
-
 def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``<a, b> = sum(conj(a) * b)`` (complex for complex tensors)."""
     return torch.sum(a.conj() * b) if a.is_complex() else torch.sum(a * b)

@@ -134,7 +134,7 @@ def test_sigpy_sense_with_mask_weights_is_our_operator(n_coils):
     sense = sigpy.mri.linop.Sense(maps, weights=mask.numpy().astype(np.float64))
     x = _images(dtype=torch.complex128)[:1]
     np.testing.assert_allclose(sense(x[0, 0].numpy()), op(x)[0].numpy(), atol=1e-12)
-    k = torch.from_numpy(np.random.default_rng(1).standard_normal((op.out_shape)) + 0j)[None]
+    k = torch.from_numpy(np.random.default_rng(1).standard_normal(op.out_shape) + 0j)[None]
     np.testing.assert_allclose(sense.H(k[0].numpy()), op.adjoint(k)[0, 0].numpy(), atol=1e-12)
 
 

@@ -1,6 +1,5 @@
 """The prior benchmark's machinery on the real validation sample and a tiny (untrained) prior."""
 
-from pathlib import Path
 
 import torch
 
@@ -9,8 +8,7 @@ from medrecon.io.studies import load_study
 from medrecon.priors.hub import PriorCard, load_prior, save_prior
 from medrecon.priors.networks import UNetConfig, build_unet
 from medrecon.priors.normalisation import Normalisation, resample_slices
-
-DATA = Path(__file__).resolve().parents[2] / "data"
+from tests.support import MR_SAMPLE
 
 
 def test_table_and_grid(tmp_path):
@@ -18,7 +16,7 @@ def test_table_and_grid(tmp_path):
     net = build_unet(UNetConfig(sample_size=32, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1))
     card = PriorCard("tiny-mr", "MR", 32, 1, "edm", Normalisation.for_modality("MR").to_dict())
     prior = load_prior(save_prior(tmp_path / "tiny", net, card))
-    study = load_study(DATA / "mr-brain2-sample.nii.gz", modality="MR")
+    study = load_study(MR_SAMPLE, modality="MR")
     clean = resample_slices(Normalisation.from_dict(prior.card.normalisation).apply(study.voxels)[:3], 32)
     rows = denoising_table(prior, clean, [0.1, 0.3])
     assert [r["sigma"] for r in rows] == [0.1, 0.3]
@@ -36,7 +34,7 @@ def test_contrast_shift_rows_denoise_the_remapped_slices():
     from medrecon.contrast import remap
 
     prior = load_prior("mr-starter")
-    study = load_study(DATA / "mr-brain2-sample.nii.gz", modality="MR")
+    study = load_study(MR_SAMPLE, modality="MR")
     clean = resample_slices(Normalisation.from_dict(prior.card.normalisation).apply(study.voxels)[3:4], prior.card.image_size)
     plain = denoising_table(prior, clean, [0.1])[0]
     inverted = denoising_table(prior, remap(clean, "invert"), [0.1])[0]
@@ -49,7 +47,7 @@ def test_latent_prior_table_and_grid_with_the_shipped_latent_prior(tmp_path):
     from medrecon.benchmarks.prior import latent_denoising_table
 
     prior = load_prior("mr-starter-latent")
-    study = load_study(DATA / "mr-brain2-sample.nii.gz", modality="MR")
+    study = load_study(MR_SAMPLE, modality="MR")
     clean = resample_slices(Normalisation.from_dict(prior.card.normalisation).apply(study.voxels)[:2], prior.card.image_size)
     rows, round_trip = latent_denoising_table(prior, clean, [0.5])
     from medrecon.benchmarks.prior import _psnr

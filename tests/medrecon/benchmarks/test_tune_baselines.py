@@ -1,13 +1,11 @@
 """The tuning command's search on the 64x64 training slices shipped in data/train (small grids)."""
 
-from pathlib import Path
 
 import torch
 
 from medrecon.benchmarks import tune_baselines as tune
 from medrecon.io.studies import load_study
-
-TRAIN = Path(__file__).resolve().parents[2] / "data" / "train"
+from tests.support import CT_TRAIN, MR_TRAIN
 
 
 def test_search_rows_and_markdown(monkeypatch):
@@ -15,8 +13,8 @@ def test_search_rows_and_markdown(monkeypatch):
     monkeypatch.setattr(tune, "CT_GRIDS", {"tv_pdhg": ("lam_rel", [1e-4, 1e-3]), "sirt": ("n_iter", [10])})
     monkeypatch.setattr(tune, "MR_SETTINGS", [(4, False)])
     monkeypatch.setattr(tune, "MR_GRIDS", {"cg_sense": ("n_iter", [3, 30])})
-    ct = load_study(TRAIN / "ct-lung2-train64.nii.gz", modality="CT").voxels.permute(2, 1, 0).numpy()
-    mr = load_study(TRAIN / "mr-brain1-train64.nii.gz", modality="MR").voxels.permute(2, 1, 0).numpy()
+    ct = load_study(CT_TRAIN, modality="CT").voxels.permute(2, 1, 0).numpy()
+    mr = load_study(MR_TRAIN, modality="MR").voxels.permute(2, 1, 0).numpy()
     with torch.no_grad():
         rows = tune.tune_ct(tune.ct_training_slices(ct, 2, size=64), log=lambda _: None)
         rows += tune.tune_mr(tune.mr_training_slices(mr, 2, size=64), log=lambda _: None)

@@ -1,26 +1,11 @@
-"""The command line: instant help, exit codes, and the README's main job (the demo) end to end."""
+"""`medrecon demo` end to end: the classical baselines on two scans inside pydicom, its figure and
+record, and its refusal to overwrite."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
-import pytest
 
 from medrecon.commands import main
-
-
-def test_help_is_instant_and_does_not_import_torch():
-    code = "import sys; from medrecon.commands import build_parser; build_parser(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
-def test_bad_usage_exits_with_2_and_help_with_0(capsys):
-    assert main(["no-such-command"]) == 2
-    assert "invalid choice: 'no-such-command'" in capsys.readouterr().err
-    assert main(["--help"]) == 0 and "reconstruct" in capsys.readouterr().out
 
 
 def test_demo_runs_end_to_end_and_refuses_to_overwrite(tmp_path, capsys):

@@ -1,10 +1,15 @@
-"""docs/cli.md is generated from the parser and must stay in step with it."""
+"""The command line's parser (medrecon.commands): help is instant and imports no torch, exit codes of
+bad usage, and docs/cli.md, generated from the parser, in step with it."""
 
-from pathlib import Path
+from __future__ import annotations
 
-from medrecon.commands import reference_markdown
+import subprocess
+import sys
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+from medrecon.commands import main, reference_markdown
+from tests.support import ROOT
+
+PAGE = ROOT / "docs" / "cli.md"
 
 
 def test_cli_reference_page_matches_the_parser():
@@ -13,3 +18,15 @@ def test_cli_reference_page_matches_the_parser():
         "docs/cli.md is out of date: regenerate it with "
         "python -c \"from medrecon.commands import reference_markdown; open('docs/cli.md', 'w').write(reference_markdown() + '\\n')\""
     )
+
+
+def test_help_is_instant_and_does_not_import_torch():
+    code = "import sys; from medrecon.commands import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_bad_usage_exits_with_2_and_help_with_0(capsys):
+    assert main(["no-such-command"]) == 2
+    assert "invalid choice: 'no-such-command'" in capsys.readouterr().err
+    assert main(["--help"]) == 0 and "reconstruct" in capsys.readouterr().out

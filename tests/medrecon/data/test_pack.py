@@ -15,9 +15,9 @@ from medrecon.commands import main
 from medrecon.data import load_starter
 from medrecon.data.fetch import MANIFEST_FORMAT, sha256_file
 from medrecon.priors.training import TrainingSlices
+from tests.support import CT_TRAIN, MR_TRAIN
 
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN = {"ct-lung2": ROOT / "data/train/ct-lung2-train64.nii.gz", "mr-brain1": ROOT / "data/train/mr-brain1-train64.nii.gz"}
+TRAIN = {"ct-lung2": CT_TRAIN, "mr-brain1": MR_TRAIN}
 
 
 def starter_folder(base: Path) -> Path:

@@ -6,8 +6,9 @@ The files are written here with h5py directly, in the layout of the public fastM
 attributes. K-space is made from a real MR slice (pydicom's ``MR_small.dcm``, 64 x 64) with numpy's
 FFT in fastMRI's convention (``fastmri.fft2c`` = ifftshift -> fft2(norm="ortho") -> fftshift) and
 smooth coil maps normalised to ``sum_c |S_c|^2 = 1``, so the RSS image of the full k-space is the
-known image; the targets are computed here with numpy as fastMRI defines them,
-``center_crop(rss(ifft2c(kspace)), (320, 320))``.
+known image; the targets are computed with numpy as fastMRI defines them,
+``center_crop(rss(ifft2c(kspace)), (320, 320))``. These writers and references are shared with the
+reproduction tests: tests/support_files.py.
 """
 
 from __future__ import annotations
@@ -29,129 +30,17 @@ from medrecon.io.kspace import (
     rss_image,
     write_fastmri_h5,
 )
-
-# --------------------------------------------------------------------------------------------------
-# reference implementations (numpy, written from fastMRI's definitions)
-
-
-def np_fft2c(x: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_ifft2c(k: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    top, left = (x.shape[-2] - shape[0]) // 2, (x.shape[-1] - shape[1]) // 2
-    return x[..., top:top + shape[0], left:left + shape[1]]
-
-
-def np_rss_target(kspace: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """fastMRI's reconstruction_rss from (slices, coils, H, W) k-space."""
-    return np_crop(np.sqrt((np.abs(np_ifft2c(kspace)) ** 2).sum(axis=1)), shape).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------------
-# data
-
-
-def mr_slice() -> np.ndarray:
-    """pydicom's real 64 x 64 MR slice, normalised to [0, 1]."""
-    pydicom_data = pytest.importorskip("pydicom.data")
-    import pydicom
-
-    pixels = pydicom.dcmread(pydicom_data.get_testdata_file("MR_small.dcm")).pixel_array.astype(np.float64)
-    assert pixels.shape == (64, 64)
-    return (pixels - pixels.min()) / (pixels.max() - pixels.min())
-
-
-def mr_image(size: int) -> np.ndarray:
-    """The MR slice resampled (bilinear) to size x size, non-negative."""
-    img = torch.from_numpy(mr_slice())[None, None]
-    up = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
-    return up[0, 0].clamp_min(0).numpy()
-
-
-def coil_maps(n: int, h: int, w: int) -> np.ndarray:
-    """Smooth complex sensitivities (n, h, w): Gaussian blobs on a ring, phase ramps, sum |S|^2 = 1."""
-    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    maps = []
-    for c in range(n):
-        a = 2 * np.pi * c / n
-        mag = np.exp(-((yy - 0.8 * np.sin(a)) ** 2 + (xx - 0.8 * np.cos(a)) ** 2) / 1.5)
-        maps.append(mag * np.exp(1j * (0.7 * c + 0.5 * yy * np.cos(a) + 0.5 * xx * np.sin(a))))
-    maps = np.stack(maps)
-    return maps / np.sqrt((np.abs(maps) ** 2).sum(axis=0, keepdims=True))
-
-
-def header_xml(enc: tuple[int, int, int], rec: tuple[int, int, int], center: int, maximum: int,
-               *, namespace: bool = True, drop: str | None = None, matrix_y: str | None = None) -> bytes:
-    """An ISMRMRD header as in the public files: declaration, xsi attributes, studyInformation,
-    fields of view, every encoding limit (step_0 and step_2 with other numbers than step_1),
-    trajectory, parallel imaging and sequence parameters. ``drop`` removes one element by tag."""
-    ns = (f' xmlns="{ISMRMRD_NAMESPACE}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
-          ' xmlns:xs="http://www.w3.org/2001/XMLSchema"'
-          f' xsi:schemaLocation="{ISMRMRD_NAMESPACE} ismrmrd.xsd"') if namespace else ""
-
-    def limit(name, lo, hi, mid):
-        return f"<{name}><minimum>{lo}</minimum><maximum>{hi}</maximum><center>{mid}</center></{name}>"
-
-    y = matrix_y if matrix_y is not None else str(enc[1])
-    text = f"""<?xml version="1.0"?>
-<ismrmrdHeader{ns}>
-  <studyInformation><studyTime>12:00:00</studyTime></studyInformation>
-  <measurementInformation><patientPosition>FFS</patientPosition></measurementInformation>
-  <acquisitionSystemInformation><systemVendor>SIEMENS</systemVendor>
-    <receiverChannels>15</receiverChannels></acquisitionSystemInformation>
-  <experimentalConditions><H1resonanceFrequency_Hz>123251815</H1resonanceFrequency_Hz></experimentalConditions>
-  <encoding>
-    <encodedSpace>
-      <matrixSize><x>{enc[0]}</x><y>{y}</y><z>{enc[2]}</z></matrixSize>
-      <fieldOfView_mm><x>280</x><y>160.3</y><z>4.5</z></fieldOfView_mm>
-    </encodedSpace>
-    <reconSpace>
-      <matrixSize><x>{rec[0]}</x><y>{rec[1]}</y><z>{rec[2]}</z></matrixSize>
-      <fieldOfView_mm><x>140</x><y>140</y><z>3</z></fieldOfView_mm>
-    </reconSpace>
-    <encodingLimits>
-      {limit("kspace_encoding_step_0", 0, 5, 3)}
-      {limit("kspace_encoding_step_1", 0, maximum, center)}
-      {limit("kspace_encoding_step_2", 0, 0, 0)}
-      {limit("average", 0, 0, 0)}
-      {limit("slice", 0, 34, 0)}
-    </encodingLimits>
-    <trajectory>cartesian</trajectory>
-    <parallelImaging><accelerationFactor><kspace_encoding_step_1>2</kspace_encoding_step_1>
-      <kspace_encoding_step_2>1</kspace_encoding_step_2></accelerationFactor></parallelImaging>
-  </encoding>
-  <sequenceParameters><TR>2750</TR><TE>27</TE></sequenceParameters>
-</ismrmrdHeader>
-"""
-    if drop is not None:
-        root_free = ET.fromstring(text.encode())
-        for parent in root_free.iter():
-            for child in list(parent):
-                if child.tag.split("}")[-1] == drop and (drop != "center" or
-                                                         parent.tag.endswith("kspace_encoding_step_1")):
-                    parent.remove(child)
-        return ET.tostring(root_free)
-    return text.encode()
-
-
-def write_raw(path, kspace, *, datasets=None, attrs=None, header=None):
-    """A fastMRI-layout file written with h5py directly."""
-    with h5py.File(path, "w") as hf:
-        if header is not None:
-            hf.create_dataset("ismrmrd_header", data=header)
-        if kspace is not None:
-            hf.create_dataset("kspace", data=kspace)
-        for key, value in (datasets or {}).items():
-            hf.create_dataset(key, data=value)
-        for key, value in (attrs or {}).items():
-            hf.attrs[key] = value
-    return path
-
+from tests.support_files import (
+    coil_maps,
+    header_xml,
+    mr_image,
+    mr_slice,
+    np_crop,
+    np_fft2c,
+    np_ifft2c,
+    np_rss_target,
+    write_raw,
+)
 
 # multi-coil knee-like file: 640 x 368 k-space, 320 x 320 target
 KNEE_SLICES, KNEE_COILS, KNEE_H, KNEE_W = 3, 4, 640, 368

@@ -1,10 +1,9 @@
-"""Study layout, NIfTI round trips and refusals, NRRD reading, on the real sample studies."""
+"""NIfTI volumes (medrecon.io.nifti, through medrecon.io.studies) on the real sample studies: the study's
+layout against nibabel, round trips, sagittal slicing, CT as int16 HU, and refusals that leave nothing written."""
 
 from __future__ import annotations
 
 import gzip
-import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,13 +12,8 @@ import torch
 
 from medrecon.errors import InputError
 from medrecon.io.nifti import write_nifti
-from medrecon.io.nrrd import read_nrrd
 from medrecon.io.studies import load_study, save_study, study_format
-from medrecon.study import Study
-
-DATA = Path(__file__).resolve().parents[2] / "data"
-CT_SAMPLE = DATA / "ct-lung1-sample.nii.gz"
-MR_SAMPLE = DATA / "mr-brain2-sample.nii.gz"
+from tests.support import CT_SAMPLE, MR_SAMPLE
 
 
 def test_sample_ct_reads_with_nibabel_geometry():
@@ -84,49 +78,3 @@ def test_refusals_leave_nothing_written(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["4d.nii.gz", "broken.nii.gz", "exists.nii.gz"]
     with pytest.raises(InputError, match="cannot tell the format"):
         study_format(tmp_path / "x.png")
-
-
-def test_study_validates_its_fields():
-    with pytest.raises(InputError, match=r"\(slices, rows, columns\)"):
-        Study(torch.zeros(4, 4), np.eye(4), "CT")
-    with pytest.raises(InputError, match="singular"):
-        Study(torch.zeros(1, 4, 4), np.zeros((4, 4)), "CT")
-    with pytest.raises(InputError, match="modality"):
-        Study(torch.zeros(1, 4, 4), np.eye(4), "PET")
-
-
-def test_nrrd_reader_against_a_file_written_here(tmp_path):
-    data = np.arange(4 * 3 * 2, dtype="<i2").reshape(2, 3, 4)  # NRRD stores the fastest axis first
-    header = (
-        "NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 4 3 2\n"
-        "space directions: (0.5,0,0) (0,0.7,0) (0,0,3)\nendian: little\nencoding: gzip\n"
-        "space origin: (10,20,30)\n\n"
-    )
-    path = tmp_path / "v.nrrd"
-    path.write_bytes(header.encode() + gzip.compress(data.tobytes()))
-    volume = read_nrrd(path)
-    np.testing.assert_array_equal(volume.data, data.transpose())  # (i, j, k) order
-    # LPS -> RAS flips x and y
-    np.testing.assert_allclose(volume.affine, [[-0.5, 0, 0, -10], [0, -0.7, 0, -20], [0, 0, 3, 30], [0, 0, 0, 1]])
-    path.write_bytes(header.replace("gzip", "bzip2").encode() + data.tobytes())
-    with pytest.raises(InputError, match="bzip2"):
-        read_nrrd(path)
-
-
-@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd"])
-@pytest.mark.parametrize("source", ["ct-nifti", "mr-nifti", "ct-dicom"])
-def test_what_medrecon_writes_loads_back_without_flags(tmp_path, suffix, source):
-    from medrecon.io.sidecar import sidecar_path
-
-    study = {"ct-nifti": lambda: load_study(CT_SAMPLE, modality="CT"), "mr-nifti": lambda: load_study(MR_SAMPLE, modality="MR"),
-             "ct-dicom": lambda: load_study(DATA / "ct-lung1-sample-dicom")}[source]()
-    out = save_study(study, tmp_path / f"x{suffix}")
-    assert json.loads(sidecar_path(out).read_text())["Modality"] == study.modality
-    back = load_study(out)  # no modality given
-    assert back.modality == study.modality and back.shape == study.shape
-    torch.testing.assert_close(back.voxels, study.voxels.round() if study.modality == "CT" else study.voxels)
-    np.testing.assert_allclose(back.affine, study.affine, atol=1e-5)
-    sidecar_path(out).unlink()  # the header tag alone is enough too
-    assert load_study(out).modality == study.modality
-    with pytest.raises(InputError, match="records modality"):
-        load_study(out, modality="MR" if study.modality == "CT" else "CT")

@@ -1,5 +1,6 @@
 """The denoiser contract: every adapter, fed a network that is exact for a Gaussian image
-distribution, must give the exact Gaussian denoiser; plus Tweedie, complex adapters and errors."""
+distribution, must give the exact Gaussian denoiser; plus Tweedie, complex adapters (the phase frame,
+the low-resolution phase of Cartesian and non-Cartesian k-space) and errors (medrecon.priors.denoiser)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from medrecon.priors.denoiser import (
     VPVPredictionDenoiser,
     low_resolution_phase,
 )
+from tests.support import noncartesian_problem
 
 MEAN, STD = 0.3, 0.2
 SCHEDULE = DiscreteVPSchedule.linear(1000)
@@ -175,3 +177,11 @@ def test_bad_sigma_and_shapes():
         GaussianDenoiser()(torch.zeros(4, 4), 0.1)
     with pytest.raises(InputError, match="decrease with the timestep"):
         DiscreteVPSchedule(torch.linspace(0.1, 0.9, 10))
+
+
+def test_the_smooth_phase_of_non_cartesian_data_comes_from_the_kspace_centre():
+    op, x, _ = noncartesian_problem()
+    phase = 0.4 * torch.linspace(-1, 1, 32)[None, None, None, :].expand(2, 1, 32, 32)
+    estimated = low_resolution_phase(op, op(x * torch.exp(1j * phase)))
+    inside = x.abs() > 0.1
+    assert float((torch.angle(torch.exp(1j * (estimated - phase)))[inside]).abs().mean()) < 0.05

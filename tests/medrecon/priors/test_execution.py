@@ -13,8 +13,7 @@ from medrecon.errors import InputError
 from medrecon.evaluation.scoring import score
 from medrecon.evaluation.settings import SETTINGS, make_problem
 from medrecon.priors.denoiser import EDMDenoiser
-from medrecon.priors.execution import (ExecutedNetwork, NetworkExecution, executed_network, timing_network_calls,
-                                       with_execution)
+from medrecon.priors.execution import ExecutedNetwork, NetworkExecution, executed_network, timing_network_calls, with_execution
 from medrecon.priors.hub import Prior
 from medrecon.priors.normalisation import Normalisation, resample_slices
 from medrecon.reconstruct import reconstruct
@@ -62,15 +61,32 @@ def test_an_analytic_prior_runs_as_it_is_and_refuses_what_it_cannot_do(gaussian_
         with_execution(prior, NetworkExecution("bf16"))
 
 
-def test_a_failed_compile_falls_back_to_eager_once_and_the_record_says_so(monkeypatch, small_ct_problem):
+class ConvNet(torch.nn.Module):
+    """A one-layer network ``net(x, t)``: what the executed networks wrap, at the smallest graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x, t):
+        return self.conv(x) + t.reshape(-1, 1, 1, 1)
+
+
+def test_a_failed_compile_falls_back_to_eager_once_and_the_record_says_so(small_ct_problem):
+    import torch._dynamo
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))  # no C++ compiler: inductor cannot build kernels
     problem, _ = small_ct_problem(n=2, size=16, views=6)
-    prior = support.unet_prior("CT", 16)
-    with warnings.catch_warnings(record=True) as caught:
+    # the fallback wraps any network: a one-layer one is traced and fails to build in 2 s, not 10
+    net = ConvNet().eval()
+    prior = Prior(EDMDenoiser(net), net, support.card("CT", 16), Path("."))
+    # no C++ compiler: inductor cannot build its kernels (torch's own config patch restores the setting)
+    with inductor.patch({"cpp.cxx": ("/nonexistent/c++",)}), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = reconstruct(problem, prior, sampler="dds", steps=2, progress=False, execution=NetworkExecution("fp32", False, "default"))
+    torch._dynamo.reset()  # the failed graph is not reused by a later test
     failures = [w for w in caught if "torch.compile failed" in str(w.message)]
     assert len(failures) == 1
     assert "failed, ran eagerly" in out.run["compile"] and "compiler" in out.run["compile"].lower()

@@ -12,6 +12,7 @@ from medrecon.errors import InputError, MissingResourceError
 from medrecon.priors.denoiser import EDMDenoiser, VPEpsilonDenoiser
 from medrecon.priors.hub import CARD_FILE, WEIGHTS_FILE, PriorCard, load_prior, save_prior, sha256_of
 from medrecon.priors.networks import UNetConfig, build_unet
+from tests.support import absolute_paths
 
 TINY = UNetConfig(sample_size=16, block_out_channels=(8, 16), attention_levels=(1,), norm_num_groups=4, layers_per_block=1)
 
@@ -84,8 +85,6 @@ def test_shipped_priors_load_by_name_and_missing_ones_are_explained(tmp_path, mo
 
 def test_shipped_cards_hold_no_machine_paths():
     from medrecon.priors.hub import SHIPPED, WEIGHTS_DIR
-
-    from .test_train import absolute_paths
 
     for name in SHIPPED:
         card = json.loads((WEIGHTS_DIR / name / "medrecon_prior.json").read_text())

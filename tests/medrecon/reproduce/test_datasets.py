@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from medrecon.errors import InputError, MissingResourceError
 from medrecon.operators.masks import make_mask
@@ -29,90 +27,25 @@ from medrecon.reproduce.datasets import (
     fastmri_volumes,
     lidc_volumes,
 )
-from tests.medrecon.test_kspace import header_xml, write_raw
+from tests.support import FIXTURES
+from tests.support_files import (
+    BRATS_AFFINE,
+    brats_array,
+    ct_pixels,
+    expected_brats,
+    header_xml,
+    min_max,
+    write_ct_series,
+    write_dx_series,
+    write_raw,
+)
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fastmri_masks.npz"
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+FIXTURE = FIXTURES / "fastmri_masks.npz"
 RNG = np.random.default_rng(20240601)
 
 
 # --------------------------------------------------------------------------------------------------
 # LIDC-IDRI fixture: root/LIDC-IDRI-XXXX/<study UID>/<series UID>/*.dcm
-
-
-def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return meta
-
-
-def write_ct_series(folder: Path, patient: str, study_uid: str, stored: np.ndarray,
-                    z_positions, *, intercept: float = -1024.0) -> dict:
-    """One CT slice file per z position (file names not in position order, as in TCIA downloads);
-    returns the HU volume in ascending z order and the series UID."""
-    folder.mkdir(parents=True)
-    series_uid = generate_uid()
-    n = len(z_positions)
-    names = list(range(n))[::-1]  # file 000 holds the highest slice
-    for k, z in enumerate(z_positions):
-        sop_uid = generate_uid()
-        ds = Dataset()
-        ds.file_meta = _file_meta(CTImageStorage, sop_uid)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
-        ds.Modality = "CT"
-        ds.PatientID = ds.PatientName = patient
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.InstanceNumber = names[k] + 1
-        ds.ImagePositionPatient = [-8.4, -8.4, float(z)]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.7, 0.7]
-        ds.SliceThickness = 2.5
-        ds.Rows, ds.Columns = stored.shape[1:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, 1, "HU"
-        ds.PixelData = stored[k].astype(np.int16).tobytes()
-        ds.save_as(folder / f"{names[k] + 1:06d}.dcm", enforce_file_format=True)
-    order = np.argsort(z_positions)
-    return {"hu": stored[order].astype(np.float64) + intercept, "uid": series_uid, "folder": folder}
-
-
-def write_dx_series(folder: Path, patient: str, study_uid: str, count: int) -> Path:
-    """A DX radiograph series as in LIDC-IDRI (no slice position tags: not readable as a volume).
-    It has more files than any CT series, so choosing by file count alone would pick it."""
-    folder.mkdir(parents=True)
-    series_uid = generate_uid()
-    for k in range(count):
-        sop_uid = generate_uid()
-        ds = Dataset()
-        ds.file_meta = _file_meta(DX_STORAGE, sop_uid)
-        ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, sop_uid
-        ds.Modality = "DX"
-        ds.PatientID = ds.PatientName = patient
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.InstanceNumber = k + 1
-        ds.Rows, ds.Columns = 20, 30
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = RNG.integers(0, 4000, (20, 30)).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"1-{k + 1:02d}.dcm", enforce_file_format=True)
-    return folder
-
-
-def ct_pixels(n: int, size: int = 24) -> np.ndarray:
-    """Stored values of a CT-like volume: air outside a disc, tissue with structure inside."""
-    yy, xx = np.mgrid[:size, :size]
-    disc = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2 < (0.4 * size) ** 2
-    out = []
-    for k in range(n):
-        img = np.where(disc, 1024 + 40 + 30 * k + RNG.integers(-20, 20, (size, size)), 24)
-        img[size // 2, size // 2 - 2 + k] = 1024 + 900  # a bone-like voxel, different per slice
-        out.append(img)
-    return np.stack(out).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
@@ -123,21 +56,17 @@ def lidc(tmp_path_factory):
     # patient 1: a CT study (4 slices and the XML annotation file of LIDC) and a DX study (6 images)
     p1 = root / "LIDC-IDRI-0001"
     study_ct, study_dx = generate_uid(), generate_uid()
-    ct1 = write_ct_series(p1 / study_ct / generate_uid(), "LIDC-IDRI-0001", study_ct, ct_pixels(4),
+    ct1 = write_ct_series(p1 / study_ct / generate_uid(), "LIDC-IDRI-0001", study_ct, ct_pixels(4, seed=1),
                           [-30.0, -37.5, -32.5, -35.0])
     (ct1["folder"] / "069.xml").write_text("<LidcReadMessage/>")
     dx = write_dx_series(p1 / study_dx / generate_uid(), "LIDC-IDRI-0001", study_dx, 6)
     # patient 2: two CT series in one study; the one with more slices is chosen
     p2 = root / "LIDC-IDRI-0002"
     study = generate_uid()
-    small = write_ct_series(p2 / study / "1.2.3.1", "LIDC-IDRI-0002", study, ct_pixels(3), [0.0, 2.5, 5.0])
-    large = write_ct_series(p2 / study / "1.2.3.2", "LIDC-IDRI-0002", study, ct_pixels(5),
+    small = write_ct_series(p2 / study / "1.2.3.1", "LIDC-IDRI-0002", study, ct_pixels(3, seed=2), [0.0, 2.5, 5.0])
+    large = write_ct_series(p2 / study / "1.2.3.2", "LIDC-IDRI-0002", study, ct_pixels(5, seed=3),
                             [10.0, 12.0, 14.0, 16.0, 18.0], intercept=-1000.0)
     return {"base": base, "root": root, "ct1": ct1, "dx": dx, "small": small, "large": large}
-
-
-def min_max(x: np.ndarray) -> np.ndarray:
-    return (x - x.min()) / (x.max() - x.min())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,32 +151,6 @@ def test_lidc_errors_name_the_path_and_layout(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # BraTS: root/<case>/<case>_<modality>.nii.gz
-
-
-BRATS_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])  # the BraTS files' orientation: axis 2 is superior
-
-
-def brats_array(seed: int) -> np.ndarray:
-    """An (i, j, k) = (20, 18, 7) volume: zero background, slices 0 and 6 empty, a brain whose box
-    grows with k (so the volume's box is the union of the slices' boxes), and one hot voxel."""
-    rng = np.random.default_rng(seed)
-    data = np.zeros((20, 18, 7), dtype=np.float32)
-    for k, (i0, i1, j0, j1) in zip(range(1, 6), [(8, 12, 7, 11), (5, 15, 4, 13), (4, 16, 3, 14),
-                                                (6, 14, 5, 12), (9, 11, 8, 10)]):
-        data[i0:i1, j0:j1, k] = rng.uniform(50, 150, (i1 - i0, j1 - j0))
-    data[10, 8, 3] = 5000.0  # far above mean + 6 std of the non-zero voxels: clipped
-    return data
-
-
-def expected_brats(data: np.ndarray) -> np.ndarray:
-    vol = np.transpose(data.astype(np.float64), (2, 1, 0))  # (slices, rows = j, columns = i)
-    nonzero = vol != 0
-    vol = vol[nonzero.any(axis=(1, 2))]
-    rows, cols = np.nonzero(nonzero.any(axis=(0, 2)))[0], np.nonzero(nonzero.any(axis=(0, 1)))[0]
-    vol = vol[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    brain = data[data != 0].astype(np.float64)
-    mean, std = brain.mean(), brain.std()
-    return min_max(np.clip(vol, mean - 6 * std, mean + 6 * std))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """medrecon reproduce: the lidc / brats / fastmri protocols end to end on tiny layout-exact fixtures.
 
-The fixtures are written by the builders of tests/medrecon/test_reproduce_datasets.py and
-tests/medrecon/test_kspace.py (TCIA's LIDC-IDRI tree, BraTS case folders, fastMRI HDF5), at 24-64
+The fixtures are written by the builders of tests/support_files.py (TCIA's LIDC-IDRI tree, BraTS
+case folders, fastMRI HDF5; shared with reproduce/test_datasets.py and io/test_kspace.py), at 24-64
 pixels instead of 320; the prior is an analytic Gaussian denoiser injected into the runner (no
 trained prior exists at these sizes) and the samplers run 2 steps. Expected baseline scores are
 computed here with numpy and scikit-image, not with the code under test.
@@ -10,10 +10,8 @@ computed here with numpy and scikit-image, not with the code under test.
 from __future__ import annotations
 
 import csv
-import importlib.machinery
 import json
 import math
-import sys
 import types
 from pathlib import Path
 
@@ -25,21 +23,26 @@ from pydicom.uid import generate_uid
 from skimage.metrics import peak_signal_noise_ratio
 
 from medrecon.commands import build_parser, main
-from medrecon.errors import InputError, MedreconError
-from medrecon.priors.denoiser import GaussianDenoiser
-from medrecon.priors.hub import Prior, PriorCard
-from medrecon.priors.normalisation import Normalisation
 from medrecon.commands.reproduce import run as run_reproduce
-from medrecon.reproduce.run import CSV_FIELDS
+from medrecon.errors import InputError
+from medrecon.priors.denoiser import GaussianDenoiser
+from medrecon.priors.hub import Prior
 from medrecon.reproduce.datasets import fastmri_mask, fastmri_volumes, lidc_volumes
 from medrecon.reproduce.protocols import FastmriProtocol, evenly_spaced
-from tests.medrecon.test_kspace import coil_maps, header_xml, mr_image, np_fft2c, np_rss_target, write_raw
-from tests.medrecon.test_reproduce_datasets import (
+from medrecon.reproduce.run import CSV_FIELDS
+from tests.support import gaussian_prior as analytic_prior
+from tests.support_files import (
     BRATS_AFFINE,
     brats_array,
+    coil_maps,
     ct_pixels,
     expected_brats,
+    header_xml,
+    mr_image,
+    np_fft2c,
+    np_rss_target,
     write_ct_series,
+    write_raw,
 )
 
 SAMPLERS = ("dds", "dps", "score_sde")
@@ -49,9 +52,8 @@ TARGET = 48  # its reconstruction_rss side
 
 
 def gaussian_prior(modality: str, size: int, mean: float = 0.4, std: float = 0.3) -> Prior:
-    card = PriorCard(name=f"gauss-{modality.lower()}-{size}", modality=modality, image_size=size, channels=1,
-                     parameterisation="edm", normalisation=Normalisation.for_modality(modality).to_dict())
-    return Prior(GaussianDenoiser(mean, std), torch.nn.Identity(), card, Path("."))
+    """The analytic prior, broad enough for the fixtures' images."""
+    return analytic_prior(modality, size, mean, std)
 
 
 def parse(*argv) -> object:
@@ -112,7 +114,7 @@ def lidc_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("lidc") / "LIDC-IDRI"
     for patient, n in (("LIDC-IDRI-0001", 4), ("LIDC-IDRI-0002", 3)):
         study = generate_uid()
-        write_ct_series(root / patient / study / generate_uid(), patient, study, ct_pixels(n),
+        write_ct_series(root / patient / study / generate_uid(), patient, study, ct_pixels(n, seed=n),
                         [2.5 * k for k in range(n)])
     return root
 

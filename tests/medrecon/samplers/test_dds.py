@@ -1,4 +1,8 @@
-"""DDS against the analytic Gaussian prior, where the posterior is known in closed form."""
+"""DDS (medrecon.samplers.dds) against the analytic Gaussian prior: what only DDS does.
+
+Its shape, dtype, batch independence, reproducibility, data fit and Gaussian posterior mean are
+held by the sampler contract (test_contract.py); here: complex multi-coil MRI through the phase
+adapter, its argument checks, ``dc_sigma_min`` and ``final_denoise_sigma``."""
 
 import pytest
 import torch
@@ -8,41 +12,9 @@ from medrecon.operators import CTProjector, MultiCoilMRI, ParallelBeamGeometry, 
 from medrecon.priors.denoiser import GaussianDenoiser, PhaseAlignedDenoiser
 from medrecon.samplers.dds import sample_dds
 from medrecon.samplers.schedules import karras_sigmas
-
-MEAN, STD, K = 0.5, 0.1, 64
-
-
-def gens(n, offset=0):
-    return [torch.Generator().manual_seed(offset + i) for i in range(n)]
-
-
-def test_noiseless_dds_mean_is_the_gaussian_posterior_mean():
-    # Gaussian prior, noiseless data: the posterior is the prior restricted to {A x = y}; its mean
-    # is mean + A^+ (y - A mean). The average of K samples must land there (sampling error ~ s / 8).
-    op = CTProjector(ParallelBeamGeometry.sparse_view(6, 3))
-    a = op.matrix(dtype=torch.float64).mat.to_dense()
-    x_true = MEAN + STD * torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
-    y1 = op(x_true)
-    residual = (y1 - op(torch.full_like(x_true, MEAN))).reshape(-1)
-    posterior_mean = (MEAN + torch.linalg.pinv(a) @ residual).reshape(1, 1, 6, 6)
-    out = sample_dds(GaussianDenoiser(MEAN, STD), op, y1.repeat(K, 1, 1, 1), sigmas=karras_sigmas(40, 0.002, 10.0),
-                     generator=gens(K), cg_iters=30, eta=0.85)
-    error = torch.sqrt(torch.mean((out.mean(0, keepdim=True) - posterior_mean) ** 2))
-    prior_gap = torch.sqrt(torch.mean((MEAN - posterior_mean) ** 2))
-    assert float(error) < 0.2 * float(prior_gap), (float(error), float(prior_gap))
-
-
-def test_noiseless_dds_fits_the_data_and_is_reproducible():
-    op = CTProjector(ParallelBeamGeometry.sparse_view(8, 4))
-    x_true = MEAN + STD * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    y = op(x_true)
-    args = dict(sigmas=karras_sigmas(10, 0.01, 10.0), cg_iters=20)
-    out = sample_dds(GaussianDenoiser(MEAN, STD), op, y, generator=gens(2), **args)
-    assert float(torch.linalg.vector_norm(op(out) - y) / torch.linalg.vector_norm(y)) < 1e-3
-    again = sample_dds(GaussianDenoiser(MEAN, STD), op, y[1:], generator=gens(1, offset=1), **args)
-    # item 1 depends only on its generator and data (up to CG's amplification of the rounding of
-    # batched sparse products)
-    torch.testing.assert_close(again, out[1:], rtol=1e-4, atol=1e-4)
+from tests.support import GAUSS_MEAN as MEAN
+from tests.support import GAUSS_STD as STD
+from tests.support import generators as gens
 
 
 def test_dds_runs_on_complex_multicoil_mri_with_a_phase_aligned_prior():

@@ -1,5 +1,8 @@
-"""The GPU fast path, in the form the CPU can test: no host synchronisation inside a sampling step,
-and fast network execution (bf16 autocast, channels_last, torch.compile) within its tolerance."""
+"""The GPU fast path in the form the CPU can test: no host synchronisation inside a sampling step of
+any sampler (CT and complex multi-coil MR, Cartesian and radial, noiseless and noisy, the EDM and
+discrete-VP adapters, DDS-3D and DiffusionMBIR, ReSample's latent prior), caught by a trap on every
+Python-level host read of a tensor; and the trap itself. Network execution (bf16, channels_last,
+torch.compile): priors/test_execution.py."""
 
 from __future__ import annotations
 
@@ -11,15 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from medrecon.operators import MultiCoilMRI, NonCartesianMRI, simulated_maps
+from medrecon import samplers
+from medrecon.operators import NonCartesianMRI, simulated_maps
 from medrecon.operators.trajectories import radial
-from medrecon.priors.denoiser import EDMDenoiser, VPEpsilonDenoiser, DiscreteVPSchedule
-from medrecon.priors.hub import Prior, PriorCard
-from medrecon.priors.networks import UNetConfig, build_unet
-from medrecon.priors.normalisation import Normalisation
+from medrecon.priors.denoiser import DiscreteVPSchedule, EDMDenoiser, VPEpsilonDenoiser
+from medrecon.priors.hub import Prior
 from medrecon.reconstruct import Problem, reconstruct
-
-from .test_reconstruct import CT_SAMPLE, gaussian_prior, small_ct_problem, tiny_latent_prior
+from tests import support
 
 # What reads a tensor's value on the host from Python (each waits for the device on a GPU).
 HOST_READS = ("__bool__", "item", "tolist", "__float__", "__int__", "__index__", "numpy", "cpu")
@@ -72,29 +73,18 @@ class ArmingDenoiser(torch.nn.Module):
         return self.inner.denoise(x, sigma)
 
 
-def _unet(size: int, channels: int = 1):
-    torch.manual_seed(0)
-    return build_unet(UNetConfig(sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
-                                 attention_levels=(1,), norm_num_groups=4, layers_per_block=1)).eval()
-
-
 def _pixel_prior(modality: str, size: int, denoiser) -> Prior:
-    card = PriorCard(name=f"trap-{modality.lower()}", modality=modality, image_size=size, channels=1, parameterisation="edm",
-                     normalisation=Normalisation.for_modality(modality).to_dict())
-    return Prior(denoiser, torch.nn.Identity(), card, Path("."))
+    return Prior(denoiser, torch.nn.Identity(), support.card(modality, size, f"trap-{modality.lower()}"), Path("."))
 
 
-def _mr_problem(n=2, size=16, noisy=True, radial_spokes=0):
+def _mr_problem(radial_spokes=0):
+    if not radial_spokes:
+        return support.small_mr_problem(n=2, size=16, noisy=True)[0]
+    size = 16  # the NUFFT's torch backend: its GPU path
     maps = simulated_maps(4, (size, size), dtype=torch.complex64)[None]
-    if radial_spokes:  # the NUFFT's torch backend: its GPU path
-        op = NonCartesianMRI(radial((size, size), radial_spokes), (size, size), maps, backend="torch")
-    else:
-        mask = torch.zeros(size, size)
-        mask[:, ::2] = 1
-        mask[:, size // 2 - 2 : size // 2 + 2] = 1
-        op = MultiCoilMRI(maps, mask)
-    x = (0.5 + 0.1 * torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(1))).to(torch.complex64)
-    return Problem(op, op(x), "MR", noisy=noisy)
+    op = NonCartesianMRI(radial((size, size), radial_spokes), (size, size), maps, backend="torch")
+    x = (0.5 + 0.1 * torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(1))).to(torch.complex64)
+    return Problem(op, op(x), "MR", noisy=True)
 
 
 CASES = {
@@ -114,9 +104,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_no_host_synchronisation_inside_the_sampling_loop(case, monkeypatch):
-    from medrecon import samplers
-
+def test_no_host_synchronisation_inside_the_sampling_loop(case, monkeypatch, tiny_latent_prior, small_ct_problem):
     sampler, data, kind, options = CASES[case]
     trap = HostReadTrap()
     if data.startswith("mr"):
@@ -129,7 +117,7 @@ def test_no_host_synchronisation_inside_the_sampling_loop(case, monkeypatch):
         prior = tiny_latent_prior()
         prior.latent.denoiser = ArmingDenoiser(prior.latent.denoiser, trap)
     else:
-        net = _unet(size)
+        net = support.tiny_unet(size)
         inner = EDMDenoiser(net) if kind == "edm" else VPEpsilonDenoiser(net, DiscreteVPSchedule.linear())
         prior = _pixel_prior(modality, size, ArmingDenoiser(inner, trap))
     original = samplers.SAMPLERS[sampler].function
@@ -157,37 +145,3 @@ def test_the_trap_catches_a_host_read(monkeypatch):
         float(torch.ones(()))
         trap.armed = False
     assert [r.split(" ")[0] for r in trap.reads] == ["__bool__", "__float__"]
-
-
-def test_batches_are_balanced_and_sized_from_memory():
-    from medrecon.reconstruct import MAX_AUTO_BATCH, balanced_blocks, batch_from_memory
-
-    assert balanced_blocks(300, 128) == [(0, 100), (100, 200), (200, 300)]
-    assert balanced_blocks(7, 3) == [(0, 3), (3, 5), (5, 7)]
-    assert balanced_blocks(5, 8) == [(0, 5)]
-    for n, b in [(1, 1), (17, 4), (300, 256), (301, 100)]:
-        blocks = balanced_blocks(n, b)
-        sizes = [stop - start for start, stop in blocks]
-        assert blocks[0][0] == 0 and blocks[-1][1] == n and max(sizes) <= b and max(sizes) - min(sizes) <= 1
-        assert len(blocks) == -(-n // b)
-    gib = 2**30
-    assert batch_from_memory(80 * gib, 0.12 * gib, 1000) == min(int(0.7 * 80 / 0.12), MAX_AUTO_BATCH)
-    assert batch_from_memory(10 * gib, 0.12 * gib, 1000) == int(0.7 * 10 / 0.12)
-    assert batch_from_memory(10 * gib, 0.12 * gib, 20) == 20
-    assert batch_from_memory(0, 0.12 * gib, 20) == 1
-    problem, _ = small_ct_problem(n=3, size=8)
-    out = reconstruct(problem, gaussian_prior(), sampler="dds", steps=2, batch_size="auto", progress=False)
-    assert out.run["batch_size"] == 3  # the CPU's 8, capped by the volume
-
-
-def test_bench_volume_arguments_and_volume():
-    from medrecon.benchmarks.throughput import parse_steps
-    from medrecon.benchmarks.volume import repeated_volume
-    from medrecon.errors import InputError
-
-    assert parse_steps(["dps=20", "dds=5"]) == {"dps": 20, "dds": 5}
-    for bad in (["dps"], ["dps=0"], ["nope=3"], ["dds=x"]):
-        with pytest.raises(InputError, match="SAMPLER=N"):
-            parse_steps(bad)
-    block = torch.arange(3.0).reshape(3, 1, 1, 1)
-    assert repeated_volume(block, 8).flatten().tolist() == [0, 1, 2, 2, 1, 0, 0, 1]

@@ -1,25 +1,28 @@
-"""ReSample with a latent prior: against an analytic Gaussian latent prior (the posterior is known),
-its sigma-space resampling against the paper's VP formula, and on tiny real networks for CT and MR."""
+"""ReSample (medrecon.samplers.resample) with a latent prior: what only ReSample does.
+
+The sampler contract (test_contract.py) holds its shape, dtype, batch independence, NFE and, with an
+analytic Gaussian latent prior, its posterior mean and data fit. Here: its sigma-space resampling
+against the paper's VP formula, its consistency plan, the latent solves without the final one, the
+null-space spread of the linear-Gaussian case, its options and refusals on tiny real networks for CT
+and multi-coil MR, and the real-image operator of complex data."""
 
 from __future__ import annotations
 
-import math
-from types import SimpleNamespace
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from medrecon.errors import InputError
 from medrecon.operators import CTProjector, MultiCoilMRI, ParallelBeamGeometry, simulated_maps
-from medrecon.priors.denoiser import EDMDenoiser, GaussianDenoiser
+from medrecon.priors.denoiser import EDMDenoiser
 from medrecon.priors.latent import LatentPrior
 from medrecon.priors.networks import AutoencoderConfig, UNetConfig, build_autoencoder, build_unet
 from medrecon.samplers import SAMPLERS
 from medrecon.samplers.resample import _PhasedRealOperator, consistency_plan, resampling_weights, sample_resample
 from medrecon.samplers.schedules import karras_sigmas
-
-MEAN, STD, K = 0.5, 0.1, 48
+from tests.support import GAUSS_MEAN as MEAN
+from tests.support import GAUSS_STD as STD
+from tests.support import ct_posterior_problem, gaussian_latent_prior
+from tests.support import generators as gens
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,44 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def gens(n, offset=0):
-    return [torch.Generator().manual_seed(offset + i) for i in range(n)]
-
-
-class OrthogonalAutoencoder(torch.nn.Module):
-    """An exactly invertible linear "autoencoder": 2x2 pixel unshuffle, then an orthogonal 4x4 mix
-    of the channels (so an isotropic latent Gaussian is an isotropic image Gaussian)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.config = SimpleNamespace(latent_channels=4, block_out_channels=(4, 4), in_channels=1)  # downsampling 2
-        q, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64))
-        self.register_buffer("q", q)
-
-    def encode(self, x):
-        return SimpleNamespace(latent_dist=SimpleNamespace(mean=torch.einsum("ij,bjhw->bihw", self.q, F.pixel_unshuffle(x, 2))))
-
-    def decode(self, z):
-        return SimpleNamespace(sample=F.pixel_shuffle(torch.einsum("ji,bjhw->bihw", self.q, z), 2))
-
-
-def gaussian_latent_prior(size: int) -> LatentPrior:
-    # image prior N(MEAN, STD^2 I); scaled latents z = Q unshuffle(x) / STD are N(mean_z, I)
-    ae = OrthogonalAutoencoder()
-    mean_z = ae.encode(torch.full((1, 1, size, size), MEAN, dtype=torch.float64)).latent_dist.mean[0] / STD
-    return LatentPrior(ae, 1.0 / STD, GaussianDenoiser(mean_z, 1.0))
-
-
-class CountingDenoiser(torch.nn.Module):
-    def __init__(self, inner) -> None:
-        super().__init__()
-        self.inner, self.calls = inner, 0
-
-    def forward(self, z, sigma):
-        self.calls += 1
-        return self.inner(z, sigma)
 
 
 def paper_resampling(s, s_next, gamma):
@@ -95,33 +60,14 @@ def test_consistency_steps_are_every_kth_of_the_last_two_thirds():
     assert consistency_plan(1, 1) == {}
 
 
-def test_noiseless_resample_mean_is_the_gaussian_posterior_mean():
-    # Gaussian prior, noiseless data: the posterior is the prior restricted to {A x = y}; its mean
-    # is mean + A^+ (y - A mean). The average of K samples must land there (the samples' spread in
-    # the null space is below STD, so the sampling error of the mean is below STD / sqrt(K)).
-    op = CTProjector(ParallelBeamGeometry.sparse_view(6, 3))
-    a = op.matrix(dtype=torch.float64).mat.to_dense()
-    x_true = MEAN + STD * torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
-    y1 = op(x_true)
-    residual = (y1 - op(torch.full_like(x_true, MEAN))).reshape(-1)
-    posterior_mean = (MEAN + torch.linalg.pinv(a) @ residual).reshape(1, 1, 6, 6)
-    prior = gaussian_latent_prior(6)
-    prior.denoiser = CountingDenoiser(prior.denoiser)
-    sigmas = karras_sigmas(24, 0.002, 10.0)
-    y = y1.repeat(K, 1, 1, 1)
-    out = sample_resample(prior, op, y, sigmas=sigmas, generator=gens(K), consistency_every=3, pixel_cg_iters=30,
-                          latent_iters=20, latent_lr=2e-2)
-    assert out.shape == (K, 1, 6, 6) and out.dtype == torch.float64 and not out.requires_grad
-    assert prior.denoiser.calls == len(sigmas)  # NFE = number of sigmas
-    error = torch.sqrt(torch.mean((out.mean(0, keepdim=True) - posterior_mean) ** 2))
-    prior_gap = torch.sqrt(torch.mean((MEAN - posterior_mean) ** 2))
-    assert float(error) < 0.2 * float(prior_gap), (float(error), float(prior_gap))
-    # the final pixel-space solve fits the (consistent) data
-    assert float(torch.linalg.vector_norm(op(out) - y) / torch.linalg.vector_norm(y)) < 1e-3
-    # without it (the paper's ending, decode(z0*)) the latent solve alone moves towards the data
-    plain = sample_resample(prior, op, y[:4], sigmas=sigmas, generator=gens(4), consistency_every=3, pixel_cg_iters=30,
-                            latent_iters=20, latent_lr=2e-2, final_cg=False)
-    fit = torch.linalg.vector_norm(op(plain) - y[:4]) / torch.linalg.vector_norm(op(torch.full_like(plain, MEAN)) - y[:4])
+def test_without_the_final_solve_the_latent_solves_alone_move_towards_the_data():
+    # the paper's ending, decode(z0*), with the settings under which the contract (test_contract.py)
+    # holds the mean of the samples to the Gaussian posterior's and their fit with the final solve
+    op, y1, _ = ct_posterior_problem()
+    y = y1.repeat(4, 1, 1, 1)
+    plain = sample_resample(gaussian_latent_prior(6), op, y, sigmas=karras_sigmas(24, 0.002, 10.0), generator=gens(4),
+                            consistency_every=3, pixel_cg_iters=30, latent_iters=20, latent_lr=2e-2, final_cg=False)
+    fit = torch.linalg.vector_norm(op(plain) - y) / torch.linalg.vector_norm(op(torch.full_like(plain, MEAN)) - y)
     assert float(fit) < 0.5
 
 
@@ -177,7 +123,7 @@ def _check_batch_and_alone(prior, op, y, expected_dtype, **options):
     out = sample_resample(prior, op, y, generator=gens(2), **SMALL, **options)
     assert out.shape == (2, *op.in_shape) and out.dtype == expected_dtype and torch.isfinite(out).all()
     assert not out.requires_grad and all(p.grad is None for p in prior.parameters())  # gradients stayed local
-    alone = sample_resample(prior, op, y[1:], generator=gens(1, offset=1), **SMALL, **options)
+    alone = sample_resample(prior, op, y[1:], generator=gens(1, seed=1), **SMALL, **options)
     torch.testing.assert_close(alone, out[1:], rtol=1e-4, atol=1e-4)
     return out
 

@@ -1,8 +1,9 @@
-"""Total variation along the slice axis by ADMM (medrecon.samplers.tv_z) and DDS-3D through the pipeline."""
+"""Total variation along the slice axis by ADMM (medrecon.samplers.tv_z): its difference operator and
+soft threshold, ADMM against closed forms, and DDS-3D through the pipeline (chunk sizes, coupling,
+refusals). The command's ``--volume-prior``: commands/test_reconstruct.py; DiffusionMBIR:
+test_diffusion_mbir.py."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -12,8 +13,6 @@ from medrecon.operators import CTProjector, IdentityOperator, MultiCoilMRI, Para
 from medrecon.operators.masks import make_mask
 from medrecon.reconstruct import Problem, reconstruct
 from medrecon.samplers.tv_z import TVzADMM, slice_difference, slice_difference_adjoint, soft_threshold
-
-from .test_reconstruct import gaussian_prior, priors, small_ct_problem  # noqa: F401 - priors is a fixture
 
 
 def _gen(seed):
@@ -97,7 +96,7 @@ def _tv3d_options(**extra):
     return {"cg_iters": 5, "volume_prior": "tv-z", "tv_lam_rel": 0.05, "tv_rho_rel": 1.0, **extra}
 
 
-def test_dds3d_volume_does_not_depend_on_the_chunk_size():
+def test_dds3d_volume_does_not_depend_on_the_chunk_size(gaussian_prior, small_ct_problem):
     problem, _ = small_ct_problem(n=5)
     prior = gaussian_prior()
     kwargs = dict(sampler="dds", steps=6, options=_tv3d_options(), seed=3, progress=False)
@@ -107,7 +106,7 @@ def test_dds3d_volume_does_not_depend_on_the_chunk_size():
     assert whole.nfe == 6 and whole.settings["options"]["volume_prior"] == "tv-z"
 
 
-def test_dds3d_on_multicoil_mr_does_not_depend_on_the_chunk_size():
+def test_dds3d_on_multicoil_mr_does_not_depend_on_the_chunk_size(gaussian_prior):
     size, slices = 8, 4
     maps = simulated_maps(2, (size, size))[None].to(torch.complex64)
     op = MultiCoilMRI(maps, make_mask("equispaced_fraction", (size, size), 2, seed=1))
@@ -119,7 +118,7 @@ def test_dds3d_on_multicoil_mr_does_not_depend_on_the_chunk_size():
     torch.testing.assert_close(chunked.mean, whole.mean, rtol=1e-4, atol=1e-4)
 
 
-def test_tv_z_makes_neighbouring_slices_agree_more_than_slice_wise_dds():
+def test_tv_z_makes_neighbouring_slices_agree_more_than_slice_wise_dds(gaussian_prior):
     # every slice has the same true image; slice-wise samples of an underdetermined problem differ,
     # the TV_z coupling pulls them together
     op = CTProjector(ParallelBeamGeometry.sparse_view(8, 3))
@@ -143,7 +142,7 @@ def test_tv_z_makes_neighbouring_slices_agree_more_than_slice_wise_dds():
         (_tv3d_options(volume_prior="tv-xyz"), 3, "volume_prior must be one of"),
     ],
 )
-def test_bad_tv_z_settings_are_refused_before_any_work(options, slices, message):
+def test_bad_tv_z_settings_are_refused_before_any_work(options, slices, message, gaussian_prior, small_ct_problem):
     problem, _ = small_ct_problem(n=slices)
     calls = []
 
@@ -159,96 +158,7 @@ def test_bad_tv_z_settings_are_refused_before_any_work(options, slices, message)
     assert not calls
 
 
-def test_other_samplers_have_no_volume_prior_yet():
+def test_other_samplers_have_no_volume_prior_yet(gaussian_prior, small_ct_problem):
     problem, _ = small_ct_problem()
     with pytest.raises(InputError, match="dps has no option"):
         reconstruct(problem, gaussian_prior(), sampler="dps", steps=2, options={"volume_prior": "tv-z"}, progress=False)
-
-
-# ------------------------------------------------------------------------------ the command
-def test_cli_volume_prior_runs_dds3d_records_it_and_draws_reslices(tmp_path, priors):
-    from PIL import Image
-
-    from .test_reconstruct import CT_SAMPLE, run
-
-    common = ("--modality", "ct", "--slices", "2:5", "--steps", "2", "--prior", priors["CT"], "--views", "8")
-    assert run(CT_SAMPLE, "-o", tmp_path / "flat.nii.gz", *common) == 0
-    assert run(CT_SAMPLE, "-o", tmp_path / "tvz.nii.gz", *common, "--volume-prior", "tv-z",
-               "--option", "tv_lam_rel=0.001", "--option", "tv_rho_rel=0.1") == 0
-    record = json.loads((tmp_path / "tvz.json").read_text())
-    options = record["reconstruction"]["settings"]["options"]
-    assert options["volume_prior"] == "tv-z" and options["tv_lam_rel"] == 0.001 and options["tv_rho_rel"] == 0.1
-    flat, tvz = (Image.open(tmp_path / f"{n}.png") for n in ("flat", "tvz"))
-    assert tvz.size[0] == flat.size[0] and tvz.size[1] > flat.size[1]  # the coronal and sagittal rows
-
-
-def test_cli_volume_prior_needs_dds_and_two_slices(tmp_path, priors, capsys):
-    from .test_reconstruct import CT_SAMPLE, run
-
-    assert run(CT_SAMPLE, "-o", tmp_path / "a.nii.gz", "--modality", "ct", "--slices", "2:4", "--prior", priors["CT"],
-               "--sampler", "dps", "--volume-prior", "tv-z") == 2
-    assert "needs a sampler that takes one (dds, diffusion_mbir), not dps" in capsys.readouterr().err
-    assert run(CT_SAMPLE, "-o", tmp_path / "b.nii.gz", "--modality", "ct", "--slices", "2:3", "--steps", "1",
-               "--prior", priors["CT"], "--volume-prior", "tv-z") == 2
-    assert "at least 2 slices" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-
-
-# ------------------------------------------------------------------------------ bench recon-volume
-def test_volume_scores_see_the_reslices_and_the_slice_differences():
-    from medrecon.benchmarks.volume import reslices, score_volume
-
-    ref = torch.rand(8, 1, 12, 10, generator=_gen(0))
-    stacks = reslices(ref)
-    assert stacks["coronal"].shape == (12, 1, 8, 10) and stacks["sagittal"].shape == (10, 1, 8, 12)
-    torch.testing.assert_close(stacks["coronal"][3, 0, 5], ref[5, 0, 3])
-    # a slice-independent error and one that flickers from slice to slice, of the same size
-    steady = (ref + 0.05).clamp(0, 1)
-    sign = torch.tensor([1.0, -1.0] * 4).reshape(8, 1, 1, 1)
-    flicker = (ref + 0.05 * sign).clamp(0, 1)
-    a, b = score_volume(steady, ref), score_volume(flicker, ref)
-    assert abs(a["psnr"] - b["psnr"]) < 0.5
-    assert a["dz_psnr"] > b["dz_psnr"] + 6.0
-
-
-def test_bench_recon_volume_refuses_bad_arguments_before_any_work(capsys):
-    from medrecon.commands import main
-
-    assert main(["bench", "recon-volume", "--slices", "3"]) == 2
-    assert "at least 7" in capsys.readouterr().err
-    assert main(["bench", "recon-volume", "--source", "mr-brain2"]) == 2
-    assert "not a CT source" in capsys.readouterr().err
-    assert main(["bench", "recon-volume", "--tv-lam-rel", "-1"]) == 2
-    assert "tv_lam_rel must be >= 0" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------------------ DiffusionMBIR
-def test_kaczmarz_step_is_exact_for_the_identity():
-    from medrecon.samplers.diffusion_mbir import kaczmarz_step
-
-    y = torch.rand(2, 1, 3, 4, generator=_gen(0))
-    torch.testing.assert_close(kaczmarz_step(IdentityOperator((1, 3, 4)), y, torch.zeros_like(y)), y)
-
-
-def test_diffusion_mbir_runs_on_the_volume_whatever_the_chunk_size():
-    problem, _ = small_ct_problem(n=5)
-    kwargs = dict(sampler="diffusion_mbir", steps=4, seed=2, progress=False, options={"tv_lam_rel": 1e-3, "tv_rho_rel": 0.1})
-    whole = reconstruct(problem, gaussian_prior(), batch_size=5, **kwargs)
-    chunked = reconstruct(problem, gaussian_prior(), batch_size=2, **kwargs)
-    torch.testing.assert_close(chunked.mean, whole.mean, rtol=1e-4, atol=1e-4)
-    assert whole.nfe == 2 * 4 + 1 and float(whole.mean.min()) >= 0 and float(whole.mean.max()) <= 1
-    with pytest.raises(InputError, match="volume_prior must be 'tv-z'"):
-        reconstruct(problem, gaussian_prior(), sampler="diffusion_mbir", steps=2, options={"volume_prior": "none"}, progress=False)
-    with pytest.raises(InputError, match="cg_iters"):
-        reconstruct(problem, gaussian_prior(), sampler="diffusion_mbir", steps=2, options={"cg_iters": 0}, progress=False)
-
-
-def test_the_baseline_of_a_few_view_acquisition_uses_the_8_view_weights():
-    from medrecon.evaluation.baselines import tuned_setting_of as baseline_setting
-
-    for views, noisy, expected in ((8, False, "ct-parallel-8v-clean"), (10, False, "ct-parallel-8v-clean"),
-                                   (8, True, "ct-parallel-23v-noisy"), (23, False, "ct-parallel-23v-clean"),
-                                   (60, False, "ct-parallel-60v-clean")):
-        op = CTProjector(ParallelBeamGeometry.sparse_view(16, views))
-        problem = Problem(op, torch.zeros(1, *op.out_shape), "CT", noisy=noisy)
-        assert baseline_setting(problem, {}) == expected

@@ -25,11 +25,10 @@ from medrecon.errors import InputError
 from medrecon.priors.convert import FORMATS, convert_checkpoint, expected_source_shapes, read_flags
 from medrecon.priors.convert.presets import PRESETS
 from medrecon.priors.hub import CARD_FILE, load_prior
+from tests import support
+from tests.support import CT_DICOM, MR_SAMPLE, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "conversion"
-CT_DICOM = ROOT / "data" / "ct-lung1-sample-dicom"
-MR_SAMPLE = ROOT / "data" / "mr-brain2-sample.nii.gz"
+FIXTURES = support.FIXTURES / "conversion"
 TOLERANCE = 1e-5
 
 

@@ -1,4 +1,6 @@
-"""medrecon.priors.training: the training loop, EDM denoising score matching on the shipped training slices, the data."""
+"""The pixel prior's training loop (medrecon.priors.training): EDM denoising score matching on the shipped
+training slices, checkpoints and exact resumes, DDP on two gloo processes, export as a prior folder,
+fine-tuning from a prior, time limits, stages. The data: test_data.py; the command: commands/test_train.py."""
 
 from __future__ import annotations
 
@@ -7,26 +9,16 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from medrecon.errors import InputError
 from medrecon.priors.networks import UNetConfig
-from medrecon.priors.normalisation import Normalisation
 from medrecon.priors.training import TrainConfig, TrainingSlices, edm_loss, load_checkpoint, train
-from medrecon.priors.training.loop import _DataOrder
-
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN_FILES = sorted((ROOT / "data" / "train").glob("*.nii.gz"))
-CT_FILE = ROOT / "data" / "train" / "ct-lung2-train64.nii.gz"
-TINY = UNetConfig(sample_size=32, block_out_channels=(8, 16), attention_levels=(), norm_num_groups=4, layers_per_block=1)
-
-
-@pytest.fixture(scope="module")
-def ct_slices():
-    return TrainingSlices.from_files([CT_FILE], modality="ct", size=32)
+from tests.support import CT_TRAIN as CT_FILE
+from tests.support import ROOT
+from tests.support import TINY_UNET_32 as TINY
 
 
 def _cfg(**kw):
@@ -37,51 +29,6 @@ def _cfg(**kw):
 
 def _equal_states(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-# ------------------------------------------------------------------------------------------- data
-def test_training_slices_normalised_and_provenance(ct_slices):
-    assert ct_slices.images.shape == (16, 1, 32, 32)
-    assert 0 <= float(ct_slices.images.min()) and float(ct_slices.images.max()) <= 1
-    assert [s["id"] for s in ct_slices.sources] == ["ct-lung2"] and ct_slices.sources[0]["split"] == "train"
-    norm = Normalisation.for_modality("CT")
-    assert Normalisation.from_dict(norm.to_dict()) == norm
-    hu = torch.tensor([-2000.0, -1000.0, 500.0, 2000.0, 3000.0])
-    assert torch.allclose(norm.apply(hu), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
-    mr = TrainingSlices.from_files([ROOT / "data/train/mr-brain1-train64.nii.gz"], modality="mr", size=32)
-    assert mr.normalisation.to_dict() == {"kind": "volume-percentile", "percentile": 99.5}
-    # normalised at native resolution (the percentile of the volume), then resampled
-    assert 0.8 < float(mr.images.max()) <= 1.0 and 0 < float(mr.images.mean()) < 0.6
-
-
-def test_validation_data_refused():
-    with pytest.raises(InputError, match="validation"):
-        TrainingSlices.from_files([ROOT / "data/ct-lung1-sample.nii.gz"], modality="ct", size=32)
-    with pytest.raises(InputError, match="validation"):
-        TrainingSlices.from_starter("ct", ids=["ct-lung1"])
-    with pytest.raises(InputError, match="validation"):
-        TrainingSlices.from_starter("mr", ids=["mr-brain2"])
-
-
-def test_augmentation_uses_only_the_generator(ct_slices):
-    ds = TrainingSlices(ct_slices.images, modality="CT", normalisation=ct_slices.normalisation, crop_size=16)
-    state = torch.get_rng_state()
-    a = ds.batch([0, 1, 2, 3], torch.Generator().manual_seed(1))
-    b = ds.batch([0, 1, 2, 3], torch.Generator().manual_seed(1))
-    c = ds.batch([0, 1, 2, 3], torch.Generator().manual_seed(2))
-    assert torch.equal(torch.get_rng_state(), state)
-    assert a.shape == (4, 1, 16, 16) and torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(ds.batch([5], None), ct_slices.images[5:6, :, 8:24, 8:24])
-
-
-def test_data_order_disjoint_shards():
-    order = _DataOrder(10, seed=0)
-    world, batch = 2, 3
-    for step in range(5):
-        shards = [order.indices(step * world * batch + r * batch, batch) for r in range(world)]
-        assert torch.equal(torch.cat(shards), order.indices(step * world * batch, world * batch))
-    epoch0 = order.indices(0, 10)
-    assert sorted(epoch0.tolist()) == list(range(10))
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -166,26 +113,6 @@ def test_refuses_mismatched_resume_and_silent_overwrite(ct_slices, tmp_path):
     assert rec["resumed_from_step"] == 0
 
 
-def test_cli_train_from_files(tmp_path):
-    from medrecon.commands import main
-
-    out = tmp_path / "prior"
-    tiny = json.dumps(TINY.to_dict())
-
-    def argv(steps):
-        return ["train", "--modality", "ct", "--out", str(out), "--files", str(CT_FILE), "--steps", str(steps),
-                "--batch-size", "2", "--size", "32", "--crop", "16", "--unet-config", tiny]
-
-    assert main(argv(2)) == 0
-    assert json.loads((out / "train_record.json").read_text())["steps"] == 2
-    assert main(argv(4)) == 0
-    record = json.loads((out / "train_record.json").read_text())
-    assert record["resumed_from_step"] == 2 and record["steps"] == 4
-    assert main(argv(4) + ["--no-resume"]) == 2  # would silently restart over the checkpoint
-    bad = ["train", "--modality", "ct", "--out", str(tmp_path / "x"), "--files", str(ROOT / "data/ct-lung1-sample.nii.gz")]
-    assert main(bad) == 2
-
-
 # -------------------------------------------------------------------------------------------- DDP
 _DDP_SCRIPT = textwrap.dedent(
     """
@@ -263,38 +190,6 @@ def test_fine_tuning_starts_from_a_prior(ct_slices, tmp_path):
         train(_cfg(steps=3, init_from=str(base)), TINY, ct_slices, tmp_path / "fresh", log=None)
 
 
-def test_cli_init_takes_the_prior_config(tmp_path):
-    from medrecon.commands import main
-
-    tiny = json.dumps(TINY.to_dict())
-    base = tmp_path / "base"
-    common = ["--modality", "ct", "--files", str(CT_FILE), "--batch-size", "2", "--size", "32", "--crop", "16"]
-    assert main(["train", "--out", str(base), "--steps", "1", "--unet-config", tiny, *common]) == 0
-    out = tmp_path / "tuned"
-    assert main(["train", "--out", str(out), "--steps", "1", "--init", str(base / "prior"), "--p-mean", "0.5", *common]) == 0
-    record = json.loads((out / "train_record.json").read_text())
-    assert record["unet_config"] == TINY.to_dict() and record["train_config"]["p_mean"] == 0.5
-    assert record["train_config"]["init_from"] == str(base / "prior")
-    assert main(["train", "--out", str(tmp_path / "z"), "--stage", "autoencoder", "--init", str(base / "prior"), *common]) == 2
-    assert main(["train", "--out", str(tmp_path / "w"), "--stage", "autoencoder", "--p-mean", "0", *common]) == 2
-
-
-def _strings(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-    elif isinstance(value, str):
-        yield value
-
-
-def absolute_paths(card: dict, *extra: str) -> list[str]:
-    """Every string of a card that is or holds an absolute path (or one of ``extra``)."""
-    return [s for s in _strings(card) if s.startswith(("/", "~", "\\")) or ":\\" in s or any(e in s for e in extra)]
-
-
 def test_time_limit_stops_cleanly_and_the_same_command_resumes(ct_slices, tmp_path):
     from medrecon.priors.hub import load_prior
     from medrecon.priors.training import TimeBudget
@@ -313,26 +208,6 @@ def test_time_limit_stops_cleanly_and_the_same_command_resumes(ct_slices, tmp_pa
     for bad in (0, -1.0, "10"):
         with pytest.raises(InputError, match="time_limit"):
             TimeBudget(bad)
-
-
-def test_cli_time_limit_and_name_and_no_machine_paths_on_the_card(tmp_path):
-    from medrecon.commands import main
-
-    tiny = json.dumps(TINY.to_dict())
-    out = tmp_path / "run"
-    common = ["--modality", "ct", "--files", str(CT_FILE), "--batch-size", "2", "--size", "32", "--crop", "16"]
-    assert main(["train", "--out", str(out), "--steps", "1000", "--time-limit", "0.000001", "--name", "ct-tiny",
-                 "--unet-config", tiny, *common]) == 0
-    record = json.loads((out / "train_record.json").read_text())
-    assert record["steps"] == 1 and record["stopped_by_time_limit"]
-    tuned = tmp_path / "tuned"
-    assert main(["train", "--out", str(tuned), "--steps", "1", "--init", str(out / "prior"), *common]) == 0
-    card = json.loads((tuned / "prior" / "medrecon_prior.json").read_text())
-    assert card["name"] == "tuned" and card["training"]["record"]["initialised_from"]["prior"] == "ct-tiny"
-    assert absolute_paths(card, str(tmp_path), str(ROOT)) == []
-    assert card["training"]["data"]["sources"][0]["path"] == CT_FILE.name
-    assert main(["train", "--out", str(tmp_path / "ae"), "--stage", "autoencoder", "--name", "x", *common]) == 2
-    assert main(["train", "--out", str(tmp_path / "neg"), "--time-limit", "-1", *common]) == 2
 
 
 # ------------------------------------------------------------------------------ one loop, stages
