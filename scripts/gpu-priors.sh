@@ -7,7 +7,9 @@
 #      by default the design's UNetConfig (32, 64, 128, 128), attention at the third level, 6.3 M
 #      parameters; batch CROP_BATCH) for 35% of the budget (--time-limit);
 #   2. `medrecon train --init` of stage 1 on whole SIZExSIZE slices (batch WHOLE_BATCH) for 45%;
-#      MR with --contrast-augment and --orientations all (priors that hold under contrast shifts, docs/priors.md);
+#      MR with --orientations all and the contrast augmentation of the CPU-continued mr-starter
+#      (MR_AUGMENT: gamma, random monotone curves, histogram matching to the real DWI b0 scans of the
+#      training split; no inversion, so non-monotone contrasts stay a test; docs/priors.md);
 #   3. `medrecon bench prior` on the validation slices when the starter folder holds them (a pack made
 #      with `medrecon data pack` usually does not: the weights are then measured back on the CPU).
 # The remaining 20% covers start-up, saving and the benchmark.
@@ -25,12 +27,13 @@
 #   scripts/gpu-priors.sh --out "$OUT" --seconds 480 --starter pack
 # Options: --out DIR --seconds N [--starter DIR] [--size 256] [--crop 128] [--crop-batch 64]
 #   [--whole-batch 32] [--unet-config JSON] [--sources-ct "IDS"] [--sources-mr "IDS"] [--modalities "ct mr"]
-#   [--bench-slices 8]
+#   [--bench-slices 8] [--mr-augment JSON]
 # The Python that runs medrecon is $PYTHON (default: python3).
 set -euo pipefail
 
 out="" seconds="" starter="" size=256 crop=128 crop_batch=64 whole_batch=32
 unet_config='{"sample_size": 256}' sources_ct="" sources_mr="" modalities="ct mr" bench_slices=8
+mr_augment='{"p_gamma": 0.2, "gamma_range": [0.4, 2.5], "p_invert": 0, "p_curve": 0.2, "p_match": 0.2, "match_sources": ["mr-dwi-heudiconv", "mr-b0-dipy"]}'
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2 ;;
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --sources-mr) sources_mr=$2 ;;
     --modalities) modalities=$2 ;;
     --bench-slices) bench_slices=$2 ;;
+    --mr-augment) mr_augment=$2 ;;
     *) echo "gpu-priors.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift 2
@@ -76,7 +80,7 @@ run_modality() {
   local m=$1 sources=$2 log="$out/$m.log" extra=()
   [ -z "$sources" ] || extra=(--sources $sources)
   local augment=()
-  [ "$m" != mr ] || augment=(--contrast-augment --orientations all)
+  [ "$m" != mr ] || augment=(--contrast-augment "$mr_augment" --orientations all)
   {
     echo "== $m: stage 1, ${crop}x${crop} crops, batch $crop_batch, ${crop_s} s (started $(date -u +%FT%TZ))"
     "${medrecon[@]}" train --modality "$m" --out "$work/$m-crops" --size "$size" --crop "$crop" --batch-size "$crop_batch" \

@@ -43,7 +43,9 @@ def test_gpu_priors_script_with_a_tiny_budget_on_the_cpu(tmp_path):
     run = subprocess.run(
         ["bash", str(ROOT / "scripts/gpu-priors.sh"), "--out", str(out), "--seconds", "8", "--starter", str(starter),
          "--size", "32", "--crop", "16", "--crop-batch", "4", "--whole-batch", "4", "--unet-config", json.dumps(TINY),
-         "--sources-ct", "ct-lung2", "--sources-mr", "mr-brain1", "--bench-slices", "2"],
+         "--sources-ct", "ct-lung2", "--sources-mr", "mr-brain1", "--bench-slices", "2",
+         # the recipe's contrast augmentation without its histogram references (no DWI b0 in this starter folder)
+         "--mr-augment", '{"p_gamma": 0.2, "gamma_range": [0.4, 2.5], "p_invert": 0, "p_curve": 0.5}'],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -61,6 +63,7 @@ def test_gpu_priors_script_with_a_tiny_budget_on_the_cpu(tmp_path):
         assert card.training["record"]["stopped_by_time_limit"] and card.training["record"]["unet_config"]["attention_levels"] == [1]
         augmentation = card.training["data"]["augmentation"]["intensity"]
         assert (augmentation is not None) == (m == "mr")
+        assert m == "ct" or (augmentation["p_curve"] == 0.5 and augmentation["p_invert"] == 0)
 
 
 @pytest.mark.slow  # about 65 s on 2 CPU cores: the shipped CT prior, eager and fast, three samplers

@@ -40,7 +40,7 @@ import torch
 from medrecon.benchmarks import report
 from medrecon.benchmarks.common import bench_device, markdown_table, peak_memory, run_header
 from medrecon.contrast import remap
-from medrecon.data.sources import validation_sources
+from medrecon.data.sources import get_source, validation_sources
 from medrecon.errors import InputError
 from medrecon.evaluation.baselines import table_baselines
 from medrecon.evaluation.scoring import score
@@ -56,9 +56,12 @@ def _scores(image: torch.Tensor, reference: torch.Tensor) -> dict:
 
 
 def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: list[str], *, seed: int, device,
-                batch_size: int, long_slices: int, long_steps: int | None, on_gpu: bool, log=print) -> list[dict]:
+                batch_size: int, long_slices: int, long_steps: int | None, on_gpu: bool, log=print,
+                compare: dict | None = None) -> list[dict]:
     """All methods on one setting: a list of table rows. ``priors``: ``{"pixel": prior, "latent":
-    prior}`` (a sampler whose kind of prior is missing is skipped)."""
+    prior}`` (a sampler whose kind of prior is missing is skipped). ``compare``: ``{label: pixel
+    prior}`` run as well with every pixel-prior sampler on the same problem and seeds, its rows'
+    methods labelled ``"SAMPLER [label]"`` (the main pixel prior's rows then say ``[main]``)."""
     problem, reference = make_problem(setting, images, seed)
     rows = []
     for method in table_baselines(setting.modality, non_cartesian=setting.non_cartesian):
@@ -70,8 +73,11 @@ def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: 
                      "seconds_per_slice": seconds / problem.slices, "nfe": None, "slices": problem.slices,
                      "peak_memory_bytes": peak_memory("cpu")})
         log(f"  {setting.name:32s} {name:34s} {rows[-1]['psnr']:6.2f} dB {rows[-1]['ssim']:.3f}")
-    for sampler in samplers:
-        prior = priors.get(SAMPLERS[sampler].prior)
+    runs = [(sampler, priors.get(SAMPLERS[sampler].prior), "main" if compare and SAMPLERS[sampler].prior == "pixel" else None)
+            for sampler in samplers]
+    runs += [(sampler, prior, label) for label, prior in (compare or {}).items() for sampler in samplers
+             if SAMPLERS[sampler].prior == "pixel"]
+    for sampler, prior, prior_label in runs:
         if prior is None:
             continue
         sub, ref, steps, indices = problem, reference, None, None
@@ -83,6 +89,7 @@ def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: 
         result = reconstruct(sub, prior, sampler=sampler, steps=steps, samples=1, batch_size=batch_size, device=device,
                              seed=seed, slice_indices=indices, progress=False)
         label = sampler if steps is None else f"{sampler} ({result.settings['steps']} steps)"
+        label += f" [{prior_label}]" if prior_label else ""
         rows.append({"setting": setting.name, "method": label, "kind": "sampler", **_scores(result.mean, ref),
                      "seconds_per_slice": result.seconds_per_slice, "nfe": result.nfe, "slices": sub.slices,
                      "peak_memory_bytes": result.peak_memory_bytes, "settings": result.settings})
@@ -125,6 +132,8 @@ class ReconBench:
     samplers: tuple[str, ...] = tuple(sampler_names(slice_wise=True))
     ct_prior: str = "ct-starter"
     mr_prior: str = "mr-starter"
+    compare_priors: tuple[str, ...] = ()  # LABEL=PRIOR: more pixel priors in the same run (rows "SAMPLER [LABEL]")
+    sources: tuple[str, ...] | None = None  # validation sources (default: the first of each modality)
     ct_latent: str | None = "ct-starter-latent"
     mr_latent: str | None = "mr-starter-latent"
     starter: str | None = None
@@ -153,25 +162,29 @@ def run_recon_bench(bench: ReconBench, *, command: str = "medrecon bench recon")
     settings = [s for s in SETTINGS if s.modality in modalities and selected(s.name, bench.only)]
     if not settings:
         raise InputError("no benchmark setting selected")
+    sources = _sources(bench.sources, modalities)
+    compare = _compare_priors(bench.compare_priors, device)
     t0 = time.perf_counter()
     rows, prior_names, slices_note = [], [], []
     for modality in modalities:
         priors = load_priors(bench.ct_prior if modality == "CT" else bench.mr_prior,
                              bench.ct_latent if modality == "CT" else bench.mr_latent, bench.samplers, device)
         pixel = priors["pixel"]
-        prior_names += [p.card.name for p in priors.values()]
-        source = validation_sources(modality)[0]
-        images = evaluation_slices(source.id, pixel.card.normalisation, pixel.card.image_size, bench.slices, bench.starter)
-        size = pixel.card.image_size
-        slices_note.append(f"{source.id}: {images.shape[0]} slices of the middle 60%, resampled to {size}x{size}")
-        for shift in ["none", *(bench.contrast or [])]:
-            shifted = remap(images, shift)
-            for setting in (s for s in settings if s.modality == modality):
-                if shift != "none":
-                    setting = dataclasses.replace(setting, name=f"{setting.name}, contrast {shift}")
-                rows += run_setting(setting, shifted, priors, list(bench.samplers), seed=bench.seed, device=device,
-                                    batch_size=bench.batch_size, long_slices=bench.long_slices, long_steps=bench.long_steps,
-                                    on_gpu=device.type == "cuda")
+        others = {label: p for label, p in compare.items() if p.card.modality == modality}
+        prior_names += [p.card.name for p in priors.values()] + [f"{label} = {p.card.name} ({p.path})" for label, p in others.items()]
+        for source in sources[modality]:
+            images = evaluation_slices(source.id, pixel.card.normalisation, pixel.card.image_size, bench.slices, bench.starter)
+            size = pixel.card.image_size
+            slices_note.append(f"{source.id}: {images.shape[0]} slices of the middle 60%, resampled to {size}x{size}")
+            suffix = "" if source is validation_sources(modality)[0] else f", {source.id}"
+            for shift in ["none", *(bench.contrast or [])]:
+                shifted = remap(images, shift)
+                for setting in (s for s in settings if s.modality == modality):
+                    name = setting.name + suffix + (f", contrast {shift}" if shift != "none" else "")
+                    rows += run_setting(dataclasses.replace(setting, name=name), shifted, priors, list(bench.samplers),
+                                        seed=bench.seed, device=device, batch_size=bench.batch_size,
+                                        long_slices=bench.long_slices, long_steps=bench.long_steps,
+                                        on_gpu=device.type == "cuda", compare=others)
     header = run_header(command, device, t0, priors=", ".join(prior_names), slices="; ".join(slices_note))
     table = to_markdown(rows, header)
     print(table)
@@ -181,6 +194,38 @@ def run_recon_bench(bench: ReconBench, *, command: str = "medrecon bench recon")
         title = "Reconstruction quality and speed (`bench recon`)" if section == "recon" else f"`bench recon`: {section}"
         report.write_section(bench.write, f"### {title}\n\n" + table, section)
     return rows
+
+
+def _sources(ids, modalities) -> dict:
+    """``{modality: [Source, ...]}``: the validation sources asked for (default: the first of each
+    modality); a training source is refused (results are reported on validation patients only)."""
+    if not ids:
+        return {m: [validation_sources(m)[0]] for m in modalities}
+    chosen = {m: [] for m in modalities}
+    for source_id in ids:
+        source = get_source(source_id)
+        if source.split != "validation":
+            raise InputError(f"--sources {source_id}: a {source.split} source; the benchmark reports on validation patients only")
+        if source.modality not in chosen:
+            raise InputError(f"--sources {source_id} is {source.modality}, not among --modalities")
+        chosen[source.modality].append(source)
+    empty = [m for m, found in chosen.items() if not found]
+    if empty:
+        raise InputError(f"--sources names no {' or '.join(empty)} validation source")
+    return chosen
+
+
+def _compare_priors(items, device) -> dict:
+    """``{label: prior}`` from ``LABEL=PRIOR`` items (a shipped name or a prior folder)."""
+    out = {}
+    for item in items or ():
+        label, sep, name = str(item).partition("=")
+        if not sep or not label or not name:
+            raise InputError(f"--compare-priors takes LABEL=PRIOR (a shipped name or folder), got {item!r}")
+        if label in out or label == "main":
+            raise InputError(f"--compare-priors: the label {label!r} is used twice (or is 'main')")
+        out[label] = load_prior(name, device=device)
+    return out
 
 
 __all__ = ["ReconBench", "load_priors", "run_recon_bench", "run_setting", "to_markdown"]

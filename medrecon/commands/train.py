@@ -61,8 +61,10 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--contrast-augment", nargs="?", const="{}", default=None, metavar="JSON",
-        help="random contrast per training image (gamma, tissue inversion; medrecon.contrast); optional JSON of "
-        "p_gamma, gamma_range, p_invert (default: 0.5, [0.5, 2], 0.25)",
+        help="random contrast per training image (medrecon.contrast: gamma, random monotone curves, histogram matching to "
+        "real scans of other contrasts, tissue inversion); optional JSON of p_gamma, gamma_range, p_invert, p_curve, p_match, "
+        "match_sources (default: 0.5, [0.5, 2], 0.25, 0, 0, []; match_sources: training source ids, e.g. "
+        "[\"mr-dwi-heudiconv\", \"mr-b0-dipy\"])",
     )
     parser.add_argument("--no-resume", action="store_true", help="do not continue from DIR/checkpoint.pt")
     parser.add_argument("--overwrite", action="store_true", help="with --no-resume: start again over an existing checkpoint")

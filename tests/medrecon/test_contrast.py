@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from medrecon.contrast import SHIFTS, invert_tissue, random_remap, remap
+from medrecon.contrast import (
+    MONOTONE_SHIFTS,
+    NON_MONOTONE_SHIFTS,
+    SHIFTS,
+    fold_tissue,
+    invert_tissue,
+    match_histogram,
+    random_monotone_curve,
+    random_remap,
+    remap,
+)
 from medrecon.errors import InputError
 from medrecon.priors.training import TrainingSlices
 from medrecon.study import Study
@@ -19,7 +29,11 @@ def test_fixed_shifts():
     inv = remap(x, "invert")
     assert inv[0] == 0 and inv[1] == 0  # background stays dark
     torch.testing.assert_close(inv[2:], 1 - x[2:])  # tissue inverted
-    assert set(SHIFTS) == {"gamma0.5", "gamma2", "invert"} and torch.equal(remap(x, "none"), x)
+    assert set(SHIFTS) == {"gamma0.5", "gamma2", "invert", "fold"} and torch.equal(remap(x, "none"), x)
+    assert set(MONOTONE_SHIFTS) | set(NON_MONOTONE_SHIFTS) == set(SHIFTS)
+    fold = remap(torch.tensor([0.0, 0.01, 0.15, 0.45, 0.7, 1.0]), "fold")  # mid-grey brightest, both ends darker
+    torch.testing.assert_close(fold, torch.tensor([0.0, 0.0, 1 - 0.3 / 0.55, 1.0, 1 - 0.25 / 0.55, 0.0]))
+    torch.testing.assert_close(fold_tissue(torch.tensor([0.45])), torch.tensor([1.0]))
     for bad in ("gammaX", "gamma-1", "solarise"):
         with pytest.raises(InputError, match="contrast shift"):
             remap(x, bad)
@@ -67,3 +81,54 @@ def test_coronal_and_sagittal_slices_have_superior_at_the_top():
     for image in slices.images[10:]:  # coronal and sagittal
         rows = image[0].mean(dim=1)
         assert bool((rows[:-1] >= rows[1:]).all()) and rows[0] > rows[-1]
+
+
+def _is_monotone(before: torch.Tensor, after: torch.Tensor) -> bool:
+    order = before.flatten().argsort()
+    return bool((after.flatten()[order].diff() >= -1e-6).all())
+
+
+def test_random_curves_and_histogram_matching_are_monotone_and_keep_the_background_dark():
+    x = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    x[:, :, :2] = 0  # background
+    curves = random_monotone_curve(x, torch.rand(6, 7, generator=torch.Generator().manual_seed(4)))
+    assert all(_is_monotone(x[b], curves[b]) for b in range(6))
+    assert torch.equal(curves[:, :, :2], torch.zeros_like(curves[:, :, :2])) and 0.7 <= float(curves.amax()) <= 1.0
+    assert not torch.allclose(curves, x, atol=0.05)  # the curves do change the contrast
+    reference = torch.rand(6, 1, 9, 9, generator=torch.Generator().manual_seed(5)) ** 3
+    matched = match_histogram(x, reference)
+    assert all(_is_monotone(x[b], matched[b]) for b in range(6))
+    quantiles = torch.tensor([0.25, 0.5, 0.75])
+    for b in range(6):  # the image takes the reference's distribution
+        torch.testing.assert_close(torch.quantile(matched[b].flatten(), quantiles), torch.quantile(reference[b].flatten(), quantiles),
+                                   atol=0.03, rtol=0)
+
+
+def test_monotone_families_never_invert_and_need_their_references():
+    x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    refs = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) ** 2
+    out = random_remap(x, torch.Generator().manual_seed(2), p_gamma=0.5, p_invert=0.0, p_curve=0.5, p_match=0.5, references=refs)
+    assert all(_is_monotone(x[b], out[b]) for b in range(32))  # p_invert 0: only monotone remaps
+    assert int((out != x).flatten(1).any(1).sum()) > 16
+    again = random_remap(x, torch.Generator().manual_seed(2), p_gamma=0.5, p_invert=0.0, p_curve=0.5, p_match=0.5, references=refs)
+    assert torch.equal(out, again)
+    with pytest.raises(InputError, match="needs reference images"):
+        random_remap(x, torch.Generator().manual_seed(2), p_match=0.5)
+
+
+def test_training_slices_match_the_histograms_of_their_other_contrast_sources():
+    bright_fluid = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(6)) ** 0.3
+    dark_fluid = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(7)) ** 3
+    from medrecon.priors.normalisation import Normalisation
+
+    data = TrainingSlices(torch.cat([dark_fluid, bright_fluid]), modality="MR", normalisation=Normalisation.for_modality("MR"),
+                          sources=[{"id": "t1", "slices": 4}, {"id": "b0", "slices": 4}], flip=False, rotate_degrees=0.0,
+                          intensity={"p_gamma": 0.0, "p_invert": 0.0, "p_match": 1.0, "match_sources": ["b0"]})
+    out = data.batch([0, 1], torch.Generator().manual_seed(8))
+    assert float(out.mean()) > float(dark_fluid[:2].mean()) + 0.2  # the T1-like slices took the bright histogram
+    assert data.describe()["augmentation"]["intensity"]["match_sources"] == ["b0"]
+    with pytest.raises(InputError, match="match_sources"):
+        TrainingSlices(dark_fluid, modality="MR", normalisation=Normalisation.for_modality("MR"), sources=[{"id": "t1", "slices": 4}],
+                       intensity={"p_match": 0.5, "match_sources": ["b0"]})
+    with pytest.raises(InputError, match="needs match_sources"):
+        TrainingSlices(dark_fluid, modality="MR", normalisation=Normalisation.for_modality("MR"), intensity={"p_match": 0.5})

@@ -14,7 +14,9 @@
   ``torch.Generator``: a random left-right flip, a small rotation (uniform in
   ``+-rotate_degrees``, ``affine_grid``/``grid_sample``, zero padding = air / background) and an
   optional random ``crop_size`` crop, then, where ``intensity`` is set, a random contrast
-  (:func:`medrecon.contrast.random_remap`: gamma and tissue inversion). No global RNG state is touched.
+  (:func:`medrecon.contrast.random_remap`: gamma, random monotone curves, histogram matching to the
+  slices of the ``match_sources`` — real scans of other contrasts in the same dataset — and tissue
+  inversion). No global RNG state is touched.
 - ``orientations="all"``: volumes with isotropic voxels (spacings within 10%) also give their
   coronal and sagittal slices (superior at the top), so a prior sees every orientation of them.
 """
@@ -94,6 +96,7 @@ class TrainingSlices(Dataset):
         self.flip = bool(flip)
         self.rotate_degrees = float(rotate_degrees)
         self.intensity = _check_intensity(intensity)
+        self._references = self._reference_slices()
 
     # ---------------------------------------------------------------------------------------- build
     @classmethod
@@ -245,18 +248,41 @@ class TrainingSlices(Dataset):
         cols = (left[:, None] + ar)[:, None, :].to(dev)
         return self._contrast(x[torch.arange(b, device=dev)[:, None, None], 0, rows, cols][:, None], generator).contiguous()
 
+    def _reference_slices(self) -> torch.Tensor | None:
+        """The slices of ``intensity["match_sources"]`` (histogram-matching references), or None."""
+        names = (self.intensity or {}).get("match_sources") or []
+        if not names:
+            return None
+        picked, start = [], 0
+        for record in self.sources:
+            count = int(record.get("slices", 0))
+            if record.get("id") in names:
+                picked.append(self.images[start : start + count])
+            start += count
+        known = {r.get("id") for r in self.sources}
+        missing = sorted(set(names) - known)
+        if missing or not picked:
+            raise InputError(f"intensity augmentation: match_sources {missing or names} are not among this dataset's "
+                             f"sources {sorted(k for k in known if k)}")
+        references = torch.cat(picked)
+        keep = references.flatten(1).amax(1) > 0.05  # slices with tissue in them (not the empty ends of a volume)
+        return references[keep] if bool(keep.any()) else references
+
     def _contrast(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if self.intensity is None or generator is None:
             return x
-        return random_remap(x, generator, **self.intensity)
+        options = {k: v for k, v in self.intensity.items() if k != "match_sources"}
+        return random_remap(x, generator, references=self._references, **options)
 
 
-INTENSITY_KEYS = ("p_gamma", "gamma_range", "p_invert")
-DEFAULT_INTENSITY = {"p_gamma": 0.5, "gamma_range": [0.5, 2.0], "p_invert": 0.25}
+INTENSITY_KEYS = ("p_gamma", "gamma_range", "p_invert", "p_curve", "p_match", "match_sources")
+DEFAULT_INTENSITY = {"p_gamma": 0.5, "gamma_range": [0.5, 2.0], "p_invert": 0.25, "p_curve": 0.0, "p_match": 0.0,
+                     "match_sources": []}
 
 
 def _check_intensity(intensity: dict | None) -> dict | None:
-    """The contrast augmentation's settings (``p_gamma``, ``gamma_range``, ``p_invert``), checked."""
+    """The contrast augmentation's settings (:data:`INTENSITY_KEYS`), checked: probabilities in
+    [0, 1], ``0 < gamma low <= high``, ``match_sources`` (source ids) given when ``p_match > 0``."""
     if intensity is None:
         return None
     unknown = set(intensity) - set(INTENSITY_KEYS)
@@ -264,9 +290,16 @@ def _check_intensity(intensity: dict | None) -> dict | None:
         raise InputError(f"intensity augmentation: unknown settings {sorted(unknown)}; known: {list(INTENSITY_KEYS)}")
     out = {**DEFAULT_INTENSITY, **intensity}
     lo, hi = (float(v) for v in out["gamma_range"])
-    if not (0 <= float(out["p_gamma"]) <= 1 and 0 <= float(out["p_invert"]) <= 1 and 0 < lo <= hi):
+    probabilities = [float(out[k]) for k in ("p_gamma", "p_invert", "p_curve", "p_match")]
+    if not (all(0 <= p <= 1 for p in probabilities) and 0 < lo <= hi):
         raise InputError(f"intensity augmentation needs probabilities in [0, 1] and 0 < gamma low <= high, got {out}")
-    return {"p_gamma": float(out["p_gamma"]), "gamma_range": [lo, hi], "p_invert": float(out["p_invert"])}
+    sources = [str(v) for v in (out["match_sources"] or [])]
+    if float(out["p_match"]) > 0 and not sources:
+        raise InputError("intensity augmentation: p_match > 0 needs match_sources (training source ids of other contrasts)")
+    checked = {"p_gamma": float(out["p_gamma"]), "gamma_range": [lo, hi], "p_invert": float(out["p_invert"])}
+    if float(out["p_curve"]) > 0 or float(out["p_match"]) > 0:  # settings of older runs keep their old form
+        checked.update(p_curve=float(out["p_curve"]), p_match=float(out["p_match"]), match_sources=sources)
+    return checked
 
 
 def _planes(volume: torch.Tensor, study) -> dict:

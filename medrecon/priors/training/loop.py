@@ -16,7 +16,9 @@ what it exports at the end. :func:`run` does the rest, the same way for every st
 - Several processes (``torchrun``; ``RANK``/``WORLD_SIZE`` set), for the stages that support it:
   ``DistributedDataParallel``, each rank takes a disjoint ``batch_size`` share of the step's
   ``batch_size * world_size`` indices of the global data order, and only rank 0 writes files.
-- Step: the stage's loss (bf16 autocast on CUDA where the stage asks for it), AdamW with optional
+- Step: the stage's loss (bf16 autocast where the stage asks for it, on CUDA and on a CPU with
+  native bf16 — AMX / AVX512-BF16, :func:`medrecon.hardware.cpu_has_native_bf16`; elsewhere
+  fp32, since bf16 is emulated there; the record's ``bf16_autocast`` says which), AdamW with optional
   gradient-norm clipping, then the optional EMA ``ema <- ema + (1 - decay) (model - ema)`` with
   ``decay = min(ema_decay, (1 + t) / (10 + t))`` under warm-up.
 - Files in ``out_dir`` (rank 0): ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end
@@ -54,6 +56,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from medrecon.errors import InputError
+from medrecon.hardware import cpu_has_native_bf16
 from medrecon.io.atomic import atomic_output
 from medrecon.priors.networks import parameter_count
 
@@ -143,6 +146,11 @@ class TimeBudget:
         return over
 
 
+def _bf16_native(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively on ``device`` (CUDA, or a CPU with AMX / AVX512-BF16)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -213,7 +221,7 @@ class Stage:
     log_prefix = ""  # log lines read "<prefix>step 10/100  loss ..."
     stream = "step"  # the per-step seed is sha256(seed:stream:step[:rank])
     distributed = False  # True: DDP under torchrun (the seed then names the rank); False: one process only
-    autocast = False  # bf16 autocast of the loss on CUDA
+    autocast = False  # bf16 autocast of the loss where it is native (CUDA, AMX / AVX512-BF16 CPUs)
     checkpoint_format = CHECKPOINT_FORMAT
     rng_scheme = RNG_SCHEME  # what the checkpoint's ``rng`` entry says
     ema: EMA | None = None
@@ -390,7 +398,7 @@ class _Run:
         idx = order.indices(step * cfg.batch_size * place.world + place.rank * cfg.batch_size, cfg.batch_size)
         g = _generator(cfg.seed, stage.stream, step, place.rank) if stage.distributed else _generator(cfg.seed, stage.stream, step)
         x = self.dataset.batch(idx, g, crop_size=self.crop).to(place.device)
-        autocast = stage.autocast and place.device.type == "cuda"
+        autocast = stage.autocast and _bf16_native(place.device)
         with torch.autocast(device_type=place.device.type, dtype=torch.bfloat16, enabled=autocast):
             loss, metrics = stage.loss(net, x, g)
         self.optimizer.zero_grad(set_to_none=True)
@@ -472,6 +480,7 @@ class _Run:
             "images_per_s": round(steps_run * global_batch / seconds, 3) if steps_run and seconds > 0 else None,
             "world_size": place.world,
             "device": _device_name(place.device),
+            "bf16_autocast": bool(self.stage.autocast and _bf16_native(place.device)),
             "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
             "torch": torch.__version__,
             "final_loss": (sum(tail) / len(tail)) if tail else None,

@@ -56,7 +56,7 @@ class TrainConfig(JSONConfig):
     crop_size: int | None = None  # random crops of the dataset's slices; None = whole slices
     checkpoint_every: int = 500
     log_every: int = 10
-    mixed_precision: bool = True  # bf16 autocast, on CUDA only
+    mixed_precision: bool = True  # bf16 autocast where native: CUDA, or a CPU with AMX / AVX512-BF16
     init_from: str | None = None  # a pixel EDM prior (shipped name or folder) whose weights start the run
 
     def __post_init__(self):

