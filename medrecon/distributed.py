@@ -107,6 +107,12 @@ def destroy(owned: bool = True) -> None:
             dist.destroy_process_group()
 
 
+def barrier() -> None:
+    """Wait for every process of the default group (nothing to wait for in one process)."""
+    if _initialised():
+        dist.barrier()
+
+
 def shard(n: int, rank: int, world_size: int) -> slice:
     """Rank ``rank``'s contiguous share of ``n`` slices: the first ``n % world_size`` ranks take one
     more than the others, so the shards differ by at most one slice, cover ``0..n-1`` exactly once

@@ -17,7 +17,9 @@ and scores each result; a progress line per result goes to stderr. OUTDIR gets
 
 OUTDIR is written as a staging folder renamed into place at the end
 (:func:`medrecon.io.atomic.atomic_output`): an existing OUTDIR is refused without ``--overwrite``
-(and left untouched), an interrupted run leaves nothing.
+(and left untouched). Finished volumes are kept in ``OUTDIR.progress/`` until then
+(:mod:`medrecon.reproduce.progress`): an interrupted run resumes where it stopped when started
+again with the same arguments, and ``torchrun`` processes share the volumes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medrecon import distributed
 from medrecon.errors import InputError
 from medrecon.evaluation.scoring import Scores
 from medrecon.figures import write_figure
@@ -39,6 +42,7 @@ from medrecon.io.atomic import atomic_output
 from medrecon.priors.hub import load_prior
 from medrecon.provenance import versions
 from medrecon.reconstruct import check_prior_fits, reconstruct
+from medrecon.reproduce.progress import Progress
 from medrecon.reproduce.protocols import Protocol
 from medrecon.samplers.registry import SAMPLERS, sampler_names
 
@@ -74,9 +78,16 @@ def _finite(x):
 def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS, steps: int | None = None,
               limit: int | None = None, slices: int | None = None, values=None, device=None, batch_size: int = 8,
               seed: int = 0, overwrite: bool = False, progress: bool | None = None, stream=None,
-              command: str | None = None) -> dict:
+              command: str | None = None) -> dict | None:
     """Run ``protocol`` on the dataset at ``data`` and write OUTDIR ``out``; returns the summary
-    (what ``summary.json`` holds).
+    (what ``summary.json`` holds), or None on a ``torchrun`` process other than 0.
+
+    Each volume's results are kept in ``OUTDIR.progress/`` as it is finished
+    (:mod:`medrecon.reproduce.progress`): a killed run started again with the same arguments
+    resumes with the volumes not yet scored, and gives the table of an uninterrupted run. Under
+    ``torchrun`` (the process group initialised by the caller, :func:`medrecon.distributed.init_if_launched`)
+    process ``r`` of ``W`` scores the volumes ``i % W == r`` on its own device, and process 0
+    writes OUTDIR once every volume is there: the table of one process.
 
     Args:
         protocol: a :class:`~medrecon.reproduce.protocols.Protocol`.
@@ -85,7 +96,8 @@ def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS
         steps: the samplers' step count (None: each sampler's preset).
         limit: volumes to take (None: all); ``slices``: slices per volume, evenly spaced (None: all).
         values: the settings (views or accelerations; None: the published ones).
-        device: ``cpu``, ``cuda``... (None: CUDA when available).
+        device: ``cpu``, ``cuda``... (None: CUDA when available; under torchrun the process's GPU).
+        overwrite: replace an existing OUTDIR, and discard another run's progress.
         progress: :func:`~medrecon.reconstruct.reconstruct`'s step-level progress line (None: when
             stderr is a terminal); the per-result lines are always written to ``stream``.
     """
@@ -96,103 +108,152 @@ def reproduce(protocol: Protocol, data, prior, out, *, samplers=DEFAULT_SAMPLERS
     unknown = [s for s in samplers if s not in SAMPLERS]
     if unknown:
         raise InputError(f"unknown sampler {unknown[0]!r}; known: {', '.join(sorted(SAMPLERS))}")
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world_size, _ = distributed.world()
+    device = distributed.rank_device(device) if world_size > 1 else torch.device(
+        device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but torch sees no CUDA device")
     out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
 
+    items = protocol.load(data, limit=limit)  # missing root: exit 3; wrong layout: exit 2
+    if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
+        prior = load_prior(prior, device=device)
+    if hasattr(protocol, "fit_to_prior"):
+        protocol.fit_to_prior(prior.card)
+    labels = [protocol.setting_label(v) for v in settings]
+    fingerprint = {"protocol": protocol.to_dict(), "data": str(Path(data).resolve()), "volumes": [item.name for item in items],
+                   "prior": {"name": prior.card.name, "sha256": prior.card.sha256}, "samplers": samplers, "steps": steps,
+                   "settings": labels, "slices": slices, "seed": seed, "batch_size": batch_size}
+    run = _VolumeRun(protocol, settings, labels, prior, samplers, steps, slices, device, batch_size, seed, progress, stream,
+                     len(items))
+    if items:  # refuse a prior that does not fit before any work
+        run.check_prior(protocol.build(items[0], settings[0], slices=slices))
+    if rank == 0:
+        store = Progress(out, fingerprint, restart=overwrite)
+    distributed.barrier()
+    if rank != 0:
+        store = Progress(out, fingerprint)
+    done = store.done()
+    if done:
+        stream.write(f"reproduce {protocol.name}: resuming: {len(done)} of {len(items)} volume(s) already scored in "
+                     f"{store.folder}\n")
+    for i, item in enumerate(items):
+        if i % world_size == rank and i not in done:
+            result, figure = run.volume(i, item)
+            store.save(i, result, figure)
+    distributed.barrier()
+    if rank != 0:
+        return None
+
+    results = [store.load(i) for i in range(len(items))]
+    rows = [row for r in results for row in r["rows"]]
+    per_slice = [p for r in results for p in r["per_slice"]]
+    volumes = [r["volume"] for r in results]
+    method_details = {k: v for r in results for k, v in r["method_details"].items()}
+    sampler_settings = {k: v for r in results for k, v in r["sampler_settings"].items()}
+    figure = store.figure()
+    figure_slice = results[0]["figure_slice"] if results else None
+    methods = list(protocol.baselines) + samplers
+    summary = {
+        "protocol": protocol.to_dict(),
+        "command": command,
+        "data": str(data),
+        "n_volumes": len(volumes),
+        "volumes": volumes,
+        "prior": {"name": prior.card.name, "path": str(prior.path), "modality": prior.card.modality,
+                  "image_size": prior.card.image_size, "sha256": prior.card.sha256},
+        "settings": labels,
+        "methods": methods,
+        "method_details": method_details,
+        "sampler_settings": sampler_settings,
+        "unit": protocol.unit,
+        "steps": steps,
+        "limit": limit,
+        "slices_per_volume": slices,
+        "device": str(device),
+        "world_size": world_size,
+        "seed": seed,
+        "batch_size": batch_size,
+        "table": _table(protocol, labels, methods, rows, per_slice),
+        "figure": {"volume": volumes[0]["name"] if volumes else None,
+                   "slice": volumes[0]["slice_indices"][figure_slice] if volumes and figure_slice is not None else None,
+                   "rows": labels, "columns": list(figure)},
+        "versions": versions(),
+    }
     with atomic_output(out, overwrite=overwrite, folder=True) as stage:
-        items = protocol.load(data, limit=limit)  # missing root: exit 3; wrong layout: exit 2
-        if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
-            prior = load_prior(prior, device=device)
-        if hasattr(protocol, "fit_to_prior"):
-            protocol.fit_to_prior(prior.card)
-        methods = list(protocol.baselines) + samplers
-        labels = [protocol.setting_label(v) for v in settings]
-        rows: list[dict] = []
-        per_slice: list[dict | None] = []
-        volumes: list[dict] = []
-        method_details: dict[str, str] = {}
-        sampler_settings: dict[str, dict] = {}
-        figure: dict[str, list[np.ndarray]] = {}
-        figure_slice = None
-        checked = False
-        n_items = len(items)
-
-        def report(i, item_name, case, method, scores, seconds_per_slice):
-            stream.write(f"reproduce {protocol.name}: volume {i + 1}/{n_items} {item_name} ({case.slices} slices) | "
-                         f"{case.setting} | {method}: PSNR {scores.psnr:.2f} dB, SSIM {scores.ssim:.3f} | "
-                         f"{seconds_per_slice:.3g} s/slice\n")
-            stream.flush()
-
-        for i, item in enumerate(items):
-            volume = {"name": item.name, "path": str(item.path), "acquisitions": {}}
-            for value, label in zip(settings, labels):
-                case = protocol.build(item, value, slices=slices)
-                volume.update(total_slices=case.total_slices, slice_indices=case.slice_indices)
-                volume["acquisitions"][label] = case.acquisition
-                if not checked:  # refuse a prior that does not fit before any work
-                    for sampler in samplers:
-                        check_prior_fits(prior, case.problem, sampler)
-                    checked = True
-                if i == 0:
-                    figure_slice = case.slices // 2
-                    figure.setdefault("reference", []).append(protocol.display(case, None)[figure_slice])
-                results = []
-                for method in protocol.baselines:
-                    image, details, seconds = protocol.run_baseline(method, case, device=device)
-                    method_details[method] = details
-                    results.append((method, "baseline", image, seconds / case.slices, None, details))
-                    _record(protocol, case, results[-1], rows, per_slice, figure if i == 0 else None, figure_slice,
-                            lambda s, r=results[-1]: report(i, item.name, case, r[0], s, r[3]))
-                for sampler in samplers:
-                    result = reconstruct(case.problem, prior, sampler=sampler, steps=steps, batch_size=batch_size,
-                                         device=device, seed=seed, slice_indices=case.slice_indices, progress=progress)
-                    sampler_settings[sampler] = result.settings
-                    details = f"{result.settings.get('steps')} steps, {result.settings.get('schedule')} schedule, " \
-                              f"options {json.dumps(result.settings.get('options', {}), sort_keys=True)}"
-                    method_details[sampler] = details
-                    entry = (sampler, "sampler", case.problem.on_study_grid(result.mean), result.seconds_per_slice, result.nfe, details)
-                    _record(protocol, case, entry, rows, per_slice, figure if i == 0 else None, figure_slice,
-                            lambda s, e=entry: report(i, item.name, case, e[0], s, e[3]))
-                    if not math.isfinite(rows[-1]["psnr"]):
-                        stream.write(f"reproduce {protocol.name}: warning: {sampler} gave non-finite values on "
-                                     f"{item.name}, {case.setting}; its row holds NaN\n")
-            volume["slices"] = len(volume.get("slice_indices", []))
-            volumes.append(volume)
-
-        table = _table(protocol, labels, methods, rows, per_slice)
-        summary = {
-            "protocol": protocol.to_dict(),
-            "command": command,
-            "data": str(data),
-            "n_volumes": len(volumes),
-            "volumes": volumes,
-            "prior": {"name": prior.card.name, "path": str(prior.path), "modality": prior.card.modality,
-                      "image_size": prior.card.image_size, "sha256": prior.card.sha256},
-            "settings": labels,
-            "methods": methods,
-            "method_details": method_details,
-            "sampler_settings": sampler_settings,
-            "unit": protocol.unit,
-            "steps": steps,
-            "limit": limit,
-            "slices_per_volume": slices,
-            "device": str(device),
-            "seed": seed,
-            "batch_size": batch_size,
-            "table": table,
-            "figure": {"volume": volumes[0]["name"] if volumes else None,
-                       "slice": volumes[0]["slice_indices"][figure_slice] if volumes and figure_slice is not None else None,
-                       "rows": labels, "columns": list(figure)},
-            "versions": versions(),
-        }
         _write_csv(stage / "results.csv", rows)
         _write_figure(stage / "figure.png", figure)
         (stage / "summary.md").write_text(_markdown(protocol, summary))
         summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
         (stage / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
+    store.remove()
     return summary
+
+
+class _VolumeRun:
+    """Scores one volume under every setting: baselines and samplers, rows and per-slice scores."""
+
+    def __init__(self, protocol, settings, labels, prior, samplers, steps, slices, device, batch_size, seed, progress, stream,
+                 n_items):
+        self.protocol, self.settings, self.labels, self.prior = protocol, settings, labels, prior
+        self.samplers, self.steps, self.slices, self.device = samplers, steps, slices, device
+        self.batch_size, self.seed, self.progress, self.stream, self.n_items = batch_size, seed, progress, stream, n_items
+
+    def check_prior(self, case) -> None:
+        """Refuse a prior that does not fit ``case``'s problem for any of the samplers."""
+        for sampler in self.samplers:
+            check_prior_fits(self.prior, case.problem, sampler)
+
+    def _report(self, i, item, case, method, scores, seconds_per_slice) -> None:
+        self.stream.write(f"reproduce {self.protocol.name}: volume {i + 1}/{self.n_items} {item.name} ({case.slices} slices) | "
+                          f"{case.setting} | {method}: PSNR {scores.psnr:.2f} dB, SSIM {scores.ssim:.3f} | "
+                          f"{seconds_per_slice:.3g} s/slice\n")
+        self.stream.flush()
+
+    def volume(self, i: int, item) -> tuple[dict, dict | None]:
+        """``(result, figure)``: the volume's JSON-able result and, for volume 0, the figure's images."""
+        protocol = self.protocol
+        volume = {"name": item.name, "path": str(item.path), "acquisitions": {}}
+        rows: list[dict] = []
+        per_slice: list[dict | None] = []
+        method_details: dict[str, str] = {}
+        sampler_settings: dict[str, dict] = {}
+        figure: dict[str, list[np.ndarray]] | None = {} if i == 0 else None
+        figure_slice = None
+        for value, label in zip(self.settings, self.labels):
+            case = protocol.build(item, value, slices=self.slices)
+            volume.update(total_slices=case.total_slices, slice_indices=case.slice_indices)
+            volume["acquisitions"][label] = case.acquisition
+            figure_slice = case.slices // 2
+            if figure is not None:
+                figure.setdefault("reference", []).append(protocol.display(case, None)[figure_slice])
+            for method in protocol.baselines:
+                image, details, seconds = protocol.run_baseline(method, case, device=self.device)
+                method_details[method] = details
+                entry = (method, "baseline", image, seconds / case.slices, None, details)
+                _record(protocol, case, entry, rows, per_slice, figure, figure_slice,
+                        lambda s, e=entry: self._report(i, item, case, e[0], s, e[3]))
+            for sampler in self.samplers:
+                result = reconstruct(case.problem, self.prior, sampler=sampler, steps=self.steps, batch_size=self.batch_size,
+                                     device=self.device, seed=self.seed, slice_indices=case.slice_indices,
+                                     progress=self.progress)
+                sampler_settings[sampler] = result.settings
+                details = (f"{result.settings.get('steps')} steps, {result.settings.get('schedule')} schedule, "
+                           f"options {json.dumps(result.settings.get('options', {}), sort_keys=True)}")
+                method_details[sampler] = details
+                entry = (sampler, "sampler", case.problem.on_study_grid(result.mean), result.seconds_per_slice, result.nfe,
+                         details)
+                _record(protocol, case, entry, rows, per_slice, figure, figure_slice,
+                        lambda s, e=entry: self._report(i, item, case, e[0], s, e[3]))
+                if not math.isfinite(rows[-1]["psnr"]):
+                    self.stream.write(f"reproduce {protocol.name}: warning: {sampler} gave non-finite values on "
+                                      f"{item.name}, {case.setting}; its row holds NaN\n")
+        volume["slices"] = len(volume.get("slice_indices", []))
+        result = {"volume": volume, "rows": rows, "per_slice": per_slice, "method_details": method_details,
+                  "sampler_settings": sampler_settings, "figure_slice": figure_slice}
+        return result, figure
 
 
 def _record(protocol, case, entry, rows, per_slice, figure, figure_slice, report) -> None:

@@ -345,3 +345,97 @@ def test_bad_flags(lidc_root, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+
+
+# --------------------------------------------------------------------------------------------------
+# resuming and sharding (a full LIDC or fastMRI run is GPU-hours)
+
+
+def _table_without_times(out: Path) -> list[dict]:
+    rows = read_rows(out)
+    for row in rows:
+        row.pop("seconds_per_slice")
+    return rows
+
+
+LIDC_ARGS = ("--views", "6", "--size", 32, "--slices", 2, "--steps", 2, "--samplers", "dds", "--quiet")
+
+
+def test_a_killed_run_resumes_with_the_volumes_not_yet_scored_and_gives_the_same_table(lidc_root, tmp_path, monkeypatch):
+    from medrecon.reproduce import run as run_module
+    from medrecon.reproduce.progress import progress_folder
+
+    whole = tmp_path / "whole"
+    prior = gaussian_prior("CT", 32)
+    assert run_reproduce(parse("lidc", "--data", lidc_root, "-o", whole, *LIDC_ARGS), prior=prior,
+                         stream=open(tmp_path / "log0", "w")) == 0
+    out = tmp_path / "resumed"
+    original, scored = run_module._VolumeRun.volume, []
+
+    def killed_at_the_second_volume(self, i, item):
+        if i == 1:
+            raise KeyboardInterrupt  # what a kill looks like to the Python code in between
+        scored.append(i)
+        return original(self, i, item)
+
+    monkeypatch.setattr(run_module._VolumeRun, "volume", killed_at_the_second_volume)
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduce(parse("lidc", "--data", lidc_root, "-o", out, *LIDC_ARGS), prior=prior, stream=open(tmp_path / "log1", "w"))
+    assert not out.exists() and sorted(p.name for p in progress_folder(out).iterdir()) == ["figure.npz", "run.json",
+                                                                                            "volume-00000.json"]
+    # another run's arguments are refused, not mixed in (nothing is written)
+    with pytest.raises(InputError, match="other arguments"):
+        run_reproduce(parse("lidc", "--data", lidc_root, "-o", out, *LIDC_ARGS[:-1], "--seed", 5, "--quiet"), prior=prior)
+    monkeypatch.setattr(run_module._VolumeRun, "volume", lambda self, i, item: scored.append(i) or original(self, i, item))
+    log = tmp_path / "log2"
+    assert run_reproduce(parse("lidc", "--data", lidc_root, "-o", out, *LIDC_ARGS), prior=prior, stream=open(log, "w")) == 0
+    assert scored == [0, 1] and "resuming: 1 of 2 volume(s) already scored" in log.read_text()
+    assert _table_without_times(out) == _table_without_times(whole)
+    assert not progress_folder(out).exists()  # removed once OUTDIR is written
+    # --overwrite starts again over another run's progress
+    monkeypatch.setattr(run_module._VolumeRun, "volume", killed_at_the_second_volume)
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduce(parse("lidc", "--data", lidc_root, "-o", tmp_path / "again", *LIDC_ARGS), prior=prior,
+                      stream=open(tmp_path / "log3", "w"))
+    monkeypatch.setattr(run_module._VolumeRun, "volume", original)
+    assert run_reproduce(parse("lidc", "--data", lidc_root, "-o", tmp_path / "again", *LIDC_ARGS[:-1], "--seed", 5, "--quiet",
+                               "--overwrite"), prior=prior, stream=open(tmp_path / "log4", "w")) == 0
+
+
+_SHARDED_REPRODUCE = """
+import sys
+from medrecon.commands import build_parser
+from medrecon.commands.reproduce import run
+from tests.support import gaussian_prior
+
+args = build_parser().parse_args(["reproduce", *sys.argv[1:]])
+sys.exit(run(args, prior=gaussian_prior("CT", 32, 0.4, 0.3), stream=open(args.out + ".log", "a")))
+"""
+
+
+@pytest.mark.slow  # two torchrun processes start torch and build the CT matrix: about 15 s on 2 cores
+def test_two_gloo_processes_give_the_one_process_table(lidc_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    single = tmp_path / "single"
+    assert run_reproduce(parse("lidc", "--data", lidc_root, "-o", single, *LIDC_ARGS), prior=gaussian_prior("CT", 32),
+                         stream=open(tmp_path / "log", "w")) == 0
+    script = tmp_path / "sharded.py"
+    script.write_text(_SHARDED_REPRODUCE)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    shared = tmp_path / "shared"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+                           "lidc", "--data", str(lidc_root), "-o", str(shared), *map(str, LIDC_ARGS)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _table_without_times(shared) == _table_without_times(single)
+    summary = json.loads((shared / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["n_volumes"] == 2
+    log = Path(str(shared) + ".log").read_text()  # each process scored its own volume
+    assert "volume 1/2 LIDC-IDRI-0001" in log and "volume 2/2 LIDC-IDRI-0002" in log
