@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import json
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, MissingResourceError
 from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS, sampler_names
 
 MODALITIES = ("CT", "MR")
@@ -91,6 +91,29 @@ def add_device(parser, default: str = "auto") -> None:
     parser.add_argument("--device", default=default, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
 
 
+def check_device(value: str | None) -> str | None:
+    """``--device`` checked before any work: ``auto``/None and ``cpu`` as they are; ``cuda`` or
+    ``cuda:N`` only where torch sees that CUDA device (else :class:`MissingResourceError`, exit 3);
+    anything else an :class:`InputError` (exit 2)."""
+    if value in (None, "auto", "cpu"):
+        return value
+    import torch  # only when running: the parser builds without torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type != "cuda":
+        raise InputError(f"--device {value!r}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise MissingResourceError(f"--device {value}: torch sees no CUDA device on this machine (a CPU-only build of torch, "
+                                   "or no GPU); use --device cpu or auto")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise MissingResourceError(f"--device {value}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    return value
+
+
 def options_from(cls, args: argparse.Namespace, **overrides):
     """An instance of the dataclass ``cls`` from the flags of the same names (lists become tuples)."""
     values = {}
@@ -124,5 +147,5 @@ def json_value(text: str):
         return text
 
 
-__all__ = ["MODALITIES", "add_device", "add_execution", "add_modality", "add_sampler", "add_samplers", "batch_size",
+__all__ = ["MODALITIES", "add_device", "check_device", "add_execution", "add_modality", "add_sampler", "add_samplers", "batch_size",
            "json_value", "key_values", "modality", "non_negative_int", "options_from", "positive_int"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from medrecon.errors import InputError
 from medrecon.samplers.registry import sampler_names
 
-from .arguments import add_device, positive_int
+from .arguments import add_device, check_device, positive_int
 
 HELP = ("regenerate a published table (LIDC-IDRI, BraTS, fastMRI) on your copy of the data: every sampler "
         "next to the classical baselines, written as CSV, Markdown, JSON and a PNG figure")
@@ -73,7 +73,7 @@ def run(args, *, prior=None, stream=None) -> int:
     """The command. ``prior``: a loaded prior to use instead of ``--prior`` (tests inject an analytic
     denoiser this way). ``stream``: where the progress lines go (stderr)."""
     samplers = parse_list(args.samplers, "--samplers", kind=str)
-    device = None if args.device in (None, "auto") else args.device
+    device = None if check_device(args.device) in (None, "auto") else args.device
     if args.protocol == "starter":
         from medrecon.reproduce.starter import reproduce_starter  # torch, only when running
 
@@ -103,13 +103,22 @@ def run(args, *, prior=None, stream=None) -> int:
         raise InputError(f"reproduce {protocol.name} needs --data (the dataset's root folder)")
     if prior is None and not args.prior:
         raise InputError(f"reproduce {protocol.name} needs --prior (a {protocol.modality} prior name or folder)")
-    summary = reproduce(
-        protocol, args.data, prior if prior is not None else args.prior, args.out,
-        samplers=samplers, steps=args.steps, limit=args.limit, slices=slices_per_volume(args.slices),
-        values=views if protocol.value_name == "views" else accel, device=device, batch_size=args.batch_size,
-        seed=args.seed, overwrite=args.overwrite, progress=False if args.quiet else None, stream=stream,
-        command=getattr(args, "command_line", None),
-    )
+    from medrecon import distributed
+
+    # under torchrun every process scores its share of the volumes; process 0 writes the tables
+    owned = distributed.init_if_launched(distributed.rank_device(device) if distributed.launched() else device)
+    try:
+        summary = reproduce(
+            protocol, args.data, prior if prior is not None else args.prior, args.out,
+            samplers=samplers, steps=args.steps, limit=args.limit, slices=slices_per_volume(args.slices),
+            values=views if protocol.value_name == "views" else accel, device=device, batch_size=args.batch_size,
+            seed=args.seed, overwrite=args.overwrite, progress=False if args.quiet else None, stream=stream,
+            command=getattr(args, "command_line", None),
+        )
+    finally:
+        distributed.destroy(owned)
+    if summary is None:  # a torchrun process other than 0
+        return 0
     out = Path(args.out)
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'summary.json'}, {out / 'figure.png'} "
           f"({summary['n_volumes']} volume(s), {len(summary['settings'])} setting(s), {len(summary['methods'])} method(s))")
