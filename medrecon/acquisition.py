@@ -18,12 +18,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from medrecon.errors import InputError, positive_int
+from medrecon.io.validation import (
+    CT_MATRIX_BYTES_PER_ENTRY,
+    CT_MAX_VIEWS,
+    MR_MAX_COILS,
+    MR_MAX_SAMPLES,
+    POISSON_MAX_PHOTONS,
+    check_image_side,
+    memory_budget_bytes,
+)
 from medrecon.operators import (
     CTProjector,
     FanBeamGeometry,
@@ -33,11 +44,21 @@ from medrecon.operators import (
     geometry_from_dict,
     simulated_maps,
 )
+from medrecon.operators.ct_geometry import system_matrix_entries
 from medrecon.operators.masks import CartesianSampling
 from medrecon.operators.trajectories import Trajectory
 
 NOISE_MODELS_CT = ("none", "gaussian", "poisson")
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at about 70 keV effective energy, 1/mm
+
+def _finite(value, flag: str, *, low: float = 0.0, high: float = math.inf, low_open: bool = True) -> float:
+    """A flag's number: finite, above ``low`` (or equal when not ``low_open``) and at most ``high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"{flag} must be a finite number, got {value!r}")
+    if (value <= low if low_open else value < low) or value > high:
+        bound = f"{'>' if low_open else '>='} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
+        raise InputError(f"{flag} must be {bound}, got {value!r}")
+    return float(value)
 
 
 def slice_seed(seed: int, index: int, purpose: str) -> int:
@@ -68,13 +89,22 @@ class CTAcquisition:
     kind: str = field(default="ct", init=False)
 
     def __post_init__(self):
-        geometry_from_dict(self.geometry)
+        geometry = geometry_from_dict(self.geometry)
+        for side in geometry.image_shape:
+            check_image_side(side, "the CT acquisition", "image_shape")
+        if geometry.n_angles > CT_MAX_VIEWS:
+            raise InputError(f"a CT acquisition of {geometry.n_angles} views exceeds {CT_MAX_VIEWS}")
+        _check_matrix_size(geometry, "views")
         if self.noise not in NOISE_MODELS_CT:
             raise InputError(f"unknown CT noise model {self.noise!r}; known: {NOISE_MODELS_CT}")
-        if self.noise == "gaussian" and not self.noise_rel > 0:
-            raise InputError("gaussian CT noise needs noise_rel > 0 (e.g. 0.01 = 1% of the sinogram maximum)")
-        if self.noise == "poisson" and not self.photons > 0:
-            raise InputError("poisson CT noise needs photons > 0 (incident photons per detector element)")
+        if self.noise == "gaussian" and not (self.noise_rel > 0 and math.isfinite(self.noise_rel)):
+            raise InputError("gaussian CT noise needs noise_rel > 0 and finite (e.g. 0.01 = 1% of the sinogram maximum), "
+                             f"got {self.noise_rel!r}")
+        if self.noise == "poisson" and not 0 < self.photons <= POISSON_MAX_PHOTONS:
+            raise InputError(f"poisson CT noise needs 0 < photons <= {POISSON_MAX_PHOTONS:g} (incident photons per detector "
+                             f"element), got {self.photons!r}")
+        if not (isinstance(self.mu_water_per_mm, numbers.Real) and 0 < self.mu_water_per_mm < math.inf):
+            raise InputError(f"mu_water_per_mm must be a positive finite number, got {self.mu_water_per_mm!r}")
 
     def operator(self):
         return CTProjector(geometry_from_dict(self.geometry))
@@ -118,10 +148,12 @@ class MRAcquisition:
             if self.image_shape is not None:
                 raise InputError("image_shape belongs to non-Cartesian acquisitions (Cartesian k-space gives it)")
         positive_int(self.coils, "coils")
-        if not self.noise_sigma >= 0:
-            raise InputError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}")
-        if not self.scale > 0:
-            raise InputError(f"scale must be > 0, got {self.scale!r}")
+        if self.coils > MR_MAX_COILS:
+            raise InputError(f"coils must be at most {MR_MAX_COILS}, got {self.coils}")
+        if not (isinstance(self.noise_sigma, numbers.Real) and 0 <= self.noise_sigma < math.inf):
+            raise InputError(f"noise_sigma must be a finite number >= 0, got {self.noise_sigma!r}")
+        if not (isinstance(self.scale, numbers.Real) and 0 < self.scale < math.inf):
+            raise InputError(f"scale must be a finite number > 0, got {self.scale!r}")
 
     @property
     def non_cartesian(self) -> bool:
@@ -210,16 +242,38 @@ def acquisition_for_study(study, options: AcquisitionOptions) -> CTAcquisition |
     shape = tuple(study.shape[1:])
     if study.modality == "CT":
         positive_int(options.views, "--views")
+        if options.views > CT_MAX_VIEWS:
+            raise InputError(f"--views {options.views} exceeds {CT_MAX_VIEWS} (scanners take 1000-3000 views per rotation)")
+        if options.noise == "gaussian":
+            _finite(options.noise_rel, "--noise-rel")
+        if options.noise == "poisson":
+            _finite(options.photons, "--photons", high=POISSON_MAX_PHOTONS)
         pixel = study.pixel_size
         if options.geometry == "parallel":
             geometry = ParallelBeamGeometry.sparse_view(shape, options.views, options.convention, pixel_size=pixel,
                                                         detector_spacing=pixel)
         else:
             geometry = FanBeamGeometry.full_scan(shape, options.views, pixel_size=pixel)
+        _check_matrix_size(geometry, "--views")
         return CTAcquisition(
             geometry.to_dict(), noise=options.noise, noise_rel=options.noise_rel if options.noise == "gaussian" else 0.0,
             photons=options.photons if options.noise == "poisson" else 0.0, seed=options.seed,
         )
+    positive_int(options.coils, "--coils")
+    if options.coils > MR_MAX_COILS:
+        raise InputError(f"--coils {options.coils} exceeds {MR_MAX_COILS} (the largest receive arrays)")
+    _finite(options.noise_sigma, "--noise-sigma", low_open=False)
+    if options.coils * shape[0] * shape[1] > MR_MAX_SAMPLES:
+        raise InputError(f"--coils {options.coils} with {shape[0]}x{shape[1]} images makes {options.coils * shape[0] * shape[1]:.3g} "
+                         f"k-space values per slice, more than {MR_MAX_SAMPLES:.3g}")
+    if options.trajectory == "radial":
+        readout = 2 * max(shape)
+        if options.spokes * readout * options.coils > MR_MAX_SAMPLES:
+            raise InputError(f"--spokes {options.spokes} of {readout} samples with {options.coils} coils make "
+                             f"{options.spokes * readout * options.coils:.3g} k-space values per slice, more than "
+                             f"{MR_MAX_SAMPLES:.3g}")
+    if options.trajectory == "spiral":
+        _finite(options.undersampling, "--undersampling")
     magnitude = study.voxels.abs() if study.voxels.is_complex() else study.voxels
     scale = float(np.percentile(magnitude.numpy(), 99.5)) or 1.0
     image_shape = None
@@ -235,6 +289,21 @@ def acquisition_for_study(study, options: AcquisitionOptions) -> CTAcquisition |
         raise InputError(f"--trajectory must be one of {', '.join(TRAJECTORIES)}, got {options.trajectory!r}")
     return MRAcquisition(sampling, coils=options.coils, smooth_phase=options.smooth_phase, noise_sigma=options.noise_sigma,
                          scale=scale, seed=options.seed, image_shape=image_shape)
+
+
+def _check_matrix_size(geometry, flag: str) -> None:
+    """Refuse, naming ``flag`` (``--views``), a CT acquisition whose system matrix would not fit in
+    :func:`~medrecon.io.validation.memory_budget_bytes` (an allocation that size aborts the process
+    instead of raising)."""
+    entries = system_matrix_entries(geometry)
+    budget = memory_budget_bytes()
+    if entries * CT_MATRIX_BYTES_PER_ENTRY > budget:
+        views = geometry.n_angles
+        most = max(int(budget / CT_MATRIX_BYTES_PER_ENTRY / (entries / views)), 1)
+        h, w = geometry.image_shape
+        raise InputError(f"{flag} {views} with {h}x{w} images needs a CT system matrix of about {entries:.3g} entries "
+                         f"({entries * CT_MATRIX_BYTES_PER_ENTRY / 2**30:.0f} GiB), more than this machine's budget of "
+                         f"{budget / 2**30:.0f} GiB; use at most {most} views")
 
 
 def acquisition_json(acq: CTAcquisition | MRAcquisition) -> str:

@@ -32,9 +32,9 @@ from medrecon.grid import GridMap
 from medrecon.io.dicom_read import headers_geometry
 from medrecon.io.kspace import read_fastmri_h5
 from medrecon.io.mrd import read_ismrmrd
-from medrecon.io.noncartesian import read_noncartesian_h5, sniff_noncartesian
+from medrecon.io.noncartesian import pixel_mm, read_noncartesian_h5, sniff_noncartesian
 from medrecon.io.studies import load_study, study_format
-from medrecon.operators import espirit_maps
+from medrecon.operators import espirit_maps, geometry_from_dict
 from medrecon.reconstruct import Problem, problem_from_acquisition, problem_from_kspace, problem_from_noncartesian
 from medrecon.simulation import KSPACE_FILE, NONCARTESIAN_FILE, load_measurements, simulate
 from medrecon.study import Study
@@ -186,9 +186,12 @@ def _from_simulation(path, prior_for, grid, modality, slices) -> ReconstructionI
     affine = np.asarray(study_record["affine"], dtype=float)
     affine[:3, 3] = affine[:3, 3] + sel.start * affine[:3, 2]
     if acquisition.kind == "ct":
-        shape = tuple(acquisition.operator().geometry.image_shape)
+        shape = tuple(geometry_from_dict(acquisition.geometry).image_shape)
     else:
         shape = tuple(acquisition.image_shape) if non_cartesian else tuple(measurements.shape[-2:])
+    if tuple(study_record["shape"][1:]) != shape:
+        raise InputError(f"{path}: the acquisition is for {shape[0]}x{shape[1]} images, the record's study is "
+                         f"{study_record['shape'][1]}x{study_record['shape'][2]}")
     spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0])))
     gridmap = _grid(grid, shape, spacing, prior)
     if non_cartesian and gridmap is not None:
@@ -207,7 +210,7 @@ def _from_fastmri(path, prior_for, modality, slices) -> ReconstructionInput:
     _check_modality(path, modality, "MR")
     volume = read_fastmri_h5(path)
     kspace = volume.kspace
-    if kspace.ndim != 4:
+    if not volume.multicoil:
         raise InputError(f"{path} is single-coil k-space; medrecon reconstruct reads multi-coil fastMRI files")
     sel = slice_range(slices, kspace.shape[0])
     kspace = kspace[sel]
@@ -240,7 +243,7 @@ def _from_noncartesian(path, prior_for, grid, modality, slices) -> Reconstructio
                    "coil_maps": problem.description["coil_maps"],
                    "density": "the file's" if data.density is not None else "Pipe-Menon"}
     problem.description["acquisition"] = acquisition
-    pixel = float((data.attrs or {}).get("pixel_mm", 1.0))
+    pixel = pixel_mm(data.attrs, path)
     h, w = data.image_shape
     study = Study(torch.zeros((data.kspace.shape[0], h, w)), np.diag([pixel, pixel, 1.0, 1.0]), "MR", name=path.stem,
                   source={"format": layout, "path": str(path)})

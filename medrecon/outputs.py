@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,9 @@ import h5py
 import numpy as np
 import torch
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, OutputError
 from medrecon.figures import display_units, figure_rows, reslices, write_figure
-from medrecon.io.atomic import atomic_output
+from medrecon.io.atomic import atomic_output, check_writable_folder
 from medrecon.io.sidecar import check_sidecar_free, sidecar_fields
 from medrecon.io.studies import check_save, save_study, study_format
 
@@ -55,16 +56,56 @@ class OutputPaths:
         return {"volume": str(self.volume), "record": str(self.record), "figure": str(self.figure)}
 
 
-def check_outputs(paths: OutputPaths, overwrite: bool) -> None:
-    """The refusals that need nothing but the paths: existing outputs without ``overwrite``, a
-    missing output folder, a record another output of the same stem owns."""
+def check_outputs(paths: OutputPaths, overwrite: bool, *, input_path: str | Path | None = None) -> None:
+    """The refusals that need nothing but the paths: an output that is, holds or lies inside the
+    input (``input_path``; with ``--overwrite`` too), existing outputs without ``overwrite``, a
+    missing or unwritable output folder, a record another output of the same stem owns."""
+    if input_path is not None:
+        check_spares_input((paths.volume, paths.record, paths.figure), input_path)
     existing = [str(p) for p in (paths.volume, paths.record, paths.figure) if p.exists()]
     if existing and not overwrite:
         raise InputError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
-    parent = paths.volume.parent
-    if not parent.is_dir():
-        raise InputError(f"the output folder {parent} does not exist")
+    check_writable_folder(paths.volume.parent)
     check_sidecar_free(paths.volume, paths.record)
+
+
+def check_output_folder(out: str | Path, overwrite: bool, *, input_path: str | Path | None = None) -> None:
+    """The refusals of an output folder (``medrecon simulate -o DIR``) before any work: one that is,
+    holds or lies inside the input, exists without ``overwrite`` or is a file, or whose nearest
+    existing parent cannot be written (missing parents are created when writing)."""
+    out = Path(out)
+    if input_path is not None:
+        check_spares_input((out,), input_path)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; the output is a folder")
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create the output folder {out}: {parent} is not a folder")
+    check_writable_folder(parent, "the folder")
+
+
+def check_spares_input(outputs, input_path: str | Path) -> None:
+    """Refuse any output path that is the input, lies inside it (a DICOM folder) or contains it (a
+    folder that would replace the input's folder): medrecon never writes over its input, with
+    ``--overwrite`` or not. Paths are compared after resolving symbolic links."""
+    source = Path(os.path.realpath(input_path))
+    for out in outputs:
+        target = Path(os.path.realpath(out))
+        same = target == source or (target.exists() and source.exists() and os.path.samefile(target, source))
+        if same:
+            how = "is"
+        elif source in target.parents:
+            how = "lies inside"
+        elif target in source.parents:
+            how = "contains"
+        else:
+            continue
+        raise OutputError(f"the output {out} {how} the input {input_path}: medrecon never writes over its input; "
+                          "choose another output path")
 
 
 def output_study(study, native: torch.Tensor):
@@ -144,14 +185,18 @@ def _write_volume(paths: OutputPaths, kind: str, study, native: torch.Tensor, ov
                   stack: contextlib.ExitStack) -> None:
     out = paths.volume
     if kind == "fastmri":
-        tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, suffix=".h5"))
+        tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, suffix=".h5", parents=False))
         with h5py.File(tmp, "w") as f:
             f.create_dataset("reconstruction", data=native.numpy().astype(np.float32))
             f.attrs["units"] = "magnitude, the k-space's units"
         return
-    options = {"sidecar": False} if study_format(out, for_writing=True) in ("nifti", "nrrd") else {}
-    # save_study is atomic on its own; it runs last, after the record and figure are staged
-    save_study(output_study(study, native), out, overwrite=overwrite, **options)
+    fmt = study_format(out, for_writing=True)
+    options = {"sidecar": False} if fmt in ("nifti", "nrrd") else {}
+    # staged like the record and figure, so that a failure of any of them leaves none in place
+    suffix = {"nifti": ".nii.gz" if out.name.lower().endswith(".gz") else ".nii", "nrrd": ".nrrd"}.get(fmt, "")
+    tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, folder=fmt == "dicom", suffix=suffix,
+                                                  parents=False))
+    save_study(output_study(study, native), tmp, overwrite=True, **options)
 
 
 def write_outputs(paths: OutputPaths, kind: str, study, native: torch.Tensor, record: dict, figure: Figure, *,
@@ -162,8 +207,8 @@ def write_outputs(paths: OutputPaths, kind: str, study, native: torch.Tensor, re
     if out_format in ("nifti", "nrrd"):
         record = {**sidecar_fields(output_study(study, native)), **record}
     with contextlib.ExitStack() as stack:
-        figure_tmp = stack.enter_context(atomic_output(paths.figure, overwrite=overwrite, suffix=".png"))
-        record_tmp = stack.enter_context(atomic_output(paths.record, overwrite=overwrite, suffix=".json"))
+        figure_tmp = stack.enter_context(atomic_output(paths.figure, overwrite=overwrite, suffix=".png", parents=False))
+        record_tmp = stack.enter_context(atomic_output(paths.record, overwrite=overwrite, suffix=".json", parents=False))
         figure.write(figure_tmp)
         _write_volume(paths, kind, study, native, overwrite, stack)
         if finish_record is not None:
@@ -171,5 +216,5 @@ def write_outputs(paths: OutputPaths, kind: str, study, native: torch.Tensor, re
         record_tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
-__all__ = ["Figure", "OutputPaths", "center_crop", "check_outputs", "check_volume_output", "output_study",
-           "reconstruction_figure", "write_outputs"]
+__all__ = ["Figure", "OutputPaths", "center_crop", "check_output_folder", "check_outputs", "check_spares_input",
+           "check_volume_output", "output_study", "reconstruction_figure", "write_outputs"]

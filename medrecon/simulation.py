@@ -19,14 +19,16 @@ import math
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 
 from medrecon.acquisition import acquisition_for_study, acquisition_from_dict, slice_generators
 from medrecon.errors import InputError
 from medrecon.io.atomic import atomic_output
 from medrecon.io.kspace import read_fastmri_h5, write_fastmri_h5
-from medrecon.io.noncartesian import NonCartesianData, read_noncartesian_h5, write_noncartesian_h5
-from medrecon.operators import add_log_poisson_noise
+from medrecon.io.noncartesian import NonCartesianData, open_h5, read_noncartesian_h5, write_noncartesian_h5
+from medrecon.io.validation import PIXEL_SPACING_MM, SLICE_SPACING_MM, check_finite, check_range
+from medrecon.operators import add_log_poisson_noise, geometry_from_dict
 from medrecon.operators.base import LinearOperator, complex_dtype_of
 from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI
 from medrecon.operators.noise import add_gaussian_noise, as_generator_list, randn_per_item
@@ -168,6 +170,7 @@ def _study_record(study) -> dict:
         "affine": study.affine.tolist(),
         "source_format": study.source.get("format"),
         "source_path": study.source.get("path"),
+        **({"validation": study.source["validation"]} if study.source.get("validation") else {}),
     }
 
 
@@ -220,16 +223,66 @@ def load_measurements(folder):
     record_path = folder / ACQUISITION_FILE
     if not record_path.is_file():
         raise InputError(f"{folder} holds no {ACQUISITION_FILE}: not a medrecon simulation folder")
-    record = json.loads(record_path.read_text())
-    acquisition = acquisition_from_dict(record["acquisition"])
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{record_path}: not a readable JSON record ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("acquisition"), dict):
+        raise InputError(f"{record_path}: no 'acquisition' record")
+    try:
+        acquisition = acquisition_from_dict(record["acquisition"])
+    except InputError as exc:
+        raise InputError(f"{record_path}: {exc}") from None
+    study = _checked_study_record(record.get("study"), record_path)
     if acquisition.kind == "ct":
-        with h5py.File(folder / SINOGRAM_FILE, "r") as f:
-            data = torch.from_numpy(f["sinogram"][()])[:, None]
+        data = _read_sinogram(folder / SINOGRAM_FILE, acquisition)
     elif acquisition.non_cartesian:
         data = read_noncartesian_h5(folder / NONCARTESIAN_FILE).kspace
     else:
         data = read_fastmri_h5(folder / KSPACE_FILE).kspace
-    return acquisition, record["study"], data
+    if data.shape[0] != study["shape"][0]:
+        raise InputError(f"{folder}: the measurements hold {data.shape[0]} slices, the record's study {study['shape'][0]}")
+    return acquisition, study, data
+
+
+def _checked_study_record(study, path: Path) -> dict:
+    """The ``study`` entry of a simulation record: a name, a shape and a finite affine whose voxel
+    sizes lie within :mod:`medrecon.io.validation`'s limits."""
+    if not isinstance(study, dict):
+        raise InputError(f"{path}: no 'study' record")
+    shape, affine = study.get("shape"), study.get("affine")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n >= 1 for n in shape)):
+        raise InputError(f"{path}: study shape must be three positive whole numbers, got {str(shape)[:60]}")
+    try:
+        matrix = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        matrix = np.zeros(0)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        raise InputError(f"{path}: study affine must be a finite 4x4 matrix")
+    norms = np.linalg.norm(matrix[:3, :3], axis=0)
+    for value, axis, limits in zip(norms, ("column", "row", "slice"), (PIXEL_SPACING_MM, PIXEL_SPACING_MM, SLICE_SPACING_MM),
+                                   strict=True):
+        check_range(float(value), limits, path, f"the study affine's {axis} spacing")
+    if abs(np.linalg.det(matrix[:3, :3])) < 1e-6 * float(np.prod(norms)):
+        raise InputError(f"{path}: the study affine has collinear axes")
+    return {**study, "name": str(study.get("name") or path.parent.name)}
+
+
+def _read_sinogram(path: Path, acquisition) -> torch.Tensor:
+    """The ``sinogram`` dataset ``(S, n_angles, n_det)`` of a simulation folder, checked against the
+    record's geometry and for finite values, as ``(S, 1, n_angles, n_det)``."""
+    with open_h5(path) as f:
+        ds = f.get("sinogram")
+        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f" or ds.ndim != 3 or ds.shape[0] < 1:
+            got = f"{ds.dtype} {ds.shape}" if isinstance(ds, h5py.Dataset) else "none"
+            raise InputError(f"{path}: 'sinogram' must be real (slices, views, detectors), got {got}")
+        data = np.asarray(ds[()], dtype=np.float32)
+    views, detectors = geometry_from_dict(acquisition.geometry).sinogram_shape
+    if data.shape[1:] != (views, detectors):
+        raise InputError(f"{path}: 'sinogram' has {data.shape[1]} views of {data.shape[2]} detectors, the record's "
+                         f"geometry {views} of {detectors}")
+    check_finite(data, path, "'sinogram'")
+    return torch.from_numpy(data)[:, None]
 
 
 def simulate(study, acquisition) -> torch.Tensor:

@@ -40,12 +40,15 @@ from .astra_backend import (
     check_projector,
 )
 from .base import LinearOperator
-from .ct_geometry import CTGeometry, FanBeamGeometry, ParallelBeamGeometry
+from .ct_geometry import CTGeometry, FanBeamGeometry, ParallelBeamGeometry, system_matrix_entries
 from .ct_matrix import TORCH_PROJECTORS, csr_matrix, fbp_backprojector, projection_matrix, quiet_sparse
 
 BACKENDS = ("matrix", "astra", "astra_cuda")
 MATRIX_SOURCES = ("auto", "astra", "torch")
 FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hann")
+MAX_SYSTEM_MATRIX_ENTRIES = 1 << 33
+"""A system matrix beyond this many entries (about 100 GB in CSR) is refused before it is built,
+whatever the machine: an allocation that size aborts the process rather than raising."""
 
 
 # --------------------------------------------------------------------- sparse matrices + autograd
@@ -165,6 +168,11 @@ class CTProjector(LinearOperator):
             raise GeometryError(f"unknown CT backend {backend!r}; known: {BACKENDS}")
         if matrix_source not in MATRIX_SOURCES:
             raise GeometryError(f"unknown matrix_source {matrix_source!r}; known: {MATRIX_SOURCES}")
+        entries = system_matrix_entries(geometry)
+        if entries > MAX_SYSTEM_MATRIX_ENTRIES:
+            raise GeometryError(f"a CT system matrix of {geometry.n_angles} views x {geometry.detector_count} detectors x "
+                                f"{geometry.image_shape} pixels would hold about {entries:.3g} entries, more than "
+                                f"{MAX_SYSTEM_MATRIX_ENTRIES:.3g}")
         projector = projector or TORCH_PROJECTORS[geometry.kind]
         check_projector(geometry, projector)
         h, w = geometry.image_shape

@@ -29,6 +29,7 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from medrecon.errors import GeometryError, InputError, positive_int
@@ -89,7 +90,16 @@ def spiral(image_shape: tuple[int, int], interleaves: int, *, undersampling: flo
     import sigpy.mri
 
     n = max(image_shape)
-    k = sigpy.mri.spiral(SPIRAL_FOV_M, n, 1.0, float(undersampling), int(interleaves), float(alpha), *SPIRAL_GRADIENT)
+    try:
+        with np.errstate(all="ignore"):
+            k = sigpy.mri.spiral(SPIRAL_FOV_M, n, 1.0, float(undersampling), int(interleaves), float(alpha),
+                                 *SPIRAL_GRADIENT)
+    except (TypeError, ValueError, ZeroDivisionError, FloatingPointError, OverflowError, MemoryError):
+        k = None  # sigpy's design fails when an interleave is too short for its gradient model
+    if k is None or len(k) == 0 or not np.all(np.isfinite(k)):
+        raise InputError(f"no spiral of {interleaves} interleaves at undersampling {undersampling:g} (alpha {alpha:g}) "
+                         f"can be designed for a {n}-pixel image: each interleave would be too short; use fewer "
+                         "interleaves or a lower undersampling")
     return wrap(torch.as_tensor(k, dtype=torch.float64) * (SPIRAL_FOV_M * 2 * math.pi / n))
 
 

@@ -27,8 +27,15 @@ def _module(name: str):
     return importlib.import_module(f"medrecon.commands.{name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, like every other refusal (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medrecon",
         description="Medical image reconstruction from undersampled CT and MRI data with diffusion priors.",
     )

@@ -18,7 +18,7 @@ from medrecon.errors import InputError
 from medrecon.samplers.presets import check_overrides
 from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS
 
-from .arguments import add_device, add_execution, batch_size, key_values, positive_int
+from .arguments import add_device, add_execution, batch_size, check_device, key_values, positive_int
 from .simulate import acquisition_options, add_acquisition
 
 HELP = ("reconstruct a study, a simulation folder or fastMRI k-space with a diffusion sampler and a prior "
@@ -85,7 +85,11 @@ def run(args) -> int:
     import torch  # only when running
 
     from medrecon import distributed
+    from medrecon.outputs import OutputPaths, check_outputs
 
+    check_device(args.device)
+    check_outputs(OutputPaths.for_volume(args.out), args.overwrite, input_path=args.input)  # before any work
+    _sampler_options(args)
     device = distributed.rank_device(args.device) if distributed.launched() else (args.device if args.device != "auto" else None)
     owned = distributed.init_if_launched(device)
     try:
@@ -108,7 +112,7 @@ def _run(args, device) -> int:
 
     t_start = time.perf_counter()
     paths = OutputPaths.for_volume(args.out)
-    check_outputs(paths, args.overwrite)
+    check_outputs(paths, args.overwrite, input_path=args.input)
     options = _sampler_options(args)
     prior_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -153,7 +157,9 @@ def _record(args, data, result, baseline, paths, out_format, metrics) -> dict:
     problem, study, prior = data.problem, data.study, data.prior
     return {
         "command": getattr(args, "command_line", None),
-        "input": {"path": str(data.path), "kind": data.kind, "format": None if study is None else study.source.get("format")},
+        "input": {"path": str(data.path), "kind": data.kind, "format": None if study is None else study.source.get("format"),
+                  **({"validation": study.source["validation"]} if study is not None and study.source.get("validation")
+                     else {})},
         "output": {**paths.as_dict(), "format": out_format},
         "study": None if study is None else {"name": study.name, "shape": list(study.shape), "modality": study.modality},
         "acquisition": data.acquisition,

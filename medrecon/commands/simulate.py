@@ -55,8 +55,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from medrecon.inputs import load_input_study  # torch, only when running
+    from medrecon.outputs import check_output_folder
     from medrecon.simulation import simulate_study
 
+    check_output_folder(args.out, args.overwrite, input_path=args.input)  # before any work
     study = load_input_study(args.input, modality=args.modality, slices=args.slices)
     print(simulate_study(study, acquisition_options(args), args.out, overwrite=args.overwrite))
     return 0

@@ -30,6 +30,7 @@ reuses :func:`headers_geometry` and reads a ``like=`` series); the dispatch on t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Sequence
@@ -39,7 +40,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medrecon.errors import InputError, MissingResourceError
+from medrecon.errors import InputError, MissingResourceError, one_line
+from medrecon.io.validation import (
+    CT_HU_RANGE,
+    PIXEL_SPACING_MM,
+    RESCALE_SLOPE_RANGE,
+    SLICE_OFF_AXIS_PIXELS,
+    SLICE_OUTLIER_FACTOR,
+    SLICE_SPACING_MM,
+    Fields,
+    add_note,
+    check_image_side,
+    check_range,
+    checked_study,
+    number,
+)
 from medrecon.study import Study
 
 __all__ = [
@@ -131,60 +146,78 @@ def read_dicom_series(path: str | Path | list | tuple, *, series_uid: str | None
     :func:`~medrecon.io.dicom_write.write_dicom_series` uses to write a result back with identical
     geometry. The name is the SeriesDescription, else the folder (or file) name.
 
-    Raises :class:`InputError` naming the problem (several series, inconsistent orientation, pixel
-    spacing or image size, duplicate positions, no image slices, unreadable files, unsupported
-    modality, missing geometry tags), :class:`DicomDecoderMissingError` for compressed pixel data
-    without a decoder, and warns :class:`UnevenSliceSpacingWarning` on uneven slice spacing.
+    Raises a one-line :class:`InputError` naming the file and the tag (several series,
+    inconsistent orientation, pixel spacing or image size, duplicate positions, a slice far from
+    the others, no image slices, unreadable or damaged files, an image object without pixel data,
+    unsupported modality, missing, non-numeric or out-of-range geometry and rescale tags; then the
+    checks of :mod:`medrecon.io.validation`), :class:`DicomDecoderMissingError` for compressed
+    pixel data without a decoder, and warns :class:`UnevenSliceSpacingWarning` on uneven slice
+    spacing (also noted in ``source["validation"]``).
     """
+    with warnings.catch_warnings():  # pydicom's warnings on invalid values: the refusals name the tags
+        warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
+        return _read_series(path, series_uid)
+
+
+def _read_series(path, series_uid: str | None) -> Study:
     files, root = _input_files(path)
-    images, skipped, unreadable = [], [], []
+    images, others, unreadable = [], [], []
     for file in files:
         try:
             ds = _read(file, defer=True)
         except InputError as exc:
             unreadable.append(str(exc))
             continue
-        if "PixelData" in ds:
+        with _damaged(file):
+            has_pixels = "PixelData" in ds
+            has_float = "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+        if has_pixels:
             images.append((file, ds))
-        elif "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            raise InputError(f"{file} holds floating-point pixel data ({_sop_name(ds)}); medrecon reads integer CT/MR images only")
+        elif has_float:
+            raise InputError(f"{file} holds floating-point pixel data ({_sop_name(ds)}); medrecon reads integer CT/MR "
+                             "images only")
         else:
-            skipped.append(f"{file.name} ({_sop_name(ds)})")
+            others.append((file, ds))
     if unreadable:
-        shown = "\n  ".join(unreadable[:5]) + (f"\n  ... and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
-        raise InputError(
-            f"{len(unreadable)} of {len(files)} files in {root} cannot be read as DICOM:\n  {shown}\n"
-            "remove them, or pass the list of DICOM files to read"
-        )
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise InputError(f"{len(unreadable)} of {len(files)} files in {root} cannot be read as DICOM: {unreadable[0]}{more}; "
+                         "remove them, or pass the list of DICOM files to read")
+    _check_non_images(others, images)
     if not images:
-        what = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        what = ", ".join(f"{file.name} ({_sop_name(ds)})" for file, ds in others[:5]) + (", ..." if len(others) > 5 else "")
         raise InputError(f"no image slices in {root}: {len(files)} DICOM object(s) without PixelData ({what})")
 
     images = _choose_series(images, series_uid, root)
-    uid = str(images[0][1].get("SeriesInstanceUID", ""))
+    uid = _text(images[0][1], "SeriesInstanceUID")
     modality = _series_modality(images, root)
 
     slices, planes, headers = [], [], []
     for file, _ in images:
         ds = _read(file, defer=False)
-        file_slices = _slices_of(ds, file)
-        pixels = _pixels(ds, file, len(file_slices))
-        for sl, plane in zip(file_slices, pixels, strict=True):
-            slices.append(sl)
-            planes.append(plane)
-            headers.append(_flat_header(ds, sl) if sl.frame is not None else None)
-        if file_slices[0].frame is None:
-            del ds.PixelData
-            headers[-1] = ds
+        with _damaged(file):
+            file_slices = _slices_of(ds, file)
+            pixels = _pixels(ds, file, len(file_slices))
+            for sl, plane in zip(file_slices, pixels, strict=True):
+                slices.append(sl)
+                planes.append(plane)
+                headers.append(_flat_header(ds, sl) if sl.frame is not None else None)
+            if file_slices[0].frame is None:
+                del ds.PixelData
+                headers[-1] = ds
     _check_consistent(slices)
-    order, affine = _sort_and_affine(slices, root)
+    order, affine, notes = _sort_and_affine(slices, root)
 
     voxels = np.empty((len(slices), slices[0].rows, slices[0].columns), dtype=np.float32)
+    lo, hi = CT_HU_RANGE
     for s, k in enumerate(order):
         sl = slices[k]
-        voxels[s] = planes[k].astype(np.float64) * sl.slope + sl.intercept
+        values = planes[k].astype(np.float64) * sl.slope + sl.intercept
+        if modality == "CT" and values.size and (values.min() < lo or values.max() > hi):
+            raise InputError(f"{sl.label}: CT values span {values.min():.6g} to {values.max():.6g} HU with RescaleSlope "
+                             f"{sl.slope:g} and RescaleIntercept {sl.intercept:g}, outside the accepted {lo:g} to {hi:g} HU")
+        voxels[s] = values
     first = images[0][1]
-    description = str(first.get("SeriesDescription", "") or "").strip()
+    description = _text(first, "SeriesDescription").strip()
     source = {
         "format": "dicom",
         "path": str(root),
@@ -195,7 +228,52 @@ def read_dicom_series(path: str | Path | list | tuple, *, series_uid: str | None
         "modality": modality,
     }
     name = description or (root.name if root.is_dir() else root.stem) or "study"
-    return Study(torch.from_numpy(voxels), affine, modality, source=source, name=name)
+    step_field = "ImagePositionPatient (the slice positions)" if len(slices) > 1 else "SpacingBetweenSlices/SliceThickness"
+    fields = Fields(shape="Rows/Columns", spacing=("PixelSpacing", "PixelSpacing", step_field),
+                    intensity="the stored pixels and RescaleSlope/RescaleIntercept",
+                    geometry="ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
+    study = checked_study(torch.from_numpy(voxels), affine, modality, label=root, fields=fields, source=source, name=name)
+    for note in notes:
+        add_note(study, note)
+    return study
+
+
+@contextlib.contextmanager
+def _damaged(file: Path):
+    """Turn what pydicom raises on a damaged header (a value it cannot convert, a bad length) into
+    a one-line InputError naming the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:  # pydicom raises many types for damaged values
+        raise InputError(f"{file}: damaged DICOM header ({type(exc).__name__}: {one_line(exc)})") from None
+
+
+
+def _text(ds, keyword: str) -> str:
+    """A string attribute, '' when absent or unreadable."""
+    try:
+        return str(ds.get(keyword, "") or "")
+    except Exception:  # a damaged value: the tag is only descriptive here
+        return ""
+
+
+def _int_tag(ds, keyword: str, label, default: int) -> int:
+    """An integer attribute (default when absent or empty), or a one-line InputError naming it."""
+    try:
+        value = ds.get(keyword, None)
+    except Exception as exc:  # a damaged value pydicom cannot convert
+        raise InputError(f"{label}: {keyword} cannot be read ({one_line(exc)})") from None
+    if value is None or value == "":
+        return default
+    try:
+        number_ = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{label}: {keyword} is not a number: {str(value)[:40]!r}") from None
+    if not np.isfinite(number_) or number_ != int(number_):
+        raise InputError(f"{label}: {keyword} must be a whole number, got {str(value)[:40]!r}")
+    return int(number_)
 
 
 def _input_files(path) -> tuple[list[Path], Path]:
@@ -231,48 +309,74 @@ def _read(file: Path, *, defer: bool):
     except InvalidDicomError:
         pass  # no preamble/'DICM': perhaps a DICOM file without file meta; try once more below
     except Exception as exc:  # pydicom raises many types for damaged files
-        raise InputError(f"{file}: unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{file}: unreadable DICOM file ({type(exc).__name__}: {one_line(exc)})") from None
     try:
         ds = pydicom.dcmread(file, force=True, **options)
+        has_class, has_pixels = "SOPClassUID" in ds, "PixelData" in ds
     except Exception as exc:
-        raise InputError(f"{file}: not a DICOM file ({type(exc).__name__}: {exc})") from None
-    if "SOPClassUID" not in ds and "PixelData" not in ds:
+        raise InputError(f"{file}: not a DICOM file ({type(exc).__name__}: {one_line(exc)})") from None
+    if not has_class and not has_pixels:
         raise InputError(f"{file}: not a DICOM file (no DICM prefix, no SOP Class UID, no pixel data)")
     return ds
 
 
+def _sop_class(ds):
+    try:
+        uid = ds.get("SOPClassUID")
+        if not uid and getattr(ds, "file_meta", None) is not None:
+            uid = ds.file_meta.get("MediaStorageSOPClassUID")
+        return uid or None
+    except Exception:  # a damaged value
+        return None
+
+
 def _sop_name(ds) -> str:
-    uid = ds.get("SOPClassUID")
+    uid = _sop_class(ds)
     return getattr(uid, "name", None) or str(uid or "no SOP Class UID")
+
+
+def _check_non_images(others: list, images: list) -> None:
+    """Objects without pixel data are skipped only when they are not images: a file whose SOP class
+    is an image storage class, that has no SOP class at all, or that belongs to an image series
+    being read, is a damaged image (truncated, or with damaged header bytes), and dropping it would
+    leave a gap in the volume."""
+    series = {_text(ds, "SeriesInstanceUID") for _, ds in images} - {""}
+    for file, ds in others:
+        uid = _sop_class(ds)
+        name = str(getattr(uid, "name", "") or "")
+        if uid is None:
+            raise InputError(f"{file}: a DICOM object with no SOP Class UID and no pixel data (a damaged file?)")
+        if "Image Storage" in name or _text(ds, "SeriesInstanceUID") in series:
+            raise InputError(f"{file}: a {name or uid} object without pixel data (truncated or damaged?); medrecon will not "
+                             "read its series with a slice missing")
 
 
 def _choose_series(images: list, series_uid: str | None, root: Path) -> list:
     series: dict[str, list] = {}
     for file, ds in images:
-        series.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((file, ds))
+        series.setdefault(_text(ds, "SeriesInstanceUID"), []).append((file, ds))
 
     def listing() -> str:
-        lines = []
+        entries = []
         for uid, members in series.items():
             ds = members[0][1]
-            count = sum(int(d.get("NumberOfFrames", 1) or 1) for _, d in members)
-            desc = str(ds.get("SeriesDescription", "") or "").strip() or "(no description)"
-            lines.append(f"  {uid or '(no SeriesInstanceUID)'}  {desc!r}  {ds.get('Modality', '?')}  {count} slice(s)")
-        return "\n".join(lines)
+            count = sum(max(_int_tag(d, "NumberOfFrames", f, 1), 1) for f, d in members)
+            desc = _text(ds, "SeriesDescription").strip() or "(no description)"
+            entries.append(f"{uid or '(no SeriesInstanceUID)'} {desc!r} {_text(ds, 'Modality') or '?'} {count} slice(s)")
+        return "; ".join(entries)
 
     if series_uid is not None:
         if series_uid not in series:
-            raise InputError(f"{root} holds no series with SeriesInstanceUID {series_uid}; it holds:\n{listing()}")
+            raise InputError(f"{root} holds no series with SeriesInstanceUID {series_uid}; it holds: {listing()}")
         return series[series_uid]
     if len(series) > 1:
-        raise InputError(
-            f"{root} holds {len(series)} image series; choose one with series_uid=UID:\n{listing()}"
-        )
+        raise InputError(f"{root} holds {len(series)} image series; choose one with series_uid=UID (or pass its files): "
+                         f"{listing()}")
     return next(iter(series.values()))
 
 
 def _series_modality(images: list, root: Path) -> str:
-    found = {str(ds.get("Modality", "") or "") for _, ds in images}
+    found = {_text(ds, "Modality") for _, ds in images}
     if len(found) > 1:
         raise InputError(f"series in {root} mixes modalities {sorted(found)}")
     modality = found.pop()
@@ -297,7 +401,9 @@ def _group_item(ds, frame: int, sequence: str):
 
 def _slices_of(ds, file: Path) -> list[_Slice]:
     """The geometry and rescale of each image plane in one dataset."""
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _int_tag(ds, "NumberOfFrames", file, 1)
+    if n_frames < 1:
+        raise InputError(f"{file}: NumberOfFrames must be at least 1, got {n_frames}")
     functional = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
     if n_frames > 1 and not functional:
         raise InputError(
@@ -331,9 +437,25 @@ _GEOMETRY_SOURCES = {
 }
 
 
+def _elements(holders: dict, label: str) -> dict:
+    """keyword -> DataElement of the geometry/rescale attributes present with a value."""
+    out = {}
+    for kw, holder in holders.items():
+        if kw not in holder:
+            continue
+        try:
+            element = holder[kw]
+            empty = element.value in (None, "")
+        except Exception as exc:  # a value pydicom cannot convert
+            raise InputError(f"{label}: {kw} cannot be read ({one_line(exc)})") from None
+        if not empty:
+            out[kw] = element
+    return out
+
+
 def _slice(file: Path, frame: int | None, ds, holders: dict) -> _Slice:
     label = str(file) if frame is None else f"{file} (frame {frame + 1})"
-    elements = {kw: holder[kw] for kw, holder in holders.items() if kw in holder and holder[kw].value not in (None, "")}
+    elements = _elements(holders, label)
 
     def numbers(keyword: str, count: int) -> np.ndarray:
         if keyword not in elements:
@@ -342,10 +464,10 @@ def _slice(file: Path, frame: int | None, ds, holders: dict) -> _Slice:
         values = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
         try:
             out = np.array([float(v) for v in values], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{label}: {keyword} is not numeric: {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{label}: {keyword} is not numeric: {str(value)[:60]!r}") from None
         if out.shape != (count,) or not np.all(np.isfinite(out)):
-            raise InputError(f"{label}: {keyword} must be {count} finite numbers, got {value!r}")
+            raise InputError(f"{label}: {keyword} must be {count} finite numbers, got {str(value)[:60]!r}")
         return out
 
     position = numbers("ImagePositionPatient", 3)
@@ -354,19 +476,25 @@ def _slice(file: Path, frame: int | None, ds, holders: dict) -> _Slice:
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
         raise InputError(f"{label}: ImageOrientationPatient {list(orientation)} is not two orthogonal unit vectors")
     spacing = numbers("PixelSpacing", 2)
-    if np.any(spacing <= 0):
-        raise InputError(f"{label}: PixelSpacing must be positive, got {list(spacing)}")
+    for value in spacing:
+        check_range(float(value), PIXEL_SPACING_MM, label, "PixelSpacing")
+    for kw in ("SliceThickness", "SpacingBetweenSlices"):
+        if kw in elements:
+            check_range(float(numbers(kw, 1)[0]), SLICE_SPACING_MM, label, kw)
     slope = float(numbers("RescaleSlope", 1)[0]) if "RescaleSlope" in elements else 1.0
+    if slope == 0:
+        raise InputError(f"{label}: RescaleSlope is 0 (every pixel would be RescaleIntercept)")
+    check_range(abs(slope), RESCALE_SLOPE_RANGE, label, "RescaleSlope (magnitude)", unit="")
     intercept = float(numbers("RescaleIntercept", 1)[0]) if "RescaleIntercept" in elements else 0.0
     if "ModalityLUTSequence" in ds:
         raise InputError(f"{label} uses a Modality LUT Sequence instead of RescaleSlope/Intercept; this is not supported")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = _int_tag(ds, "SamplesPerPixel", label, 1)
     if samples != 1:
         raise InputError(f"{label} is a colour image (SamplesPerPixel={samples}); CT and MR images are greyscale")
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-    except (AttributeError, TypeError, ValueError):
-        raise InputError(f"{label} has no valid Rows/Columns") from None
+    if "Rows" not in ds or "Columns" not in ds:
+        raise InputError(f"{label} has no Rows/Columns")
+    rows = check_image_side(_int_tag(ds, "Rows", label, 0), label, "Rows")
+    columns = check_image_side(_int_tag(ds, "Columns", label, 0), label, "Columns")
     return _Slice(file, frame, position, orientation, spacing, rows, columns, slope, intercept, elements)
 
 
@@ -374,7 +502,11 @@ def _pixels(ds, file: Path, n_frames: int) -> np.ndarray:
     """The stored values as an ``(n_frames, rows, columns)`` array; names the decoder to install."""
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts is not None and ts.is_compressed:
+    try:
+        compressed = ts is not None and ts.is_compressed
+    except (ValueError, AttributeError, TypeError):
+        raise InputError(f"{file}: TransferSyntaxUID {str(ts)[:64]!r} is not a transfer syntax medrecon knows") from None
+    if compressed:
         try:
             from pydicom.pixels import get_decoder  # pydicom >= 3
 
@@ -386,19 +518,22 @@ def _pixels(ds, file: Path, n_frames: int) -> np.ndarray:
     try:
         array = np.asarray(ds.pixel_array)
     except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError/ValueError here
-        if ts is not None and ts.is_compressed and ("plugin" in str(exc).lower() or "decod" in str(exc).lower()):
+        if compressed and ("plugin" in str(exc).lower() or "decod" in str(exc).lower()):
             raise DicomDecoderMissingError(_decoder_message(file, ts, exc)) from None
-        raise InputError(f"{file}: cannot read its pixel data ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{file}: cannot read its pixel data ({type(exc).__name__}: {one_line(exc)})") from None
     if array.ndim == 2:
         array = array[None]
-    if array.shape[0] != n_frames or array.ndim != 3:
-        raise InputError(f"{file}: pixel data has shape {array.shape}, expected {n_frames} frame(s) of {int(ds.Rows)}x{int(ds.Columns)}")
+    if array.ndim != 3 or array.shape[0] != n_frames:
+        raise InputError(f"{file}: pixel data has shape {array.shape}, expected {n_frames} frame(s) of "
+                         f"{_int_tag(ds, 'Rows', file, 0)}x{_int_tag(ds, 'Columns', file, 0)}")
+    if array.dtype.kind not in "iub":
+        raise InputError(f"{file}: pixel data of type {array.dtype}; medrecon reads integer CT/MR images only")
     return array
 
 
 def _decoder_message(file: Path, ts, exc: Exception | None) -> str:
     packages = _DECODER_PACKAGES.get(str(ts), "python-gdcm")
-    detail = f" (pydicom: {exc})" if exc is not None else ""
+    detail = f" (pydicom: {one_line(exc)})" if exc is not None else ""
     return (
         f"{file}: pixel data compressed as {getattr(ts, 'name', ts)} ({ts}) and no decoder for it is installed; "
         f"install {packages} (pip install ...){detail}"
@@ -444,8 +579,12 @@ def _fmt(values) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
 
 
-def _sort_and_affine(slices: list[_Slice], root) -> tuple[np.ndarray, np.ndarray]:
-    """The slice order along the normal and the RAS affine of ``(w, h, s)`` (module docstring)."""
+def _sort_and_affine(slices: list[_Slice], root) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The slice order along the normal, the RAS affine of ``(w, h, s)`` (module docstring) and
+    the notes for the record (uneven spacing, also warned). Refuses duplicate positions, a slice
+    far from the others along the normal (:data:`~medrecon.io.validation.SLICE_OUTLIER_FACTOR`) or
+    off the line of the others (:data:`~medrecon.io.validation.SLICE_OFF_AXIS_PIXELS`), and a slice
+    step outside :data:`~medrecon.io.validation.SLICE_SPACING_MM`."""
     first = slices[0]
     row, col = first.orientation[:3], first.orientation[3:]
     normal = np.cross(row, col)
@@ -453,6 +592,7 @@ def _sort_and_affine(slices: list[_Slice], root) -> tuple[np.ndarray, np.ndarray
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     steps = np.diff(along[order])
+    notes = []
     if len(steps) and steps.min() < _POSITION_TOLERANCE_MM:
         k = int(np.argmin(steps))
         a, b = slices[order[k]], slices[order[k + 1]]
@@ -465,32 +605,58 @@ def _sort_and_affine(slices: list[_Slice], root) -> tuple[np.ndarray, np.ndarray
     lps[:3, 0] = row * first.spacing[1]
     lps[:3, 1] = col * first.spacing[0]
     if len(slices) > 1:
+        _check_one_stack(slices, positions, along, order, steps, root)
         lps[:3, 2] = (positions[order[-1]] - positions[order[0]]) / (len(slices) - 1)
         mean = steps.mean()
+        check_range(float(np.linalg.norm(lps[:3, 2])), SLICE_SPACING_MM, root, "ImagePositionPatient (the slice step)")
         if np.max(np.abs(steps - mean)) > _UNEVEN_TOLERANCE * mean:
             off = np.abs(along[order] - (along[order[0]] + mean * np.arange(len(slices)))).max()
-            warnings.warn(
-                f"uneven slice spacing in {root}: min {steps.min():.4g} mm, max {steps.max():.4g} mm "
-                f"(mean {mean:.4g} mm, used by the affine; some slices lie up to {off:.3g} mm from where it puts them)",
-                UnevenSliceSpacingWarning,
-                stacklevel=3,
-            )
+            note = (f"uneven slice spacing in {root}: min {steps.min():.4g} mm, max {steps.max():.4g} mm "
+                    f"(mean {mean:.4g} mm, used by the affine; some slices lie up to {off:.3g} mm from where it puts them)")
+            notes.append(note)
+            warnings.warn(note, UnevenSliceSpacingWarning, stacklevel=4)
     else:
         thickness = 1.0
         for kw in ("SpacingBetweenSlices", "SliceThickness"):
             if kw in first.elements:
-                try:
-                    value = float(first.elements[kw].value)
-                except (TypeError, ValueError):
-                    continue
-                if value > 0:
-                    thickness = value
-                    break
+                thickness = check_range(number(first.elements[kw].value, first.label, kw), SLICE_SPACING_MM,
+                                        first.label, kw)
+                break
         lps[:3, 2] = normal * thickness
     lps[:3, 3] = positions[order[0]]
     affine = np.eye(4)
     affine[:3, :] = _LPS_TO_RAS @ lps[:3, :]
-    return order, affine
+    return order, affine, notes
+
+
+def _check_one_stack(slices: list[_Slice], positions, along, order, steps, root) -> None:
+    """The sorted positions must form one stack: no gap far larger than the others, no slice off
+    the line through the others (a slice moved, or from elsewhere)."""
+    median = float(np.median(steps))
+    k = int(np.argmax(steps))
+    if steps[k] > SLICE_OUTLIER_FACTOR * median:
+        a, b = slices[order[k]], slices[order[k + 1]]
+        raise InputError(
+            f"{a.label} and {b.label} lie {steps[k]:.4g} mm apart along the slice normal where the slices of {root} are "
+            f"{median:.4g} mm apart (ImagePositionPatient): a slice far from the others, or several missing; pass the "
+            "list of files that form one stack"
+        )
+    if len(slices) < 3:
+        return
+    t = along[order] - along[order[0]]
+    sorted_positions = positions[order]
+    direction = np.median(np.diff(sorted_positions, axis=0) / steps[:, None], axis=0)  # per mm along the normal
+    origin = np.median(sorted_positions - t[:, None] * direction, axis=0)
+    off = np.linalg.norm(sorted_positions - (origin + t[:, None] * direction), axis=1)
+    tolerance = SLICE_OFF_AXIS_PIXELS * float(min(slices[0].spacing))
+    worst = int(np.argmax(off))
+    if off[worst] > tolerance:
+        culprit = slices[order[worst]]
+        raise InputError(
+            f"{culprit.label}: ImagePositionPatient {_fmt(culprit.position)} lies {off[worst]:.3g} mm off the line "
+            f"through the other slices of {root} (more than {SLICE_OFF_AXIS_PIXELS:g} pixel): a slice moved, or from "
+            "another stack"
+        )
 
 
 def headers_geometry(headers: list) -> tuple[np.ndarray, np.ndarray]:
@@ -500,4 +666,5 @@ def headers_geometry(headers: list) -> tuple[np.ndarray, np.ndarray]:
     slices = [_slice(Path("source header"), None, hd, {kw: hd for kw in _GEOMETRY_SOURCES}) for hd in headers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnevenSliceSpacingWarning)
-        return _sort_and_affine(slices, "the DICOM source")
+        order, affine, _ = _sort_and_affine(slices, "the DICOM source")
+        return order, affine

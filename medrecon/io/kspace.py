@@ -57,6 +57,7 @@ import torch
 from medrecon.errors import InputError, ShapeError
 from medrecon.io.atomic import atomic_output
 from medrecon.io.checks import check_slice_selection, is_int
+from medrecon.io.validation import check_finite, check_image_side
 from medrecon.operators.mri import ifft2c
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -254,11 +255,23 @@ def read_fastmri_h5(path: str | os.PathLike, *, slices: slice | None = None) -> 
             raise InputError(f"{path}: 'kspace' must be complex (complex64), got {ds.dtype}")
         multicoil = ds.ndim == 4
         n_slices = int(ds.shape[0])
+        if 0 in ds.shape:
+            axes = ("slices", "coils", "H", "W") if multicoil else ("slices", "H", "W")
+            empty = ", ".join(a for a, n in zip(axes, ds.shape, strict=True) if n == 0)
+            raise InputError(f"{path}: 'kspace' {ds.shape} has no {empty}")
         sel = _check_slices(slices, n_slices, path)
         height, width = int(ds.shape[-2]), int(ds.shape[-1])
+        check_image_side(height, path, "'kspace' H (rows)")
+        check_image_side(width, path, "'kspace' W (columns)")
 
         header = _read_header(hf, path)
-        kspace = np.asarray(ds[sel], dtype=np.complex64)
+        try:
+            kspace = np.asarray(ds[sel], dtype=np.complex64)
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"{path}: cannot read 'kspace': {str(exc).strip().splitlines()[0][:200]}") from None
+        check_finite(kspace, path, "'kspace'")
+        if not np.any(kspace):
+            raise InputError(f"{path}: 'kspace' is all zero in the slices read: nothing was measured")
         if not multicoil:
             kspace = kspace[:, None]
 
@@ -293,6 +306,8 @@ def _header_root(hf: h5py.File, path: Path) -> ET.Element:
     if "ismrmrd_header" not in hf:
         raise InputError(f"{path} has no 'ismrmrd_header' dataset: fastMRI files carry the ISMRMRD "
                          "XML header, from which the encoding and recon sizes are read")
+    if not isinstance(hf["ismrmrd_header"], h5py.Dataset):
+        raise InputError(f"{path}: 'ismrmrd_header' must be a dataset holding the XML header, not a group")
     raw = hf["ismrmrd_header"][()]
     if isinstance(raw, np.ndarray):
         raw = raw.item() if raw.size == 1 else raw.tobytes()
@@ -351,7 +366,9 @@ def _read_target(hf: h5py.File, path: Path, multicoil: bool, sel: slice,
                          f"got {shape}")
     if ds.dtype.kind != "f":
         raise InputError(f"{path}: '{key}' must be real floating point (float32), got {ds.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(ds[sel], dtype=np.float32)), kind
+    target = np.ascontiguousarray(ds[sel], dtype=np.float32)
+    check_finite(target, path, f"'{key}'")
+    return torch.from_numpy(target), kind
 
 
 def _read_mask(hf: h5py.File, path: Path, height: int, width: int) -> torch.Tensor | None:

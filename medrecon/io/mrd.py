@@ -85,7 +85,8 @@ import torch
 from medrecon.errors import InputError, MissingResourceError
 from medrecon.io.atomic import atomic_output
 from medrecon.io.checks import check_slice_selection, is_int
-from medrecon.io.noncartesian import ISMRMRD_GROUP, NonCartesianData, one_line, open_h5, to_numpy
+from medrecon.io.noncartesian import ISMRMRD_GROUP, NonCartesianData, check_read_data, one_line, open_h5, to_numpy
+from medrecon.io.validation import check_image_side
 
 ATTRS_PARAMETER = "medrecon_attrs"  # the user parameter holding the JSON text of attrs
 TRAJECTORY_TYPES = ("radial", "spiral")  # attrs["trajectory"]["kind"] values MRD names
@@ -247,6 +248,8 @@ def read_ismrmrd(path: str | os.PathLike, *, slices: slice | None = None) -> Non
     dataset = _open_ismrmrd(ismrmrd, path)
     try:
         header = _parse_header(ismrmrd.xsd, dataset, path)
+        for side, axis in zip(header["shape"], ("x", "y"), strict=True):
+            check_image_side(int(side), path, f"encodedSpace matrixSize {axis}")
         plan = _plan_readouts(heads, path)
         sel = check_slice_selection(slices, len(plan.slices), path)
         kspace, traj = _read_readouts(dataset, plan, plan.slices[sel], path)
@@ -256,10 +259,11 @@ def read_ismrmrd(path: str | os.PathLike, *, slices: slice | None = None) -> Non
     attrs = dict(header["attrs"])
     attrs["readout_length"] = plan.length
     try:
-        return NonCartesianData(kspace=torch.from_numpy(kspace), coords=coords, image_shape=header["shape"],
+        data = NonCartesianData(kspace=torch.from_numpy(kspace), coords=coords, image_shape=header["shape"],
                                 attrs=attrs)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+    return check_read_data(data, path)
 
 
 def _open_ismrmrd(ismrmrd, path: Path):

@@ -48,6 +48,7 @@ import torch
 from medrecon.errors import InputError, ShapeError
 from medrecon.io.atomic import atomic_output
 from medrecon.io.checks import check_slice_selection, is_int
+from medrecon.io.validation import PIXEL_SPACING_MM, check_finite, check_image_side, check_range, number
 from medrecon.operators.trajectories import check_coordinates
 
 FORMAT = "medrecon-noncartesian"
@@ -271,7 +272,7 @@ def read_noncartesian_h5(path: str | os.PathLike, *, slices: slice | None = None
         density = _read_real(hf, "density", path, (n_samples,), None)
         reference = _read_real(hf, "reference", path, (n_slices, *image_shape), sel)
     try:
-        return NonCartesianData(
+        data = NonCartesianData(
             kspace=torch.from_numpy(np.ascontiguousarray(kspace)),
             coords=coords,
             image_shape=image_shape,
@@ -282,6 +283,34 @@ def read_noncartesian_h5(path: str | os.PathLike, *, slices: slice | None = None
         )
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+    return check_read_data(data, path)
+
+
+def check_read_data(data: NonCartesianData, path) -> NonCartesianData:
+    """What both non-Cartesian readers check of the data they return: an image within
+    :data:`~medrecon.io.validation.MAX_IMAGE_SIDE`, finite k-space (not all zero), coil maps and
+    reference, and a usable ``attrs["pixel_mm"]`` (:func:`pixel_mm`); one-line InputErrors naming
+    the file."""
+    h, w = data.image_shape
+    check_image_side(h, path, "the image shape (H)")
+    check_image_side(w, path, "the image shape (W)")
+    check_finite(data.kspace, path, "'kspace'")
+    if not bool(data.kspace.abs().amax() > 0):
+        raise InputError(f"{path}: 'kspace' is all zero in the slices read: nothing was measured")
+    for name in ("coil_maps", "reference"):
+        if getattr(data, name) is not None:
+            check_finite(getattr(data, name), path, f"'{name}'")
+    pixel_mm(data.attrs, path)
+    return data
+
+
+def pixel_mm(attrs: dict | None, path) -> float:
+    """The pixel size ``attrs["pixel_mm"]`` (1 mm when absent): a number within
+    :data:`~medrecon.io.validation.PIXEL_SPACING_MM`, or a one-line InputError naming the file."""
+    value = (attrs or {}).get("pixel_mm", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{path}: attrs pixel_mm must be a number of mm, got {json.dumps(value)[:60]}")
+    return check_range(number(value, path, "attrs pixel_mm"), PIXEL_SPACING_MM, path, "attrs pixel_mm")
 
 
 def _check_format(hf: h5py.File, path: Path) -> None:
@@ -301,7 +330,7 @@ def _read_image_shape(hf: h5py.File, path: Path) -> tuple[int, int]:
     if raw.shape != (2,) or raw.dtype.kind not in "iu" or (raw < 1).any():
         raise InputError(f"{path}: root attribute 'image_shape' must be two positive ints [H, W], got "
                          f"{raw.tolist()}")
-    return int(raw[0]), int(raw[1])
+    return check_image_side(int(raw[0]), path, "image_shape H"), check_image_side(int(raw[1]), path, "image_shape W")
 
 
 def _read_attrs(hf: h5py.File, path: Path) -> dict:
@@ -392,6 +421,8 @@ def sniff_noncartesian(path: str | os.PathLike) -> str | None:
 
 __all__ = [
     "NonCartesianData",
+    "check_read_data",
+    "pixel_mm",
     "write_noncartesian_h5",
     "read_noncartesian_h5",
     "sniff_noncartesian",

@@ -335,16 +335,14 @@ def _brats_file(case: Path, modality: str) -> Path | None:
 
 
 def _load_brats(file: Path, case: str, modality: str) -> ImageVolume:
-    study = read_nifti(file, modality="MR")  # axial slices: the axis closest to superior
+    # axial slices (the axis closest to superior); the reader refuses non-finite and constant
+    # (e.g. all-zero) volumes, so there is a brain to crop to
+    study = read_nifti(file, modality="MR")
     voxels = study.voxels
     if voxels.is_complex():
         raise InputError(f"{file}: BraTS volumes are real, this one is complex")
     voxels = voxels.to(torch.float64)
-    if not torch.isfinite(voxels).all():
-        raise InputError(f"{file} holds NaN or infinite values")
     nonzero = voxels != 0
-    if not nonzero.any():
-        raise InputError(f"{file} is all zeros: no brain to evaluate")
     keep = nonzero.flatten(1).any(dim=1)  # slices with at least one non-zero voxel
     rows = torch.nonzero(nonzero.any(dim=2).any(dim=0)).flatten()
     cols = torch.nonzero(nonzero.any(dim=1).any(dim=0)).flatten()

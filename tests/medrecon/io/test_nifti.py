@@ -61,7 +61,7 @@ def test_refusals_leave_nothing_written(tmp_path):
     with pytest.raises(InputError, match="no such NIfTI file"):
         load_study(tmp_path / "missing.nii.gz", modality="CT")
     four_d = tmp_path / "4d.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 3), np.float32), np.eye(4)), str(four_d))
+    nib.save(nib.Nifti1Image(np.arange(360, dtype=np.float32).reshape(4, 5, 6, 3), np.eye(4)), str(four_d))
     with pytest.raises(InputError, match=r"4-D .* choose one volume with volume=INDEX \(0..2\)"):
         load_study(four_d, modality="MR")
     assert load_study(four_d, modality="MR", volume=2).shape == (6, 5, 4)
