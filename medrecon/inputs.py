@@ -35,6 +35,7 @@ from medrecon.io.mrd import read_ismrmrd
 from medrecon.io.noncartesian import pixel_mm, read_noncartesian_h5, sniff_noncartesian
 from medrecon.io.studies import load_study, study_format
 from medrecon.operators import espirit_maps, geometry_from_dict
+from medrecon.priors.normalisation import Normalisation
 from medrecon.reconstruct import Problem, problem_from_acquisition, problem_from_kspace, problem_from_noncartesian
 from medrecon.simulation import KSPACE_FILE, NONCARTESIAN_FILE, load_measurements, simulate
 from medrecon.study import Study
@@ -137,22 +138,41 @@ def _check_modality(path: Path, modality: str | None, actual: str) -> None:
 
 
 def load_input(path: str | Path, prior_for: Callable[[str], object], *, grid: str = "prior", modality: str | None = None,
-               slices: str | None = None, acquisition: AcquisitionOptions | None = None) -> ReconstructionInput:
+               slices: str | None = None, acquisition: AcquisitionOptions | None = None,
+               window: tuple[float, float] | None = None) -> ReconstructionInput:
     """The :class:`ReconstructionInput` of ``path`` (module docstring). ``prior_for(modality)``
     loads the prior for the data's modality; ``slices``: ``"START:STOP"``; ``acquisition``: what to
-    simulate of an image study (default :class:`~medrecon.acquisition.AcquisitionOptions`)."""
+    simulate of an image study (default :class:`~medrecon.acquisition.AcquisitionOptions`);
+    ``window``: CT's HU window (default: :func:`ct_window`)."""
     path = Path(path)
     kind = input_kind(path)
     if kind == "study":
-        return _from_study(path, prior_for, grid, modality, slices, acquisition or AcquisitionOptions())
+        return _from_study(path, prior_for, grid, modality, slices, acquisition or AcquisitionOptions(), window)
     if kind == "simulation":
-        return _from_simulation(path, prior_for, grid, modality, slices)
+        return _from_simulation(path, prior_for, grid, modality, slices, window)
     if kind == "noncartesian":
         return _from_noncartesian(path, prior_for, grid, modality, slices)
     return _from_fastmri(path, prior_for, modality, slices)
 
 
-def _from_study(path, prior_for, grid, modality, slices, options) -> ReconstructionInput:
+def ct_window(card, window: tuple[float, float] | None, voxels: torch.Tensor | None = None) -> tuple[float, float] | None:
+    """The HU window ``(low, high)`` that CT data are mapped to the prior's ``[0, 1]`` with: ``window``
+    when given; else the window the prior's card states (``hu-window``); for a card of per-volume
+    min-max (Song et al.'s LIDC prior) the volume's own ``[min, max]`` (``voxels`` in HU); else None
+    (a card that leaves the window to the user: the problem's check refuses it, naming ``--window``)."""
+    if window is not None:
+        return float(window[0]), float(window[1])
+    stated = card.normalisation or {}
+    if stated.get("kind") not in ("hu-window", "volume-minmax") or (voxels is None and stated.get("kind") != "hu-window"):
+        return None
+    try:
+        normalisation = Normalisation.from_dict(stated)
+    except InputError:
+        return None  # a card this version cannot read: the problem's check says so
+    return normalisation.window_for(voxels)
+
+
+def _from_study(path, prior_for, grid, modality, slices, options, window=None) -> ReconstructionInput:
     study = load_input_study(path, modality=modality, slices=slices)
     prior = prior_for(study.modality)
     gridmap = _grid(grid, study.shape[1:], (study.spacing[1], study.spacing[0]), prior)
@@ -164,12 +184,13 @@ def _from_study(path, prior_for, grid, modality, slices, options) -> Reconstruct
     measured = study
     if gridmap is not None and study.modality == "MR":  # k-space of the padded square study (medrecon.grid)
         measured = dataclasses.replace(study, voxels=gridmap.pad_images(study.voxels, 0.0))
-    problem = problem_from_acquisition(acquisition, simulate(measured, acquisition), grid=gridmap)
+    window = ct_window(prior.card, window, study.voxels) if study.modality == "CT" else None
+    problem = problem_from_acquisition(acquisition, simulate(measured, acquisition), grid=gridmap, window=window)
     reference = (study.voxels.abs() if study.voxels.is_complex() else study.voxels).float()
     return ReconstructionInput("study", path, problem, prior, study, reference, acquisition.to_dict())
 
 
-def _from_simulation(path, prior_for, grid, modality, slices) -> ReconstructionInput:
+def _from_simulation(path, prior_for, grid, modality, slices, window=None) -> ReconstructionInput:
     acquisition, study_record, measurements = load_measurements(path)
     data_modality = "CT" if acquisition.kind == "ct" else "MR"
     _check_modality(path, modality, data_modality)
@@ -200,7 +221,8 @@ def _from_simulation(path, prior_for, grid, modality, slices) -> ReconstructionI
     if gridmap is not None and acquisition.kind == "mr" and gridmap.square_shape != shape:
         raise InputError(f"{path}: the simulated k-space is {shape[0]}x{shape[1]}, not square; reconstruct the study "
                          "itself (medrecon reconstruct STUDY pads it to a square before simulating), or use --grid input")
-    problem = problem_from_acquisition(acquisition, measurements, grid=gridmap)
+    window = ct_window(prior.card, window) if acquisition.kind == "ct" else None
+    problem = problem_from_acquisition(acquisition, measurements, grid=gridmap, window=window)
     study = Study(torch.zeros((measurements.shape[0], *shape)), affine, data_modality, name=study_record["name"],
                   source={"format": "simulation", "path": str(path)})
     return ReconstructionInput("simulation", path, problem, prior, study, reference, acquisition.to_dict())
@@ -251,4 +273,4 @@ def _from_noncartesian(path, prior_for, grid, modality, slices) -> Reconstructio
     return ReconstructionInput("noncartesian", path, problem, prior_for("MR"), study, reference, acquisition)
 
 
-__all__ = ["GRIDS", "KINDS", "ReconstructionInput", "input_kind", "load_input", "load_input_study", "slice_range", "subset"]
+__all__ = ["GRIDS", "KINDS", "ReconstructionInput", "ct_window", "input_kind", "load_input", "load_input_study", "slice_range", "subset"]

@@ -24,6 +24,15 @@ MR units: simulated k-space is that of the image divided by the acquisition's ``
 volume's 99.5th magnitude percentile, the prior's normalisation), so it is used as it is; raw
 k-space is divided by an estimated scale (the 99.5th percentile of the zero-filled volume's
 magnitude, stated in the result).
+
+A problem built here records that map (``description["normalisation"]``, a
+:class:`~medrecon.priors.normalisation.Normalisation` dict, ``chosen`` where the caller gave the
+window or scale). :func:`check_prior_fits` refuses a prior whose card states another normalisation
+(a published prior trained on per-volume min-max images is not fed HU-windowed ones), and a CT
+prior whose card leaves the window to the user (``user-choice``) on a problem whose window nobody
+chose: the HU window is never applied by accident. A VE score prior (``ve_score``) runs the
+geometric schedules (score-SDE, DiffusionMBIR) over its own card's noise range, as its authors
+sampled it, unless the options say otherwise.
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ from medrecon.priors.denoiser import PhaseAlignedDenoiser, TwoChannelDenoiser, l
 from medrecon.priors.execution import NetworkExecution, executed_network, with_execution
 from medrecon.priors.hub import load_prior
 from medrecon.priors.latent import LatentPrior
-from medrecon.priors.normalisation import CT_WINDOW
+from medrecon.priors.normalisation import CT_WINDOW, Normalisation
 from medrecon.samplers.presets import ADAPTER_OPTIONS, adapter_settings, sampler_settings, task_name
 from medrecon.samplers.registry import DEFAULT_SAMPLER, sampler_names, sampler_spec
 from medrecon.samplers.tv_z import check_tv_z
@@ -143,8 +152,9 @@ def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window:
             y = y / acquisition.mu_water_per_mm
         y = y * (1000.0 / (high - low))
         noisy = acquisition.noise != "none"
+        normalisation = {"kind": "hu-window", "low": float(low), "high": float(high), "chosen": window is not None}
         return Problem(op, y, "CT", noisy, scale=high - low, offset=low, grid=grid, description=_described(
-            {"units": f"HU = {low} + {high - low} u", "acquisition": acquisition.to_dict()}, grid))
+            {"units": f"HU = {low} + {high - low} u", "acquisition": acquisition.to_dict(), "normalisation": normalisation}, grid))
     y = measurements.to(torch.complex64)
     if acquisition.non_cartesian:
         if grid is not None:
@@ -152,7 +162,8 @@ def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window:
                              "before simulating (its trajectory fixes the reconstruction size)")
         op = acquisition.operator()
         return Problem(op, y, "MR", acquisition.noise_sigma > 0, scale=acquisition.scale, description={
-            "units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict()})
+            "units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict(),
+            "normalisation": _MR_NORMALISATION})
     shape = tuple(measurements.shape[-2:])
     if grid is None:
         op = acquisition.operator(shape)
@@ -163,7 +174,11 @@ def problem_from_acquisition(acquisition, measurements: torch.Tensor, *, window:
         op = MultiCoilMRI(acquisition.coil_maps((grid.size, grid.size)), mask)
         y = crop_or_pad_kspace(y, grid.size) * mask
     return Problem(op, y, "MR", acquisition.noise_sigma > 0, scale=acquisition.scale, grid=grid, description=_described(
-        {"units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict()}, grid))
+        {"units": f"magnitude = {acquisition.scale:.6g} |u|", "acquisition": acquisition.to_dict(),
+         "normalisation": _MR_NORMALISATION}, grid))
+
+
+_MR_NORMALISATION = {"kind": "volume-percentile", "percentile": PERCENTILE, "chosen": False}
 
 
 def _described(description: dict, grid) -> dict:
@@ -179,6 +194,7 @@ def problem_from_kspace(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: tor
     mask ``(H, W)`` or ``(W,)``. ``scale`` None: the 99.5th percentile of the zero-filled volume's
     magnitude (measured data are noisy, hence ``noisy`` True by default)."""
     kspace = torch.as_tensor(kspace).to(torch.complex64)
+    given = scale is not None
     if kspace.ndim != 4:
         raise InputError(f"multi-coil k-space must be (S, coils, H, W), got {tuple(kspace.shape)}")
     op = MultiCoilMRI(torch.as_tensor(coil_maps).to(torch.complex64), torch.as_tensor(mask))
@@ -190,7 +206,8 @@ def problem_from_kspace(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: tor
         if not scale > 0:
             raise InputError("the zero-filled volume is empty (99.5th percentile 0): cannot normalise the k-space")
     return Problem(op, kspace / scale, "MR", noisy, scale=scale,
-                   description={"units": f"magnitude = {scale:.6g} |u|", "scale": "p99.5 of the zero-filled magnitude"})
+                   description={"units": f"magnitude = {scale:.6g} |u|", "scale": "p99.5 of the zero-filled magnitude",
+                                "normalisation": {**_MR_NORMALISATION, "chosen": given}})
 
 
 @torch.no_grad()
@@ -209,6 +226,7 @@ def problem_from_noncartesian(data, *, noisy: bool = True, scale: float | None =
     if estimated:
         maps = noncartesian_espirit_maps(kspace, data.coords, shape, density=density)
     op = NonCartesianMRI(data.coords, shape, None if maps is None else torch.as_tensor(maps).to(torch.complex64), density=density)
+    given = scale is not None
     if scale is None:
         magnitude = torch.cat([(op.batch_slice(slice(i, i + 1)) if op.batch_size else op).gridding(kspace[i : i + 1]).abs()
                                for i in range(kspace.shape[0])])
@@ -216,6 +234,7 @@ def problem_from_noncartesian(data, *, noisy: bool = True, scale: float | None =
         if not scale > 0:
             raise InputError("the gridded volume is empty (99.5th percentile 0): cannot normalise the k-space")
     description = {"units": f"magnitude = {scale:.6g} |u|", "scale": "p99.5 of the gridded magnitude",
+                   "normalisation": {**_MR_NORMALISATION, "chosen": given},
                    "coil_maps": "estimated (ESPIRiT on the gridded k-space centre)" if estimated else
                    ("given" if maps is not None else "single coil")}
     return Problem(op, kspace / scale, "MR", noisy, scale=scale, description=description)
@@ -259,6 +278,16 @@ class Reconstruction:
             out["world_size"] = len(self.ranks)
             out["ranks"] = self.ranks
         return out
+
+
+def _trained_noise_range(settings, card, options: dict):
+    """A VE score prior's geometric schedule (score-SDE, DiffusionMBIR) spans its card's noise range
+    ``sigma_max`` -> ``sigma_min``, as its authors sampled it, where the options do not set them."""
+    schedule = card.schedule or {}
+    if card.parameterisation != "ve_score" or settings.schedule != "geometric":
+        return settings
+    changes = {k: float(schedule[k]) for k in ("sigma_max", "sigma_min") if k in schedule and k not in options}
+    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 class _CountingDenoiser(torch.nn.Module):
@@ -334,12 +363,46 @@ def check_prior_fits(prior, problem: Problem, sampler: str, *, other_size: bool 
             f"the prior {card.name!r} is for {card.image_size}x{card.image_size} images; this operator's images are "
             f"{shape[0]}x{shape[1]} (reconstruct on the prior's grid: medrecon.grid.GridMap, the CLI's --grid prior)"
         )
+    check_normalisation(card, problem)
     spec = sampler_spec(sampler)
     if spec.prior == "latent" and prior.latent is None:
         raise InputError(f"{sampler} needs a latent prior (e.g. {spec.default_prior(problem.modality)}), not {card.name!r}")
     if spec.prior == "pixel" and prior.latent is not None:
         latent = ", ".join(sampler_names(prior="latent"))
         raise InputError(f"{sampler} needs a pixel prior, and {card.name!r} is a latent prior (use --sampler {latent})")
+
+
+def check_normalisation(card, problem: Problem) -> None:
+    """Refuse a prior trained on images normalised otherwise than the problem's (module docstring):
+    a card stating another map, or a CT card leaving the window to the user (``user-choice``, or a
+    card-less folder's ``unknown``) on a problem whose window was not chosen. Problems that do not
+    record their normalisation (built by hand, or by a protocol that normalises as its paper did)
+    are not checked."""
+    recorded = problem.description.get("normalisation") if isinstance(problem.description, dict) else None
+    if not recorded:
+        return
+    stated = dict(card.normalisation or {})
+    kind = stated.get("kind", "unknown")
+    chosen = bool(recorded.get("chosen"))
+    data = Normalisation.from_dict({k: v for k, v in recorded.items() if k != "chosen"})
+    if kind in ("user-choice", "unknown"):
+        if problem.modality == "CT" and not chosen:
+            raise InputError(
+                f"the prior {card.name!r} does not state the HU window its images were made with ({kind}: "
+                f"{stated.get('note', 'no note')}); these data would get the default window {data.describe()}: choose "
+                "the window (--window LOW,HIGH; in Python problem_from_acquisition(window=...)) or use a prior whose card "
+                "states it")
+        return
+    try:
+        wanted = Normalisation.from_dict(stated)
+    except InputError:
+        return  # a card this version cannot read: its maps are not compared
+    if not wanted.same_map(data) and not (wanted.kind == "volume-minmax" and chosen and data.kind == "hu-window"):
+        raise InputError(
+            f"the prior {card.name!r} was trained on images normalised as {wanted.describe()}"
+            f"{' (' + wanted.note + ')' if wanted.note else ''}; these data are normalised as {data.describe()}: "
+            "normalise them as the card says (a CT volume's min-max is the HU window [min, max] of that volume: "
+            "problem_from_acquisition(window=...)), or use a prior trained on this normalisation")
 
 
 def _slice_generators(seed: int, indices, sample: int, device) -> list[torch.Generator]:
@@ -518,6 +581,7 @@ def reconstruct(
     options = dict(options or {})
     adapter = {**adapter_settings(task), **{k: options.pop(k) for k in ADAPTER_OPTIONS if k in options}}
     settings = sampler_settings(sampler, task, steps=steps, **options)
+    settings = _trained_noise_range(settings, prior.card, options)
     sigmas = settings.sigmas()
     n = problem.slices
     volume = settings.options.get("volume_prior") is not None

@@ -1,37 +1,43 @@
-"""Write the fixtures of tests/medrecon/test_convert.py from the reference implementations.
+"""Write the fixtures of tests/medrecon/priors/convert/test_convert.py from the reference implementations.
 
-    python scripts/make_conversion_fixtures.py --guided-diffusion CLONE --score-sde CLONE \\
-        [--dds CLONE] [--score-inverse-problems CLONE] [--score-mri CLONE] [--out DIR]
+    python scripts/make_conversion_fixtures.py [--guided-diffusion CLONE] [--score-sde CLONE] \\
+        [--score-inverse-problems CLONE] [--score-mri CLONE] [--diffusion-mbir CLONE] [--dds CLONE] \\
+        [--full-size] [--skip-published] [--out DIR]
 
-``--guided-diffusion`` and ``--score-sde`` are local clones of openai/guided-diffusion (MIT) and
-yang-song/score_sde_pytorch (Apache-2.0). Their network classes are imported from the clones
-(nothing of them is copied into medrecon), instantiated in tiny configurations that use every
-feature the converter maps, filled with seeded random weights, saved in their native container,
-reloaded the way their own code loads them and evaluated on fixed inputs. The fixtures
-(``DIR``, default tests/fixtures/conversion/) are, per case:
+The clones are local copies of openai/guided-diffusion (MIT), yang-song/score_sde_pytorch
+(Apache-2.0), yang-song/score_inverse_problems (the Flax NCSN++ of Song et al.'s LIDC and BraTS
+priors), HJ-harry/score-MRI, HJ-harry/DiffusionMBIR and HJ-harry/DDS; each part runs where its
+clone is given. Their network classes are imported from the clones (nothing of them is copied into
+medrecon), instantiated in the configurations below, filled with seeded random weights, saved in
+their native container, reloaded the way their own code loads them and evaluated on fixed inputs.
+The Flax reference needs JAX, Flax and ml_collections, never dependencies of medrecon: run this
+script from a side environment that has them and medrecon (e.g. ``python -m venv /tmp/fixtures;
+/tmp/fixtures/bin/pip install -e . jax flax ml_collections pyyaml``). The fixtures (``DIR``,
+default tests/fixtures/conversion/) are, per case:
 
 - ``<case>.json``: the flags, and the checkpoint as a recipe: its container with each tensor
-  replaced by a slot (``{"__tensor__": i}``), each slot's shape and fill rule, the seed, and the
-  sha256 of the filled tensors. :func:`fill` and :func:`materialise` rebuild the checkpoint
-  exactly; the tests save it with ``torch.save`` and convert it. (Networks wide enough for
-  NCSN++'s attention to map, 128 channels, hold 20 MB of float32 weights with their EMA: a
+  replaced by a slot (``{"__tensor__": i}``; for Flax, the parameter tree's paths), each slot's
+  shape and fill rule, the seed, and the sha256 of the filled tensors (for Flax also of the
+  msgpack file, which :func:`ncsnpp_fixtures.msgpack_bytes` rebuilds byte for byte). :func:`fill`
+  and :func:`materialise` rebuild the checkpoint exactly; the tests save it and convert it. (A
   recipe keeps the fixtures to kilobytes.)
-- ``<case>.npz``: inputs and the reference network's outputs: ``x_raw``, ``t_raw`` (timesteps
-  for ADM, sigmas for NCSN++), ``out_raw``; for ADM also the denoiser inputs ``x``, ``sigma``,
-  the fractional timestep ``t`` of each sigma on the reference schedule (log-sigma
-  interpolation) and the reference epsilon ``eps`` at ``sqrt(abar) x``.
+- ``<case>.npz``: the reference network's outputs: ADM ``x_raw``, ``t_raw`` (timesteps),
+  ``out_raw`` and the denoiser inputs ``x``, ``sigma``, the fractional timestep ``t`` of each sigma
+  on the reference schedule (log-sigma interpolation) and the reference epsilon ``eps`` at
+  ``sqrt(abar) x``; NCSN++ ``out_raw`` for the inputs :func:`ncsnpp_fixtures.reference_inputs`
+  makes from the recorded seed and sigmas.
 
-The other clones are the repositories of the published checkpoints (HJ-harry/DDS,
-yang-song/score_inverse_problems, HJ-harry/score-MRI): their config files are read and compared
-with medrecon's presets, and the full published architectures are instantiated with random
-weights from the reference classes (DDS's network is guided-diffusion's ``UNetModel``; the NCSN++
-configs are built with score_sde_pytorch's ``NCSNpp``) to count their parameters and check that
-the conversion covers every tensor (ADM: also that the converted network computes the same, on a
-64x64 input). ``published.json`` records the results and, for the ADM presets, the reference
-tensor names and shapes (the tests compare them with what the converter expects).
+NCSN++ cases (:func:`ncsnpp_fixtures.cases`): the four published medical configurations at reduced
+width and image size (the attention at the same level), and variants that exercise every other
+switch. ``published.json`` records, for each preset, that its flags are the ones its repository's
+config file states (the other clones are read for that), the reference tensors (ADM: names and
+shapes; NCSN++: their count and digest) that the tests compare with what the converter expects,
+and with ``--full-size`` the comparison at the published width and size: the reference network
+with random weights, saved natively, converted with ``--preset`` and ``D(x, sigma)`` compared on
+one image (minutes on a CPU).
 
 Install the references' small dependencies first (``pip install ml_collections pyyaml``);
-score_sde's CUDA kernels are not built (their CPU path is used).
+score_sde_pytorch's CUDA kernels are not built (their CPU path is used).
 """
 
 from __future__ import annotations
@@ -71,20 +77,6 @@ ADM_CASES = {
         "class_cond": False, "noise_schedule": "cosine", "diffusion_steps": 1000,
     },
 }
-# NCSN++ as score_sde's published VE configs build it (output_skip, input_skip, sum, BigGAN blocks,
-# FIR, Fourier features), three levels so that the output pyramid is upsampled and added inside
-# the network, attention on 128 channels at 4x4 (where diffusers' attention blocks map) and in
-# the middle block
-NCSNPP_CASE = {
-    "image_size": 16, "num_channels": 3, "centered": False, "nf": 32, "ch_mult": [1, 1, 4], "num_res_blocks": 1,
-    "attn_resolutions": [4], "resblock_type": "biggan", "progressive": "output_skip",
-    "progressive_input": "input_skip", "progressive_combine": "sum", "fir": True, "fir_kernel": [1, 3, 3, 1],
-    "skip_rescale": True, "embedding_type": "fourier", "conditional": True, "scale_by_sigma": True,
-    "attention_type": "ddpm", "normalization": "GroupNorm", "nonlinearity": "swish", "conv_size": 3,
-    "sigma_min": 0.01, "sigma_max": 378.0,
-}
-
-
 # ----------------------------------------------------------------------------- recipes (tests use these)
 def fill(slots: list[dict], seed: int) -> list[torch.Tensor]:
     """The tensors of a recipe: slot ``i`` is ``mean + std * N(0, 1)`` of its shape (one seeded
@@ -227,86 +219,6 @@ def adm_case(out: Path, case: str, flags: dict, unet, diffusion, seed: int) -> N
     print(f"{case}: {record['parameters']} parameters, {len(slots)} tensors")
 
 
-# ----------------------------------------------------------------------------------------- NCSN++
-def import_score_sde(clone: Path):
-    """score_sde_pytorch's model modules, with its CUDA kernels not compiled (their CPU path runs)."""
-    import torch.utils.cpp_extension as ext
-
-    ext.load = lambda *args, **kwargs: None  # op/ builds CUDA kernels at import; upfirdn2d uses its native path on CPU
-    sys.path.insert(0, str(clone))
-    from models import ema, ncsnpp  # noqa: F401
-    from models import utils as mutils
-
-    return mutils, ema
-
-
-def ncsnpp_config(flags: dict):
-    """An ml_collections config holding ``flags`` where score_sde reads them."""
-    import ml_collections
-
-    config = ml_collections.ConfigDict()
-    config.device = torch.device("cpu")
-    config.training = ml_collections.ConfigDict({"continuous": True, "sde": "vesde"})
-    config.data = ml_collections.ConfigDict({k: flags[k] for k in ("image_size", "num_channels", "centered")})
-    model = {k: v for k, v in flags.items() if k not in config.data}
-    model.update(name="ncsnpp", num_scales=1000, dropout=0.0, fourier_scale=16, init_scale=0.0,
-                 resamp_with_conv=True, ema_rate=0.999)
-    model["ch_mult"] = tuple(model["ch_mult"])
-    model["attn_resolutions"] = tuple(model["attn_resolutions"])
-    config.model = ml_collections.ConfigDict(model)
-    config.optim = ml_collections.ConfigDict({"optimizer": "Adam", "lr": 2e-4, "beta1": 0.9, "eps": 1e-8, "weight_decay": 0})
-    return config
-
-
-def ncsnpp_case(out: Path, case: str, flags: dict, mutils, ema_module, seed: int) -> None:
-    config = ncsnpp_config(flags)
-    model = mutils.create_model(config)  # DataParallel: "module." names, as score_sde trains
-    ema = ema_module.ExponentialMovingAverage(model.parameters(), decay=config.model.ema_rate)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=(config.optim.beta1, 0.999),
-                                 eps=config.optim.eps, weight_decay=config.optim.weight_decay)
-    # the dict of score_sde's utils.save_checkpoint (that module imports tensorflow)
-    saved = {"optimizer": optimizer.state_dict(), "model": model.state_dict(), "ema": ema.state_dict(), "step": 4321}
-    saved["ema"]["num_updates"] = 4321
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    model_rule = module_rule(model, "/model/")
-    model_slot: dict[str, int] = {}
-
-    def rule(path, tensor, slots):
-        if path.startswith("/model/"):
-            model_slot[path.removeprefix("/model/")] = len(slots)
-            return model_rule(path, tensor, slots)
-        if path.startswith("/ema/shadow_params/"):  # the EMA: its parameter's weights, perturbed
-            base = model_slot[trainable[int(path.rsplit("/", 1)[1])]]
-            return {"mean": 0.0, "std": 0.2 * slots[base]["std"], "base": base}
-        raise TypeError(f"unexpected tensor at {path}")
-
-    slots: list[dict] = []
-    skeleton = skeletonise(saved, slots, rule)
-    tensors = fill(slots, seed)
-    checkpoint = materialise(skeleton, tensors)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "checkpoint_1.pth"
-        torch.save(checkpoint, path)
-        loaded = torch.load(path, map_location="cpu")  # as score_sde's utils.restore_checkpoint, then evaluation:
-        optimizer.load_state_dict(loaded["optimizer"])
-        model.load_state_dict(loaded["model"], strict=False)
-        ema.load_state_dict(loaded["ema"])
-        ema.copy_to(model.parameters())
-    model.eval()
-    rng = np.random.default_rng(seed)
-    c, s = flags["num_channels"], flags["image_size"]
-    x_raw = torch.from_numpy(np.clip(0.5 + 0.3 * rng.standard_normal((3, c, s, s)), 0, 1).astype(np.float32))
-    sigmas = torch.tensor([0.05, 1.0, 20.0])
-    x_raw = x_raw + sigmas[:, None, None, None] * torch.from_numpy(rng.standard_normal((3, c, s, s)).astype(np.float32))
-    with torch.no_grad():
-        out_raw = model(x_raw, sigmas)
-    record = {"format": "ncsnpp", "flags": flags, "seed": seed, "slots": slots, "skeleton": skeleton,
-              "sha256": digest(tensors), "reference": "yang-song/score_sde_pytorch models/ncsnpp.py NCSNpp (EMA weights)",
-              "parameters": sum(p.numel() for p in model.parameters())}
-    save_case(out, case, record, {"x_raw": x_raw, "t_raw": sigmas, "out_raw": out_raw})
-    print(f"{case}: {record['parameters']} parameters, {len(slots)} tensors")
-
-
 # -------------------------------------------------------------------------------- published configs
 def load_config(clone: Path, relpath: str):
     """``get_config()`` of a repository's ml_collections config file (its ``configs`` package first)."""
@@ -378,71 +290,102 @@ def published_adm(name: str, preset, dds: Path | None, unet, seed: int) -> dict:
             "tensors": [[k, v] for k, v in reference.items()], "max_relative_difference_64x64": diff}
 
 
-def published_ncsnpp(name: str, preset, clones: dict, mutils) -> dict:
-    from medrecon.errors import InputError
-    from medrecon.priors.convert import architecture
-
-    files = {"song2022-lidc-320": ("score-inverse-problems", "configs/ve/ct2d_320_ncsnpp_continuous.py"),
-             "song2022-brats-240": ("score-inverse-problems", "configs/ve/brats_ncsnpp_continuous.py"),
-             "chung2022-fastmri-knee-320": ("score-mri", "configs/ve/fastmri_knee_320_ncsnpp_continuous.py")}
-    repo, relpath = files[name]
-    repositories = {"score-inverse-problems": "yang-song/score_inverse_problems", "score-mri": "HJ-harry/score-MRI"}
-    flags = preset.flags
-    checked = None
-    if clones.get(repo) is not None:
-        cfg = load_config(clones[repo], relpath)
-        from_file = {k: cfg.data[k] for k in ("image_size", "num_channels", "centered")}
-        from_file.update({k: cfg.model[k] for k in flags if k not in from_file})
-        norm = {k: list(v) if isinstance(v, tuple) else v for k, v in from_file.items()}
-        differ = {k: (v, flags[k]) for k, v in norm.items() if v != flags[k]}
-        if differ:
-            raise SystemExit(f"{name}: the preset differs from {relpath}: {differ}")
-        checked = f"{repositories[repo]} {relpath}"
-    model = mutils.create_model(ncsnpp_config(flags)).module
-    try:
-        architecture("ncsnpp", preset=name)
-        refusal = None
-    except InputError as exc:
-        refusal = str(exc)
-    count = sum(p.numel() for p in model.parameters())
-    print(f"{name}: {count} parameters (score_sde_pytorch NCSNpp of the published config); {refusal}")
-    return {"format": "ncsnpp", "parameters": count, "flags_checked_against": checked,
-            "reference": "yang-song/score_sde_pytorch NCSNpp built from the published config", "refusal": refusal}
-
-
 # ------------------------------------------------------------------------------------------- main
+NCSNPP_SOURCES = {  # preset: (clone key of its config file, config file, repository, clone key of its model code, reference)
+    "song2022-lidc-320": ("score_inverse_problems", "configs/ve/ct2d_320_ncsnpp_continuous.py",
+                          "yang-song/score_inverse_problems", "score_inverse_problems", "flax"),
+    "song2022-brats-240": ("score_inverse_problems", "configs/ve/brats_ncsnpp_continuous.py",
+                           "yang-song/score_inverse_problems", "score_inverse_problems", "flax"),
+    "chung2022-fastmri-knee-320": ("score_mri", "configs/ve/fastmri_knee_320_ncsnpp_continuous.py", "HJ-harry/score-MRI",
+                                   "score_mri", "torch"),
+    "chung2023-aapm-256": ("diffusion_mbir", "configs/ve/AAPM_256_ncsnpp_continuous.py", "HJ-harry/DiffusionMBIR",
+                           "diffusion_mbir", "torch"),
+}
+TORCH_CLONES = {"score-sde": ("score_sde", "yang-song/score_sde_pytorch"), "score-mri": ("score_mri", "HJ-harry/score-MRI"),
+                "diffusion-mbir": ("diffusion_mbir", "HJ-harry/DiffusionMBIR")}
+
+
+def ncsnpp_module():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import ncsnpp_fixtures
+
+    return ncsnpp_fixtures
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--guided-diffusion", type=Path, required=True, help="a clone of openai/guided-diffusion")
-    parser.add_argument("--score-sde", type=Path, required=True, help="a clone of yang-song/score_sde_pytorch")
-    parser.add_argument("--dds", type=Path, help="a clone of HJ-harry/DDS (checks the DDS presets' flags)")
-    parser.add_argument("--score-inverse-problems", type=Path, help="a clone of yang-song/score_inverse_problems")
+    parser.add_argument("--guided-diffusion", type=Path, help="a clone of openai/guided-diffusion (the ADM cases)")
+    parser.add_argument("--score-sde", type=Path, help="a clone of yang-song/score_sde_pytorch (NCSN++ PyTorch cases)")
+    parser.add_argument("--score-inverse-problems", type=Path, help="a clone of yang-song/score_inverse_problems (Flax cases)")
     parser.add_argument("--score-mri", type=Path, help="a clone of HJ-harry/score-MRI")
+    parser.add_argument("--diffusion-mbir", type=Path, help="a clone of HJ-harry/DiffusionMBIR")
+    parser.add_argument("--dds", type=Path, help="a clone of HJ-harry/DDS (checks the DDS presets' flags)")
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "conversion")
-    parser.add_argument("--skip-published", action="store_true", help="only the tiny cases")
+    parser.add_argument("--cases", help="comma-separated cases to write (default: every case whose clone is given)")
+    parser.add_argument("--skip-published", action="store_true", help="only the cases, not published.json")
+    parser.add_argument("--full-size", action="store_true", help="also compare each published NCSN++ at full size")
+    parser.add_argument("--presets", help="comma-separated presets to check (default: every preset whose clones are given)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    wanted = None if args.cases is None else set(args.cases.split(","))
+    clones = {"score_sde": args.score_sde, "score_inverse_problems": args.score_inverse_problems, "score_mri": args.score_mri,
+              "diffusion_mbir": args.diffusion_mbir}
+    script = sys.modules[__name__]
 
-    unet, diffusion = import_guided_diffusion(args.guided_diffusion)
-    for i, (case, flags) in enumerate(ADM_CASES.items()):
-        adm_case(args.out, case, flags, unet, diffusion, SEED + i)
-    mutils, ema = import_score_sde(args.score_sde)
-    ncsnpp_case(args.out, "ncsnpp_tiny", NCSNPP_CASE, mutils, ema, SEED + 10)
+    unet = None
+    if args.guided_diffusion is not None:
+        unet, diffusion = import_guided_diffusion(args.guided_diffusion)
+        for i, (case, flags) in enumerate(ADM_CASES.items()):
+            if wanted is None or case in wanted:
+                adm_case(args.out, case, flags, unet, diffusion, SEED + i)
+    nf = ncsnpp_module()
+    for i, (case, (reference, flags)) in enumerate(nf.cases().items()):
+        if wanted is not None and case not in wanted:
+            continue
+        if reference == "flax":
+            if clones["score_inverse_problems"] is None:
+                print(f"{case}: skipped (needs --score-inverse-problems)")
+                continue
+            nf.flax_case(script, args.out, case, flags, clones["score_inverse_problems"], SEED + 30 + i)
+        else:
+            key, repository = TORCH_CLONES[reference.removeprefix("torch:")]
+            clone = clones[key] or clones["score_sde"]  # the forks' models/ncsnpp.py is score_sde_pytorch's
+            if clone is None:
+                print(f"{case}: skipped (needs --score-sde or --{key.replace('_', '-')})")
+                continue
+            nf.torch_case(script, args.out, case, flags, clone, repository if clones[key] else TORCH_CLONES["score-sde"][1],
+                          SEED + 10 if case == "ncsnpp_tiny" else SEED + 30 + i)
     if args.skip_published:
         return 0
 
     from medrecon.priors.convert.presets import PRESETS
 
-    clones = {"score-inverse-problems": args.score_inverse_problems, "score-mri": args.score_mri}
-    published = {}
-    for name, preset in PRESETS.items():
-        if preset.format == "adm":
-            published[name] = published_adm(name, preset, args.dds, unet, SEED + 20)
-        else:
-            published[name] = published_ncsnpp(name, preset, clones, mutils)
-    (args.out / "published.json").write_text(json.dumps(published, indent=1) + "\n")
+    path = args.out / "published.json"
+    published = json.loads(path.read_text()) if path.is_file() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, preset in PRESETS.items():
+            if args.presets is not None and name not in args.presets.split(","):
+                continue
+            if preset.format == "adm":
+                if unet is not None:
+                    published[name] = published_adm(name, preset, args.dds, unet, SEED + 20)
+                continue
+            config_key, relpath, repository, model_key, reference = NCSNPP_SOURCES[name]
+            model_clone = clones[model_key] or (clones["score_sde"] if reference == "torch" else None)
+            if model_clone is None:
+                print(f"{name}: skipped (needs --{model_key.replace('_', '-')})")
+                continue
+            entry = nf.published_entry(name, preset, clones[config_key], relpath, repository, model_clone, reference, script)
+            if args.full_size:
+                entry["full_size"] = nf.full_size(script, name, preset, model_clone, reference, SEED + 40, Path(tmp))
+                entry["full_size"]["command"] = ("python scripts/make_conversion_fixtures.py --score-inverse-problems CLONE "
+                                                 "--score-mri CLONE --diffusion-mbir CLONE --full-size")
+            elif "full_size" in published.get(name, {}):
+                entry["full_size"] = published[name]["full_size"]
+            published[name] = entry
+    path.write_text(json.dumps(published, indent=1) + "\n")
     return 0
 
 

@@ -114,6 +114,20 @@ def check_device(value: str | None) -> str | None:
     return value
 
 
+def hu_window(text: str) -> tuple[float, float]:
+    """``--window LOW,HIGH``: two finite HU values, LOW below HIGH."""
+    import math
+
+    parts = text.split(",")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in HU (e.g. -1000,2000), got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise argparse.ArgumentTypeError(f"expected finite LOW < HIGH in HU, got {text!r}")
+    return low, high
+
+
 def options_from(cls, args: argparse.Namespace, **overrides):
     """An instance of the dataclass ``cls`` from the flags of the same names (lists become tuples)."""
     values = {}
@@ -147,5 +161,5 @@ def json_value(text: str):
         return text
 
 
-__all__ = ["MODALITIES", "add_device", "check_device", "add_execution", "add_modality", "add_sampler", "add_samplers", "batch_size",
-           "json_value", "key_values", "modality", "non_negative_int", "options_from", "positive_int"]
+__all__ = ["MODALITIES", "add_device", "add_execution", "add_modality", "add_sampler", "add_samplers", "batch_size",
+           "check_device", "hu_window", "json_value", "key_values", "modality", "non_negative_int", "options_from", "positive_int"]

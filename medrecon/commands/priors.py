@@ -9,7 +9,7 @@ from collections import UserDict
 from .arguments import modality
 
 HELP = ("list the shipped priors and the prior folders in given folders, with their cards; `priors convert` turns a "
-        "published checkpoint (ADM, NCSN++, diffusers) into a prior folder")
+        "published checkpoint (ADM, NCSN++ in PyTorch or Flax, diffusers) into a prior folder")
 
 
 class _AnyName(UserDict):
@@ -46,11 +46,13 @@ def add_arguments(parser) -> None:
     )
     convert = sub.add_parser(
         "convert", help="convert a published checkpoint into a prior folder",
-        description="Convert an ADM (openai/guided-diffusion) or NCSN++ (score_sde_pytorch) checkpoint, or a diffusers "
-        "UNet2DModel folder, into a medrecon prior folder (diffusers UNet2DModel + card), exactly: a mapping of "
-        "tensors, refused with the reason where the architecture does not map (docs/priors.md).",
+        description="Convert an ADM (openai/guided-diffusion) checkpoint, an NCSN++ checkpoint (score_sde_pytorch .pth, "
+        "or a Flax msgpack checkpoint of score_sde / score_inverse_problems, read without JAX), or a diffusers "
+        "UNet2DModel folder, into a medrecon prior folder (the network + card), exactly: a mapping of tensors, "
+        "refused with the reason where the architecture or the tensors do not fit (docs/priors.md).",
     )
-    convert.add_argument("source", metavar="SRC", help="the checkpoint file (.pt/.pth), or the diffusers folder")
+    convert.add_argument("source", metavar="SRC", help="the checkpoint file (.pt/.pth, or a Flax checkpoint_N), or the "
+                         "diffusers folder")
     convert.add_argument("--format", required=True, choices=["adm", "ncsnpp", "diffusers"], help="the source's format")
     convert.add_argument("-o", "--out", required=True, metavar="DIR", help="the new prior folder")
     convert.add_argument("--preset", metavar="NAME", help="the published architecture (adm, ncsnpp): "
@@ -59,6 +61,10 @@ def add_arguments(parser) -> None:
                          "preset's flags; see docs/priors.md)")
     convert.add_argument("--modality", type=modality, metavar="{CT,MR}", help="the images' modality, any case (a preset "
                          "gives it)")
+    convert.add_argument("--normalisation", metavar="KIND|JSON", help="how the checkpoint's images were scaled to [0, 1], "
+                         "for the card: a kind (volume-minmax, slice-minmax, user-choice) or a JSON object (text or file), "
+                         "e.g. '{\"kind\": \"hu-window\", \"low\": -1000, \"high\": 2000}'; required without a preset "
+                         "(a preset states it; it replaces only a preset's user-choice)")
     convert.add_argument("--name", help="the prior's name on its card (default: the preset's, else DIR's name)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
 
@@ -68,7 +74,8 @@ def run(args) -> int:
         from medrecon.priors.convert import convert_checkpoint  # torch, only when running
 
         out = convert_checkpoint(args.source, args.out, fmt=args.format, preset=args.preset, flags=args.flags,
-                                 modality=args.modality, name=args.name, overwrite=args.overwrite)
+                                 modality=args.modality, name=args.name, overwrite=args.overwrite,
+                                 normalisation=args.normalisation)
         print(f"wrote {out}")
         return 0
     from medrecon.priors.hub import list_priors

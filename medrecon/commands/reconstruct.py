@@ -18,7 +18,7 @@ from medrecon.errors import InputError
 from medrecon.samplers.presets import check_overrides
 from medrecon.samplers.registry import DEFAULT_SAMPLER, SAMPLERS
 
-from .arguments import add_device, add_execution, batch_size, check_device, key_values, positive_int
+from .arguments import add_device, add_execution, batch_size, check_device, hu_window, key_values, positive_int
 from .simulate import acquisition_options, add_acquisition
 
 HELP = ("reconstruct a study, a simulation folder or fastMRI k-space with a diffusion sampler and a prior "
@@ -45,6 +45,12 @@ def add_arguments(parser) -> None:
         "--grid", choices=["prior", "input"], default="prior",
         help="prior: a study of another matrix is reconstructed on the prior's grid (field of view kept, made square) and "
         "the result resampled to the input's grid; input: the prior runs at the input's size (default: %(default)s)",
+    )
+    rec.add_argument(
+        "--window", type=hu_window, metavar="LOW,HIGH",
+        help="CT: the HU window mapped to the prior's [0, 1] (default: the one the prior's card states; a card of "
+        "per-volume min-max, Song et al.'s, takes each volume's [min, max]; a card that leaves it to the user needs this); "
+        "write --window=-1000,2000 with '=' when LOW is negative",
     )
     optional = [s.name for s in SAMPLERS.values() if s.volume == "optional"]
     rec.add_argument(
@@ -120,7 +126,7 @@ def _run(args, device) -> int:
         return load_prior(args.prior or SAMPLERS[args.sampler].default_prior(modality), device=prior_device)
 
     data = load_input(args.input, prior_for, grid=args.grid, modality=args.modality, slices=args.slices,
-                      acquisition=acquisition_options(args))
+                      acquisition=acquisition_options(args), window=args.window)
     out_format = check_volume_output(paths, data.kind, data.study, args.overwrite)
     other_size = args.grid == "input"
     check_prior_fits(data.prior, data.problem, args.sampler, other_size=other_size)
@@ -167,6 +173,7 @@ def _record(args, data, result, baseline, paths, out_format, metrics) -> dict:
             "reconstructed_on": "the input's grid" + (" (--grid input)" if args.grid == "input" else ""),
             "image_shape": list(problem.op.in_shape[-2:])},
         "units": problem.description.get("units"),
+        "normalisation": problem.description.get("normalisation"),
         "prior": {"name": prior.card.name, "path": str(prior.path), "sha256": prior.card.sha256,
                   "training": prior.card.training.get("summary")},
         "reconstruction": result.summary(),

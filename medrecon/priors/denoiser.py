@@ -12,7 +12,7 @@ common parameterisations into ``D``:
 - :class:`VPVPredictionDenoiser`: v-prediction (Salimans & Ho 2022), ``x0 = sqrt(abar) x_t -
   sqrt(1 - abar) v``.
 - :class:`VEScoreDenoiser`: a variance-exploding score model ``s(x, sigma)`` (Song et al. 2021),
-  ``D = x + sigma^2 s`` (Tweedie's formula).
+  ``D = x + sigma^2 s`` (Tweedie's formula), its noise levels clamped to the trained range.
 - :class:`EDMDenoiser`: EDM preconditioning (Karras et al. 2022), ``D = c_skip x + c_out
   F(c_in x, c_noise)``.
 - :class:`GaussianDenoiser`: the exact denoiser of a Gaussian image distribution, the analytic
@@ -197,16 +197,28 @@ class VPVPredictionDenoiser(_VPDenoiser):
 
 class VEScoreDenoiser(Denoiser):
     """A VE score model ``s(x, c(sigma))`` (``c`` = identity by default, e.g. ``torch.log``):
-    ``D = x + sigma^2 s`` (Tweedie's formula)."""
+    ``D = x + sigma^2 s`` (Tweedie's formula).
 
-    def __init__(self, net: Callable, *, conditioning: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    ``sigma_range`` ``(sigma_min, sigma_max)``: the noise levels the model was trained on (a
+    converted prior's card). Outside them the network is asked at the nearest trained level
+    ``sigma_c`` and its noise estimate ``-sigma_c s(x, sigma_c)`` is scaled to the asked ``sigma``,
+    ``D = x + sigma sigma_c s(x, sigma_c)``, as the VP adapters clamp their timestep (a sampler whose
+    schedule reaches below ``sigma_min``, such as DDS's Karras steps to 0.002, then never feeds the
+    network a noise level it has not seen); inside them this is Tweedie's formula exactly."""
+
+    def __init__(self, net: Callable, *, conditioning: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 sigma_range: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.net = net
         self.conditioning = conditioning or (lambda s: s)
+        if sigma_range is not None and not 0 < float(sigma_range[0]) < float(sigma_range[1]):
+            raise InputError(f"VEScoreDenoiser: sigma_range must be 0 < min < max, got {sigma_range}")
+        self.sigma_range = None if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1]))
 
     def denoise(self, x, sigma):
-        score = call_network(self.net, x, self.conditioning(sigma).to(x.dtype))
-        return x + _per_item(sigma, x) ** 2 * score
+        trained = sigma if self.sigma_range is None else sigma.clamp(*self.sigma_range)
+        score = call_network(self.net, x, self.conditioning(trained).to(x.dtype))
+        return x + _per_item(sigma * trained, x) * score
 
 
 class EDMDenoiser(Denoiser):

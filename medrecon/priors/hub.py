@@ -1,10 +1,12 @@
 """Priors on disk: the diffusers folder layout plus a medrecon card, loaded locally with checksums.
 
 A prior folder holds ``config.json`` and ``diffusion_pytorch_model.safetensors`` (a
-``UNet2DModel`` as diffusers' ``save_pretrained`` writes it) and ``medrecon_prior.json``, the card:
-modality, image size, channels, parameterisation, schedule, normalisation from study units to
-network units, training provenance, and the sha256 of every weight file. ``load_prior`` loads
-shipped priors by name (``medrecon/weights/<name>``) or any local folder, never the network:
+``UNet2DModel`` as diffusers' ``save_pretrained`` writes it, or medrecon's NCSN++ in the same
+layout, :mod:`medrecon.priors.ncsnpp`: the card's ``architecture`` says which) and
+``medrecon_prior.json``, the card: modality, image size, channels, parameterisation, schedule,
+normalisation from study units to network units, training provenance, and the sha256 of every
+weight file. ``load_prior`` loads shipped priors by name (``medrecon/weights/<name>``) or any local
+folder, never the network:
 
 - the checksums of the card are verified before anything is loaded;
 - weights are read from safetensors; a pickled ``.bin``/``.pt`` file is read only with
@@ -38,6 +40,8 @@ from .denoiser import (
     VPVPredictionDenoiser,
 )
 from .latent import LatentPrior
+from .ncsnpp import CLASS_NAME as NCSNPP
+from .ncsnpp import NCSNpp
 
 CARD_FILE = "medrecon_prior.json"
 CONFIG_FILE = "config.json"
@@ -49,6 +53,7 @@ LATENT_KEYS = ("scaling_factor", "latent_channels", "downsampling")
 AUTOENCODER_DIR = "autoencoder"
 UNET_DIR = "unet"
 SHIPPED = ("ct-starter", "mr-starter", "ct-starter-latent", "mr-starter-latent")
+ARCHITECTURES = ("UNet2DModel", NCSNPP)
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,13 @@ class PriorCard:
     sha256: dict = field(default_factory=dict)
     format_version: int = 1
     latent: dict | None = None  # latent priors: {"scaling_factor", "latent_channels", "downsampling"}
+    architecture: str = "UNet2DModel"  # the network class of config.json: diffusers' UNet2DModel or medrecon's NCSNpp
 
     def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise InputError(f"prior card: architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture != "UNet2DModel" and self.latent is not None:
+            raise InputError("prior card: a latent prior's UNet is a UNet2DModel")
         if self.modality not in ("CT", "MR"):
             raise InputError(f"prior card: modality must be CT or MR, got {self.modality!r}")
         if self.parameterisation not in PARAMETERISATIONS:
@@ -161,14 +171,17 @@ def _load_state_dict(folder: Path) -> dict:
 
 
 def _build_network(folder: Path, device, dtype, cls_name: str = "UNet2DModel") -> torch.nn.Module:
-    import diffusers
-
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise InputError(f"{folder} has no {CONFIG_FILE} (the network's diffusers config)")
     try:
         config = json.loads(config_path.read_text())
-        net = getattr(diffusers, cls_name).from_config(config)
+        if cls_name == NCSNPP:
+            net = NCSNpp.from_config(config)
+        else:
+            import diffusers
+
+            net = getattr(diffusers, cls_name).from_config(config)
     except Exception as exc:
         raise InputError(f"{config_path} is not a usable {cls_name} config: {exc}") from None
     state = _load_state_dict(folder)
@@ -207,7 +220,9 @@ def make_denoiser(net: torch.nn.Module, card: PriorCard) -> Denoiser:
     if card.parameterisation == "edm":
         return EDMDenoiser(net, sigma_data=card.sigma_data)
     if card.parameterisation == "ve_score":
-        return VEScoreDenoiser(net)
+        schedule = card.schedule or {}
+        trained = (schedule["sigma_min"], schedule["sigma_max"]) if {"sigma_min", "sigma_max"} <= set(schedule) else None
+        return VEScoreDenoiser(net, sigma_range=trained)
     schedule = DiscreteVPSchedule(card.schedule["alphas_cumprod"])
     learned = int(getattr(net.config, "out_channels", card.channels)) == 2 * card.channels
     cls = VPEpsilonDenoiser if card.parameterisation == "vp_epsilon" else VPVPredictionDenoiser
@@ -243,7 +258,7 @@ def load_prior(name_or_path: str | Path, *, device="cpu", dtype=torch.float32) -
         raise InputError(f"{card_path} lists no weight checksums; refusing unverified weights")
     if card.latent is not None:
         return _load_latent(folder, card, device, dtype)
-    net = _build_network(folder, device, dtype)
+    net = _build_network(folder, device, dtype, card.architecture)
     return Prior(make_denoiser(net, card), net, card, folder)
 
 

@@ -1,12 +1,14 @@
 """Checkpoint conversion as a mapping of tensors, and the safe reading of foreign checkpoints.
 
 A conversion is a list of :class:`Move` s. Each fills one tensor of the target state dict (a
-diffusers ``UNet2DModel``'s) from one tensor of the source checkpoint by a rename, a reshape or a
-split, never by arithmetic on values:
+diffusers ``UNet2DModel``'s, or medrecon's NCSN++) from one tensor of the source checkpoint by a
+rename, a reshape, a transposition or a split, never by arithmetic on values:
 
 - ``copy``: same shape;
 - ``squeeze``: a 1x1 ``Conv1d`` weight ``(O, I, 1)`` -> a ``Linear`` weight ``(O, I)``;
-- ``transpose``: a ``(I, O)`` matrix applied as ``x @ W`` (NCSN++'s ``NIN``) -> ``Linear`` ``(O, I)``;
+- ``transpose``: a ``(I, O)`` matrix applied as ``x @ W`` (NCSN++'s ``NIN``, a Flax ``Dense``
+  kernel) -> ``Linear`` ``(O, I)``;
+- ``hwio``: a Flax / TensorFlow convolution kernel ``(kh, kw, I, O)`` -> PyTorch's ``(O, I, kh, kw)``;
 - ``qkv``: one third of a fused ``Conv1d(C, 3C, 1)`` (weight ``(3C, C, 1)`` or bias ``(3C,)``):
   ``order="legacy"`` splits per head first, ``[q_h, k_h, v_h]`` blocks of ``C / heads`` rows for
   each head ``h`` (guided-diffusion's ``QKVAttentionLegacy``, its default); ``order="new"``
@@ -29,7 +31,7 @@ import torch
 
 from medrecon.errors import InputError
 
-KINDS = ("copy", "squeeze", "transpose", "qkv")
+KINDS = ("copy", "squeeze", "transpose", "hwio", "qkv")
 PARTS = ("q", "k", "v")
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
@@ -61,6 +63,8 @@ class Move:
             return shape + (1,)
         if self.kind == "transpose":
             return shape[::-1]
+        if self.kind == "hwio":
+            return (shape[2], shape[3], shape[1], shape[0])
         return (3 * shape[0],) + shape[1:] + ((1,) if len(shape) == 2 else ())
 
     def apply(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -71,6 +75,8 @@ class Move:
             return tensor[..., 0]
         if self.kind == "transpose":
             return tensor.t()
+        if self.kind == "hwio":
+            return tensor.permute(3, 2, 0, 1)
         t = tensor[..., 0] if tensor.ndim == 3 else tensor  # (3C, C) or (3C,)
         width = t.shape[0] // 3
         index = PARTS.index(self.part)

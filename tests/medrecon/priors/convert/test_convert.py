@@ -1,11 +1,12 @@
-"""``medrecon priors convert``: published checkpoints -> prior folders, held to the reference code.
+"""``medrecon priors convert``: ADM and diffusers checkpoints -> prior folders, held to the reference code;
+the command and its refusals (NCSN++: test_ncsnpp_convert.py).
 
 The fixtures (tests/fixtures/conversion/, written by scripts/make_conversion_fixtures.py from
-openai/guided-diffusion and yang-song/score_sde_pytorch, which the tests do not need) hold tiny
-checkpoints as recipes (container, tensor shapes, seeded fill, sha256) and the reference networks'
-outputs on fixed inputs. A converted network must reproduce them within a maximum relative
-difference ``max|a - b| / max|b|`` of 1e-5 in float32, raw and as the denoiser ``D(x, sigma)``,
-whose reference is computed here from the reference output by the parameterisation's formula.
+openai/guided-diffusion, which the tests do not need) hold tiny checkpoints as recipes (container,
+tensor shapes, seeded fill, sha256) and the reference networks' outputs on fixed inputs. A
+converted network must reproduce them within a maximum relative difference ``max|a - b| / max|b|``
+of 1e-5 in float32, raw and as the denoiser ``D(x, sigma)``, whose reference is computed here from
+the reference output by the parameterisation's formula.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pytest
 import torch
 
 from medrecon.commands import main
-from medrecon.errors import InputError
 from medrecon.priors.convert import FORMATS, convert_checkpoint, expected_source_shapes, read_flags
 from medrecon.priors.convert.presets import PRESETS
 from medrecon.priors.hub import CARD_FILE, load_prior
@@ -30,6 +30,8 @@ from tests.support import CT_DICOM, MR_SAMPLE, ROOT
 
 FIXTURES = support.FIXTURES / "conversion"
 TOLERANCE = 1e-5
+CT_WINDOW = json.dumps({"kind": "hu-window", "low": -1000, "high": 2000})  # the starter priors' normalisations
+MR_PERCENTILE = json.dumps({"kind": "volume-percentile", "percentile": 99.5})
 
 
 def _script():
@@ -76,9 +78,10 @@ def flags_file(tmp_path: Path, flags: dict, **changes) -> Path:
 @pytest.fixture(scope="module")
 def converted(checkpoints, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("converted")
-    modality = {"adm_tiny": "CT", "adm_variant": "MR", "ncsnpp_tiny": "MR"}
-    return {case: convert_checkpoint(path, root / case, fmt=record(case)["format"], flags=record(case)["flags"],
-                                     modality=modality[case]) for case, path in checkpoints.items()}
+    modality = {"adm_tiny": "CT", "adm_variant": "MR"}
+    normalisation = {"CT": CT_WINDOW, "MR": MR_PERCENTILE}
+    return {case: convert_checkpoint(checkpoints[case], root / case, fmt="adm", flags=record(case)["flags"], modality=m,
+                                     normalisation=normalisation[m]) for case, m in modality.items()}
 
 
 # ------------------------------------------------------------------------------- exactness
@@ -100,30 +103,13 @@ def test_converted_adm_computes_what_guided_diffusion_computes(converted, case):
     assert prior.denoiser.learned_variance == record(case)["flags"]["learn_sigma"]
 
 
-def test_converted_ncsnpp_computes_what_score_sde_computes_with_its_ema(converted, checkpoints, tmp_path):
-    prior, data = load_prior(converted["ncsnpp_tiny"]), arrays("ncsnpp_tiny")
-    x, sigma, score = data["x_raw"], data["t_raw"], data["out_raw"]
-    with torch.no_grad():
-        assert relative_difference(prior.network(x, sigma).sample, score) <= TOLERANCE
-        reference = x + sigma[:, None, None, None] ** 2 * score  # Tweedie: D = x + sigma^2 s(x, sigma)
-        assert relative_difference(prior.denoiser(x, sigma), reference) <= TOLERANCE
-    assert prior.card.parameterisation == "ve_score" and prior.card.schedule["sigma_max"] == 378.0
-    converted_card = json.loads((converted["ncsnpp_tiny"] / CARD_FILE).read_text())
-    assert converted_card["training"]["converted"]["weights"].startswith("EMA weights")
-    # the training weights ('model', as a bare state dict) are another network: the EMA is what counts
-    bare = tmp_path / "model-only.pt"
-    torch.save(torch.load(checkpoints["ncsnpp_tiny"], weights_only=True)["model"], bare)
-    other = convert_checkpoint(bare, tmp_path / "bare", fmt="ncsnpp", flags=record("ncsnpp_tiny")["flags"], modality="MR")
-    with torch.no_grad():
-        assert relative_difference(load_prior(other).network(x, sigma).sample, score) > 1e-3
-
-
 def test_the_card_records_the_source_and_the_weights_stay_float32(converted, checkpoints):
     card = json.loads((converted["adm_tiny"] / CARD_FILE).read_text())
     source = card["training"]["converted"]
     assert source["format"] == "adm" and source["source_file"] == "adm_tiny.pt"
     assert source["source_sha256"] == hashlib.sha256(checkpoints["adm_tiny"].read_bytes()).hexdigest()
     assert source["flags"] == record("adm_tiny")["flags"] and card["sha256"]
+    assert card["normalisation"] == json.loads(CT_WINDOW) and card["architecture"] == "UNet2DModel"
     assert len(card["schedule"]["alphas_cumprod"]) == 1000
     from safetensors.torch import load_file
 
@@ -140,17 +126,9 @@ def test_the_mapping_covers_every_tensor_of_the_published_adm_architectures(name
     assert expected == reference
 
 
-@pytest.mark.parametrize("name, reasons", [
-    ("song2022-lidc-320", ["num_channels=1", "64 channels", "Flax"]),
-    ("song2022-brats-240", ["num_channels=1", "64 channels", "Flax"]),
-    ("chung2022-fastmri-knee-320", ["num_channels=1", "progressive='none'", "progressive_input='residual'"]),
-])
-def test_published_ncsnpp_checkpoints_are_refused_with_the_reasons(tmp_path, checkpoints, name, reasons):
-    with pytest.raises(InputError) as info:
-        convert_checkpoint(checkpoints["ncsnpp_tiny"], tmp_path / "out", fmt="ncsnpp", preset=name)
-    message = str(info.value)
-    assert all(reason in message for reason in reasons) and "\n" not in message
-    assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize("name, kind", [("dds-aapm-256", "user-choice"), ("dds-fastmri-knee-320", "user-choice")])
+def test_the_dds_presets_leave_the_normalisation_to_the_user_since_the_repository_does_not_state_it(name, kind):
+    assert PRESETS[name].normalisation["kind"] == kind and "not stated" in PRESETS[name].normalisation["note"]
 
 
 # ---------------------------------------------------------------------------- the command
@@ -158,7 +136,7 @@ def test_the_command_converts_and_the_folder_loads_by_path(tmp_path, checkpoints
     flags = flags_file(tmp_path, record("adm_tiny")["flags"])
     out = tmp_path / "prior"
     argv = ["priors", "convert", "--format", "adm", str(checkpoints["adm_tiny"]), "-o", str(out), "--flags", str(flags),
-            "--modality", "ct", "--name", "tiny-adm"]
+            "--modality", "ct", "--name", "tiny-adm", "--normalisation", CT_WINDOW]
     assert main(argv) == 0, capsys.readouterr().err
     prior = load_prior(out)
     assert prior.card.name == "tiny-adm" and prior.card.modality == "CT"
@@ -177,7 +155,8 @@ def test_a_converted_prior_of_another_size_runs_dds_through_the_grid(tmp_path, c
     stays at the same downsampling rates): a 256x256 study is reconstructed on the prior's 64x64
     grid by ``medrecon reconstruct --prior DIR`` (medrecon.reconstruct, DDS) and written back at 256x256."""
     flags = {**record(case)["flags"], "image_size": 64, "attention_resolutions": attention}
-    prior = convert_checkpoint(checkpoints[case], tmp_path / "adm64", fmt="adm", flags=flags, modality=modality)
+    prior = convert_checkpoint(checkpoints[case], tmp_path / "adm64", fmt="adm", flags=flags, modality=modality,
+                               normalisation=CT_WINDOW if modality == "CT" else MR_PERCENTILE)
     out = tmp_path / "out.nii.gz"
     code = main(["reconstruct", *study, "-o", str(out), "--slices", "1:2", "--steps", "2", "--prior", str(prior), "--quiet"])
     assert code == 0, capsys.readouterr().err
@@ -189,8 +168,13 @@ def test_a_converted_prior_of_another_size_runs_dds_through_the_grid(tmp_path, c
 
 # ---------------------------------------------------------------------------- bad input
 def run_convert(capsys, *argv) -> tuple[int, str]:
+    """``medrecon priors convert ARGV`` (with ``--normalisation user-choice`` where neither it nor a
+    preset is given: the card's normalisation is not what these tests are about)."""
+    argv = [str(a) for a in argv]
+    if "--normalisation" not in argv and "--preset" not in argv:
+        argv += ["--normalisation", "user-choice"]
     try:
-        code = main(["priors", "convert", *map(str, argv)])
+        code = main(["priors", "convert", *argv])
     except SystemExit as exc:  # argparse's usage errors
         code = exc.code
     return code, capsys.readouterr().err.strip()
@@ -275,6 +259,13 @@ def test_bad_flags_presets_and_usage_are_refused(tmp_path, checkpoints, capsys):
                    expect="is a CT checkpoint")
     one_line_error(capsys, "--format", "adm", ckpt, "-o", out, "--flags", flags_file(tmp_path, flags),
                    expect="--modality CT or MR")
+    one_line_error(capsys, "--format", "adm", ckpt, "-o", out, "--flags", flags_file(tmp_path, flags), "--modality", "CT",
+                   "--normalisation", "minmax", expect="normalisation kind must be one of")
+    one_line_error(capsys, "--format", "adm", ckpt, "-o", out, "--flags", flags_file(tmp_path, flags), "--modality", "CT",
+                   "--normalisation", '{"kind": "hu-window", "low": 5}', expect="hu-window normalisation needs low < high")
+    code = main(["priors", "convert", "--format", "adm", str(ckpt), "-o", str(out), "--flags", str(flags_file(tmp_path, flags)),
+                 "--modality", "CT"])
+    assert code == 2 and "give the normalisation the checkpoint's images were trained with" in capsys.readouterr().err
     partial = {k: v for k, v in flags.items() if k != "channel_mult"}
     one_line_error(capsys, "--format", "adm", ckpt, "-o", out, "--flags", flags_file(tmp_path, partial), "--modality", "CT",
                    expect="missing ['channel_mult']")
@@ -297,16 +288,6 @@ def test_architectures_that_do_not_map_are_refused_with_what_does_not(tmp_path, 
                    expect="num_heads=4 with attention at widths [64, 128] gives head widths [16.0, 32.0]")
     half = flags_file(tmp_path, adm, channel_mult=[0.5, 1, 1], num_channels=64)
     one_line_error(capsys, "--format", "adm", ckpt, "-o", out, "--flags", half, "--modality", "CT", expect="channel_mult[0]=0.5")
-    ncsnpp = record("ncsnpp_tiny")["flags"]
-    gray = flags_file(tmp_path, ncsnpp, num_channels=1)
-    one_line_error(capsys, "--format", "ncsnpp", ckpt, "-o", out, "--flags", gray, "--modality", "MR",
-                   expect="hard-code 3 image channels")
-    narrow = flags_file(tmp_path, ncsnpp, ch_mult=[1, 1, 2])
-    one_line_error(capsys, "--format", "ncsnpp", ckpt, "-o", out, "--flags", narrow, "--modality", "MR",
-                   expect="attention at 4x4 on 64 channels: NCSN++ normalises it with 16 groups")
-    ddpm = flags_file(tmp_path, ncsnpp, resblock_type="ddpm", fir=False)
-    one_line_error(capsys, "--format", "ncsnpp", ckpt, "-o", out, "--flags", ddpm, "--modality", "MR",
-                   expect="resblock_type='ddpm'")
     assert not out.exists()
 
 
@@ -328,9 +309,10 @@ def test_a_diffusers_folder_is_copied_into_a_prior_folder(tmp_path):
     pipeline = tmp_path / "pipeline"
     net.half().save_pretrained(pipeline / "unet")
     DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction").save_pretrained(pipeline / "scheduler")
-    out = convert_checkpoint(pipeline, tmp_path / "prior", fmt="diffusers", modality="CT")
+    out = convert_checkpoint(pipeline, tmp_path / "prior", fmt="diffusers", modality="CT", normalisation=CT_WINDOW)
     prior = load_prior(out)
     assert prior.card.parameterisation == "vp_v" and prior.card.image_size == 16
+    assert prior.card.normalisation == json.loads(CT_WINDOW)
     expected = DDPMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod.double()
     torch.testing.assert_close(torch.tensor(prior.card.schedule["alphas_cumprod"], dtype=torch.float64), expected)
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3.0, 500.0])
@@ -344,7 +326,7 @@ def test_a_diffusers_folder_is_copied_into_a_prior_folder(tmp_path):
     folder = tmp_path / "ve"
     fourier.save_pretrained(folder)
     ScoreSdeVeScheduler(sigma_max=50.0).save_config(folder)
-    prior = load_prior(convert_checkpoint(folder, tmp_path / "ve-prior", fmt="diffusers", modality="MR"))
+    prior = load_prior(convert_checkpoint(folder, tmp_path / "ve-prior", fmt="diffusers", modality="MR", normalisation="user-choice"))
     assert prior.card.parameterisation == "ve_score" and prior.card.schedule["sigma_max"] == 50.0
 
 
