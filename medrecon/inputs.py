@@ -41,7 +41,9 @@ from medrecon.simulation import KSPACE_FILE, NONCARTESIAN_FILE, load_measurement
 from medrecon.study import Study
 
 KINDS = ("study", "simulation", "fastmri", "noncartesian")
-GRIDS = ("prior", "input")
+GRIDS = ("auto", "prior", "native", "input")
+#: What ``auto`` means for each modality: measured in docs/benchmarks.md ("Studies of another matrix").
+AUTO_GRID = {"MR": "native", "CT": "prior"}
 
 
 @dataclass
@@ -61,6 +63,13 @@ class ReconstructionInput:
     study: Study | None
     reference: torch.Tensor | None
     acquisition: dict
+    multiresolution: bool = False  # the prior runs on its own grid, the rest on the study's (medrecon.multiresolution)
+    baseline_problem: Problem | None = None  # the same data at the study's pixel size, when ``problem`` is on the prior's grid
+
+    @property
+    def native_problem(self) -> Problem:
+        """The problem at the study's own pixel size: what the classical baselines solve."""
+        return self.baseline_problem if self.baseline_problem is not None else self.problem
 
 
 def input_kind(path: str | Path) -> str:
@@ -123,13 +132,27 @@ def load_input_study(path: str | Path, *, modality: str | None = None, slices: s
     return study if sel == slice(0, study.shape[0]) else subset(study, sel)
 
 
-def _grid(grid: str, shape, spacing, prior) -> GridMap | None:
-    """The map onto the prior's grid (None: the prior runs on this grid)."""
+def _grid(grid: str, shape, spacing, prior, modality: str, *, non_cartesian: bool = False) -> tuple[GridMap | None, bool]:
+    """``(map, multiresolution)``: the map from the study's grid onto the reconstruction grid (None:
+    the study's own) and whether the prior then runs on its own grid (:mod:`medrecon.multiresolution`).
+    ``prior``: the prior's grid; ``native``: the study's pixel size, its field of view made square
+    (multi-resolution where that square is larger than the prior's images, else as ``prior``);
+    ``input``: the prior at the study's size; ``auto``: :data:`AUTO_GRID`."""
     if grid not in GRIDS:
         raise InputError(f"grid must be one of {GRIDS}, got {grid!r}")
-    if grid == "input" or tuple(shape) == (prior.card.image_size,) * 2:
-        return None
-    return GridMap.for_study(shape, spacing, prior.card.image_size)
+    size = prior.card.image_size
+    if grid == "auto":
+        grid = AUTO_GRID[modality]
+    if grid == "input" or tuple(shape) == (size, size):
+        return None, False
+    if grid == "native":
+        if non_cartesian:  # its own image grid, always
+            return None, shape[0] == shape[1] and shape[0] > size
+        side = max(GridMap.for_study(shape, spacing, size).square_shape)
+        if side > size:
+            native = GridMap.for_study(shape, spacing, side)
+            return (None if native.identity else native), True
+    return GridMap.for_study(shape, spacing, size), False
 
 
 def _check_modality(path: Path, modality: str | None, actual: str) -> None:
@@ -137,7 +160,7 @@ def _check_modality(path: Path, modality: str | None, actual: str) -> None:
         raise InputError(f"{path} holds {actual} data, not --modality {modality.upper()}")
 
 
-def load_input(path: str | Path, prior_for: Callable[[str], object], *, grid: str = "prior", modality: str | None = None,
+def load_input(path: str | Path, prior_for: Callable[[str], object], *, grid: str = "auto", modality: str | None = None,
                slices: str | None = None, acquisition: AcquisitionOptions | None = None,
                window: tuple[float, float] | None = None) -> ReconstructionInput:
     """The :class:`ReconstructionInput` of ``path`` (module docstring). ``prior_for(modality)``
@@ -175,8 +198,9 @@ def ct_window(card, window: tuple[float, float] | None, voxels: torch.Tensor | N
 def _from_study(path, prior_for, grid, modality, slices, options, window=None) -> ReconstructionInput:
     study = load_input_study(path, modality=modality, slices=slices)
     prior = prior_for(study.modality)
-    gridmap = _grid(grid, study.shape[1:], (study.spacing[1], study.spacing[0]), prior)
     acquisition = acquisition_for_study(study, options)
+    gridmap, multiresolution = _grid(grid, study.shape[1:], (study.spacing[1], study.spacing[0]), prior, study.modality,
+                                     non_cartesian=getattr(acquisition, "non_cartesian", False))
     if getattr(acquisition, "non_cartesian", False) and gridmap is not None:
         raise InputError(f"a {acquisition.sampling['kind']} acquisition is simulated and reconstructed on the study's own "
                          f"{study.shape[1]}x{study.shape[2]} grid, not the prior's {prior.card.image_size}x"
@@ -185,9 +209,16 @@ def _from_study(path, prior_for, grid, modality, slices, options, window=None) -
     if gridmap is not None and study.modality == "MR":  # k-space of the padded square study (medrecon.grid)
         measured = dataclasses.replace(study, voxels=gridmap.pad_images(study.voxels, 0.0))
     window = ct_window(prior.card, window, study.voxels) if study.modality == "CT" else None
-    problem = problem_from_acquisition(acquisition, simulate(measured, acquisition), grid=gridmap, window=window)
+    measurements = simulate(measured, acquisition)
+    problem = problem_from_acquisition(acquisition, measurements, grid=gridmap, window=window)
+    native = None
+    if gridmap is not None and not multiresolution:  # the baselines at the study's pixel size all the same
+        native_map, _ = _grid("native", study.shape[1:], (study.spacing[1], study.spacing[0]), prior, study.modality)
+        if native_map != gridmap:  # (a study smaller than the prior's images is reconstructed on the prior's grid)
+            native = problem_from_acquisition(acquisition, measurements, grid=native_map, window=window)
     reference = (study.voxels.abs() if study.voxels.is_complex() else study.voxels).float()
-    return ReconstructionInput("study", path, problem, prior, study, reference, acquisition.to_dict())
+    return ReconstructionInput("study", path, problem, prior, study, reference, acquisition.to_dict(), multiresolution,
+                               native)
 
 
 def _from_simulation(path, prior_for, grid, modality, slices, window=None) -> ReconstructionInput:
@@ -214,7 +245,7 @@ def _from_simulation(path, prior_for, grid, modality, slices, window=None) -> Re
         raise InputError(f"{path}: the acquisition is for {shape[0]}x{shape[1]} images, the record's study is "
                          f"{study_record['shape'][1]}x{study_record['shape'][2]}")
     spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0])))
-    gridmap = _grid(grid, shape, spacing, prior)
+    gridmap, multiresolution = _grid(grid, shape, spacing, prior, data_modality, non_cartesian=non_cartesian)
     if non_cartesian and gridmap is not None:
         raise InputError(f"{path}: non-Cartesian k-space of {shape[0]}x{shape[1]} images is reconstructed on its own "
                          f"grid, not the prior's {prior.card.image_size}x{prior.card.image_size}: pass --grid input")
@@ -223,9 +254,15 @@ def _from_simulation(path, prior_for, grid, modality, slices, window=None) -> Re
                          "itself (medrecon reconstruct STUDY pads it to a square before simulating), or use --grid input")
     window = ct_window(prior.card, window) if acquisition.kind == "ct" else None
     problem = problem_from_acquisition(acquisition, measurements, grid=gridmap, window=window)
+    native = None
+    if gridmap is not None and not multiresolution:  # the baselines at the study's pixel size all the same
+        native_map, _ = _grid("native", shape, spacing, prior, data_modality)
+        if native_map != gridmap:  # (a study smaller than the prior's images is reconstructed on the prior's grid)
+            native = problem_from_acquisition(acquisition, measurements, grid=native_map, window=window)
     study = Study(torch.zeros((measurements.shape[0], *shape)), affine, data_modality, name=study_record["name"],
                   source={"format": "simulation", "path": str(path)})
-    return ReconstructionInput("simulation", path, problem, prior, study, reference, acquisition.to_dict())
+    return ReconstructionInput("simulation", path, problem, prior, study, reference, acquisition.to_dict(),
+                               multiresolution, native)
 
 
 def _from_fastmri(path, prior_for, modality, slices) -> ReconstructionInput:
@@ -270,7 +307,10 @@ def _from_noncartesian(path, prior_for, grid, modality, slices) -> Reconstructio
     study = Study(torch.zeros((data.kspace.shape[0], h, w)), np.diag([pixel, pixel, 1.0, 1.0]), "MR", name=path.stem,
                   source={"format": layout, "path": str(path)})
     reference = None if data.reference is None else data.reference.float()
-    return ReconstructionInput("noncartesian", path, problem, prior_for("MR"), study, reference, acquisition)
+    prior = prior_for("MR")
+    _, multiresolution = _grid(grid, (h, w), (pixel, pixel), prior, "MR", non_cartesian=True)
+    return ReconstructionInput("noncartesian", path, problem, prior, study, reference, acquisition, multiresolution)
 
 
-__all__ = ["GRIDS", "KINDS", "ReconstructionInput", "ct_window", "input_kind", "load_input", "load_input_study", "slice_range", "subset"]
+__all__ = ["AUTO_GRID", "GRIDS", "KINDS", "ReconstructionInput", "ct_window", "input_kind", "load_input", "load_input_study",
+           "slice_range", "subset"]

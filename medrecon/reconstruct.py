@@ -51,6 +51,7 @@ import torch
 from medrecon.acquisition import slice_seed
 from medrecon.errors import InputError, positive_int
 from medrecon.grid import centre_block, crop_or_pad_kspace
+from medrecon.multiresolution import CoarseGridDenoiser
 from medrecon.operators import CTProjector, MultiCoilMRI, NonCartesianMRI
 from medrecon.operators.base import SliceChunkedOperator, real_dtype_of
 from medrecon.operators.coils import noncartesian_espirit_maps
@@ -342,15 +343,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def check_prior_fits(prior, problem: Problem, sampler: str, *, other_size: bool = False) -> None:
+def check_prior_fits(prior, problem: Problem, sampler: str, *, other_size: bool = False,
+                     multiresolution: bool = False) -> None:
     """Refuse a prior of the wrong modality or image size, or a latent prior for a pixel sampler.
     ``other_size``: a pixel prior may run at another image size (its UNet is fully convolutional)
-    where each side is divisible by its downsampling (the CLI's ``--grid input``)."""
+    where each side is divisible by its downsampling (the CLI's ``--grid input``).
+    ``multiresolution``: the operator's square images are a finer grid of the prior's field of view,
+    the prior runs on its own grid (:mod:`medrecon.multiresolution`, the CLI's ``--grid native``)."""
     card = prior.card
     if card.modality != problem.modality:
         raise InputError(f"the prior {card.name!r} is a {card.modality} prior; the data are {problem.modality}")
     shape = tuple(problem.op.in_shape[-2:])
-    if other_size and prior.latent is None:
+    if multiresolution:
+        if shape[0] != shape[1] or shape[0] < card.image_size:
+            raise InputError(f"multi-resolution reconstruction needs square images at least the prior's "
+                             f"{card.image_size}x{card.image_size}, got {shape[0]}x{shape[1]}")
+        if sampler_spec(sampler).prior == "latent":
+            raise InputError(f"{sampler} runs a latent prior, which has no multi-resolution mode: use --grid prior")
+    elif other_size and prior.latent is None:
         levels = len(getattr(getattr(prior.network, "config", None), "block_out_channels", ()) or ())
         factor = 2 ** max(levels - 1, 0)
         if any(side % factor for side in shape):
@@ -534,6 +544,7 @@ def reconstruct(
     slice_indices=None,
     progress: bool | None = None,
     other_size: bool = False,
+    multiresolution: bool = False,
     execution=None,
 ) -> Reconstruction:
     """Reconstruct every slice of ``problem`` with ``sampler`` over ``prior``.
@@ -556,6 +567,9 @@ def reconstruct(
         progress: a progress line on stderr (None: when stderr is a terminal).
         other_size: let a pixel prior run at the operator's image size though it was trained at
             another (:func:`check_prior_fits`).
+        multiresolution: the operator's images are a finer ``M x M`` grid of the prior's field of
+            view: the prior's denoiser runs on its own grid, the rest at ``M x M``
+            (:class:`~medrecon.multiresolution.CoarseGridDenoiser`).
         execution: how the network runs (:class:`~medrecon.priors.execution.NetworkExecution`,
             its ``auto`` settings resolved for the network's device; None: all ``auto``, i.e. bf16
             + channels_last + ``torch.compile`` on a GPU, bf16 eager on a CPU with native bf16,
@@ -572,11 +586,15 @@ def reconstruct(
         raise InputError("--device cuda was asked for, but torch sees no CUDA device")
     if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
         prior = load_prior(prior, device=device)
-    check_prior_fits(prior, problem, sampler, other_size=other_size)
+    check_prior_fits(prior, problem, sampler, other_size=other_size, multiresolution=multiresolution)
     execution = NetworkExecution() if execution is None else execution
     if batch_size == "auto":
         batch_size = auto_batch_size(prior, problem.op, sampler, execution, device, problem.slices)
     prior = with_execution(prior, execution)  # auto settings resolved for the network's device
+    executed = executed_network(prior)
+    side = int(problem.op.in_shape[-1])
+    if multiresolution and side != prior.card.image_size:
+        prior = dataclasses.replace(prior, denoiser=CoarseGridDenoiser(prior.denoiser, side, prior.card.image_size))
     task = task_name(problem.modality, problem.noisy, non_cartesian=getattr(problem.op, "non_cartesian", False))
     options = dict(options or {})
     adapter = {**adapter_settings(task), **{k: options.pop(k) for k in ADAPTER_OPTIONS if k in options}}
@@ -646,7 +664,9 @@ def reconstruct(
         std = (value_sq / samples - (value_sum / samples) ** 2).clamp_min(0).sqrt()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     recorded = settings.to_dict()
-    executed = executed_network(prior)
+    if isinstance(prior.denoiser, CoarseGridDenoiser):
+        recorded["multiresolution"] = {"images": side, "prior_grid": prior.card.image_size, "resampling": "spectrum crop / zero-pad",
+                                       "noise_gain": round(prior.denoiser.gain, 6)}
     recorded["network"] = (executed.execution if executed is not None else NetworkExecution.plain()).to_dict()
     run = {"batch_size": batch_size, "first_call_seconds": dict(executed.first_calls) if executed is not None else {}}
     if executed is not None and executed.compile_failure is not None:

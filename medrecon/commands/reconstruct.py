@@ -42,9 +42,11 @@ def add_arguments(parser) -> None:
                      "(default: %(default)s)")
     rec.add_argument("--prior", default=None, help="a shipped prior name or a prior folder (default: MODALITY-starter[-latent])")
     rec.add_argument(
-        "--grid", choices=["prior", "input"], default="prior",
-        help="prior: a study of another matrix is reconstructed on the prior's grid (field of view kept, made square) and "
-        "the result resampled to the input's grid; input: the prior runs at the input's size (default: %(default)s)",
+        "--grid", choices=["auto", "prior", "native", "input"], default="auto",
+        help="a study of another matrix than the prior's: native reconstructs at the study's own pixel size (its field of "
+        "view made square), the prior's denoiser on its own grid (multi-resolution); prior reconstructs on the prior's grid "
+        "and resamples the result; input runs the prior at the input's size; auto is native for MR and prior for CT (what "
+        "measured best, docs/benchmarks.md) (default: %(default)s)",
     )
     rec.add_argument(
         "--window", type=hu_window, metavar="LOW,HIGH",
@@ -129,16 +131,17 @@ def _run(args, device) -> int:
                       acquisition=acquisition_options(args), window=args.window)
     out_format = check_volume_output(paths, data.kind, data.study, args.overwrite)
     other_size = args.grid == "input"
-    check_prior_fits(data.prior, data.problem, args.sampler, other_size=other_size)
+    check_prior_fits(data.prior, data.problem, args.sampler, other_size=other_size, multiresolution=data.multiresolution)
     # the sampler first (sharded over torchrun's processes), then the baseline on rank 0 alone, so
     # that the other ranks do not wait for it inside the gather
     result = reconstruct_sharded(data.problem, data.prior, sampler=args.sampler, steps=args.steps, options=options,
                                  samples=args.samples, batch_size=args.batch_size, device=device, seed=args.seed,
                                  execution=NetworkExecution(precision=args.precision, compile=args.compile),
-                                 progress=None if not args.quiet else False, other_size=other_size)
+                                 progress=None if not args.quiet else False, other_size=other_size,
+                                 multiresolution=data.multiresolution)
     if result is None:  # a rank other than 0: rank 0 writes the outputs
         return 0
-    baseline = run_default_baseline(data.problem, data.acquisition)
+    baseline = run_default_baseline(data.native_problem, data.acquisition)
     _write(args, data, result, baseline, paths, out_format, t_start)
     return 0
 
@@ -154,7 +157,28 @@ def _metrics(data, native, baseline_native) -> dict:
     if ref.shape != native.shape:  # fastMRI: the target is a centre crop
         native, baseline_native = (center_crop(v, ref.shape[-2:]) for v in (native, baseline_native))
     modality = data.problem.modality
-    return {"reconstruction": score_volumes(native, ref, modality), "baseline": score_volumes(baseline_native, ref, modality)}
+    scores = {"reconstruction": score_volumes(native, ref, modality), "baseline": score_volumes(baseline_native, ref, modality)}
+    ceiling = _grid_ceiling(data, ref)
+    if ceiling is not None:
+        scores["grid_ceiling"] = {**score_volumes(ceiling, ref, modality),
+                                  "what": f"the reference resampled to the prior's {data.prior.card.image_size}x"
+                                          f"{data.prior.card.image_size} grid and back: the best any reconstruction on "
+                                          "that grid can score"}
+    return scores
+
+
+def _grid_ceiling(data, ref):
+    """The reference ``(S, H, W)`` through the prior's grid and back (:class:`~medrecon.grid.GridMap`),
+    for a study of another matrix; None otherwise."""
+    from medrecon.grid import GridMap
+
+    size = data.prior.card.image_size
+    if data.study is None or tuple(ref.shape[-2:]) == (size, size) or tuple(ref.shape[-2:]) != tuple(data.study.shape[-2:]):
+        return None
+    spacing = (data.study.spacing[1], data.study.spacing[0])
+    grid = GridMap.for_study(ref.shape[-2:], spacing, size)
+    fill = float(ref.min()) if data.problem.modality == "CT" else 0.0  # air / no signal in the padding
+    return grid.to_input(grid.to_grid(ref.float(), fill))
 
 
 def _record(args, data, result, baseline, paths, out_format, metrics) -> dict:
@@ -169,15 +193,19 @@ def _record(args, data, result, baseline, paths, out_format, metrics) -> dict:
         "output": {**paths.as_dict(), "format": out_format},
         "study": None if study is None else {"name": study.name, "shape": list(study.shape), "modality": study.modality},
         "acquisition": data.acquisition,
-        "grid": problem.description.get("grid") or {
+        "grid": {**(problem.description.get("grid") or {
             "reconstructed_on": "the input's grid" + (" (--grid input)" if args.grid == "input" else ""),
-            "image_shape": list(problem.op.in_shape[-2:])},
+            "image_shape": list(problem.op.in_shape[-2:])}),
+            **({"multiresolution": f"the prior ran on its {prior.card.image_size}x{prior.card.image_size} grid of the same "
+                                   "field of view, data consistency and result at the study's pixel size (--grid "
+                                   f"{args.grid})"} if data.multiresolution else {})},
         "units": problem.description.get("units"),
         "normalisation": problem.description.get("normalisation"),
         "prior": {"name": prior.card.name, "path": str(prior.path), "sha256": prior.card.sha256,
                   "training": prior.card.training.get("summary")},
         "reconstruction": result.summary(),
-        "baseline": {"method": baseline.details, "seconds": round(baseline.seconds, 3)},
+        "baseline": {"method": baseline.details, "seconds": round(baseline.seconds, 3),
+                     "image_shape": list(data.native_problem.op.in_shape[-2:])},
         "metrics": metrics,
         "versions": versions(),
         "seconds_total": None,
@@ -189,7 +217,7 @@ def _write(args, data, result, baseline, paths, out_format, t_start) -> None:
 
     problem = data.problem
     native = problem.to_native(result.mean)
-    baseline_native = problem.to_native(baseline.image)
+    baseline_native = data.native_problem.to_native(baseline.image)
     metrics = _metrics(data, native, baseline_native)
     std = None if result.std is None else problem.std_to_native(result.std)
     coupled = result.settings.get("options", {}).get("volume_prior") is not None and data.kind != "fastmri"

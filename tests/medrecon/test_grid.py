@@ -113,9 +113,25 @@ def test_non_square_mr_is_padded_reconstructed_and_cut_back(tmp_path, small_prio
     assert run(src, "-o", out, "--steps", "2", "--accel", "4", "--prior", small_priors["MR"]) == 0  # no --modality
     record = json.loads((tmp_path / "recon.json").read_text())
     assert record["grid"]["input_shape"] == [200, 256] and record["grid"]["pad"][:2] == [28, 28]
+    # MR's default (--grid auto): at the study's own pixel size (256 square), the 64x64 prior on its own grid
+    assert record["grid"]["size"] == 256 and "multiresolution" in record["grid"]
+    assert record["reconstruction"]["settings"]["multiresolution"] == {
+        "images": 256, "prior_grid": 64, "resampling": "spectrum crop / zero-pad", "noise_gain": 0.25}
+    ceiling = record["metrics"]["grid_ceiling"]
+    assert 10 < ceiling["psnr"] < 60 and 0 < ceiling["ssim"] < 1 and "64x64" in ceiling["what"]
     back = load_study(out)
     assert back.modality == "MR" and back.shape == (2, 200, 256)
     np.testing.assert_allclose(back.affine, crop.affine, atol=1e-4)
+    # --grid prior: on the prior's 64 grid, the result resampled back, the same ceiling beside it
+    assert run(src, "-o", tmp_path / "coarse.nrrd", "--steps", "2", "--accel", "4", "--prior", small_priors["MR"],
+               "--grid", "prior") == 0
+    coarse = json.loads((tmp_path / "coarse.json").read_text())
+    assert coarse["grid"]["size"] == 64 and "multiresolution" not in coarse["grid"]
+    assert "multiresolution" not in coarse["reconstruction"]["settings"]
+    assert coarse["metrics"]["grid_ceiling"] == record["metrics"]["grid_ceiling"]
+    # the baseline at the study's pixel size either way: the same image, the same scores
+    assert coarse["baseline"]["image_shape"] == record["baseline"]["image_shape"] == [256, 256]
+    assert coarse["metrics"]["baseline"] == record["metrics"]["baseline"]
 
 
 def test_grid_input_runs_the_prior_at_the_study_size_where_it_can(tmp_path, small_priors, capsys):
