@@ -158,7 +158,8 @@ def test_a_converted_prior_of_another_size_runs_dds_through_the_grid(tmp_path, c
     prior = convert_checkpoint(checkpoints[case], tmp_path / "adm64", fmt="adm", flags=flags, modality=modality,
                                normalisation=CT_WINDOW if modality == "CT" else MR_PERCENTILE)
     out = tmp_path / "out.nii.gz"
-    code = main(["reconstruct", *study, "-o", str(out), "--slices", "1:2", "--steps", "2", "--prior", str(prior), "--quiet"])
+    code = main(["reconstruct", *study, "-o", str(out), "--slices", "1:2", "--steps", "2", "--prior", str(prior), "--quiet",
+                 "--grid", "prior"])
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["grid"]["size"] == 64 and result["grid"]["input_shape"] == [256, 256]
