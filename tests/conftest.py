@@ -27,6 +27,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny problems (on a busy machine, threads only wait for
+    each other: tens of seconds instead of a few); restored after the module. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def gaussian_prior():
     """``gaussian_prior(modality="CT", size=8, mean=0.5, std=0.1)``: the analytic Gaussian prior."""

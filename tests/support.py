@@ -9,6 +9,8 @@ never import from other test modules; writers of synthetic raw-data and dataset 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -229,3 +231,15 @@ def _strings(value):
 def absolute_paths(card: dict, *extra: str) -> list[str]:
     """Every string of a card that is or holds an absolute path (or one of ``extra``)."""
     return [s for s in _strings(card) if s.startswith(("/", "~", "\\")) or ":\\" in s or any(e in s for e in extra)]
+
+
+def load_script(name: str):
+    """The project script ``scripts/NAME.py`` as a module, loaded once per session (the fixture
+    recipes and reference-network builders the conversion tests share)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

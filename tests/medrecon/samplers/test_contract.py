@@ -100,14 +100,7 @@ POSTERIOR = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these problems are tiny: on a busy machine, intra-op threads only wait for each other;
-    # restored after this module
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: one thread is faster
 
 
 def problem_of(kind: str, n: int, dtype: torch.dtype = torch.float64) -> Problem:

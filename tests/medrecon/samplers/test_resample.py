@@ -24,15 +24,7 @@ from tests.support import GAUSS_STD as STD
 from tests.support import ct_posterior_problem, gaussian_latent_prior
 from tests.support import generators as gens
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these problems are tiny: on a busy machine, intra-op threads only wait for each other
-    # (tens of seconds instead of a few); restored after this module
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: one thread is faster
 
 
 def paper_resampling(s, s_next, gamma):

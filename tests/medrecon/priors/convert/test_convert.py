@@ -12,7 +12,6 @@ the reference output by the parameterisation's formula.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -26,19 +25,12 @@ from medrecon.priors.convert import FORMATS, convert_checkpoint, expected_source
 from medrecon.priors.convert.presets import PRESETS
 from medrecon.priors.hub import CARD_FILE, load_prior
 from tests import support
-from tests.support import CT_DICOM, MR_SAMPLE, ROOT
+from tests.support import CT_DICOM, MR_SAMPLE, load_script
 
 FIXTURES = support.FIXTURES / "conversion"
 TOLERANCE = 1e-5
 CT_WINDOW = json.dumps({"kind": "hu-window", "low": -1000, "high": 2000})  # the starter priors' normalisations
 MR_PERCENTILE = json.dumps({"kind": "volume-percentile", "percentile": 99.5})
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("make_conversion_fixtures", ROOT / "scripts" / "make_conversion_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def record(case: str) -> dict:
@@ -57,7 +49,7 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """The fixture checkpoints, rebuilt from their recipes and saved in their native container."""
-    script = _script()
+    script = load_script("make_conversion_fixtures")
     root = tmp_path_factory.mktemp("checkpoints")
     out = {}
     for case in ("adm_tiny", "adm_variant", "ncsnpp_tiny"):

@@ -13,9 +13,7 @@ Flax itself). Each is converted and must reproduce the reference network's outpu
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from medrecon.priors.convert.presets import PRESETS
 from medrecon.priors.hub import CARD_FILE, load_prior
 from medrecon.priors.ncsnpp import NCSNpp
 from tests import support
-from tests.support import ROOT
+from tests.support import load_script
 
 FIXTURES = support.FIXTURES / "conversion"
 TOLERANCE = 1e-5
@@ -39,19 +37,9 @@ FLAX_CASES = ("song2022_lidc_reduced", "song2022_brats_reduced", "ncsnpp_variant
 NCSNPP_PRESETS = [n for n, p in PRESETS.items() if p.format == "ncsnpp"]
 
 
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def scripts():
-    return _load("make_conversion_fixtures"), _load("ncsnpp_fixtures")
+    return load_script("make_conversion_fixtures"), load_script("ncsnpp_fixtures")
 
 
 def record(case: str) -> dict:
@@ -220,7 +208,7 @@ def test_files_that_are_neither_container_are_refused(tmp_path, checkpoints):
     trailing = tmp_path / "checkpoint_2"
     trailing.write_bytes(checkpoints["song2022_lidc_reduced"].read_bytes() + b"\x00")
     assert "1 bytes follow the msgpack value" in convert_error(tmp_path, trailing, flags=flags)
-    _, nf = _load("make_conversion_fixtures"), _load("ncsnpp_fixtures")
+    _, nf = load_script("make_conversion_fixtures"), load_script("ncsnpp_fixtures")
     other = tmp_path / "checkpoint_3"
     other.write_bytes(nf.msgpack_bytes({"step": 1, "optimizer": {"target": {}}}))
     assert "without 'params_ema'" in convert_error(tmp_path, other, flags=flags)
@@ -275,7 +263,7 @@ def ext(code: int, payload: bytes) -> bytes:
 
 
 def test_the_msgpack_reader_handles_flax_s_types(tmp_path):
-    nf = _load("ncsnpp_fixtures")
+    nf = load_script("ncsnpp_fixtures")
     w = np.arange(6, dtype=np.float32).reshape(2, 3)
     chunked = {"__msgpack_chunked_array__": True, "shape": {"0": 2, "1": 3}, "chunks": {"0": w.reshape(-1)[:4], "1": w.reshape(-1)[4:]}}
     body = nf.msgpack_bytes({"a": chunked, "b": np.float32(2.5), "c": [1, -7, 300, -40000, 2**40], "d": None, "e": True,

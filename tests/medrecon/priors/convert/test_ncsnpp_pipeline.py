@@ -8,10 +8,8 @@ tests check that the pipeline runs them with the right units and schedule, not i
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,25 +28,15 @@ from medrecon.priors.normalisation import Normalisation
 from medrecon.reconstruct import Problem, problem_from_acquisition, reconstruct
 from medrecon.simulation import simulate
 from tests import support
-from tests.support import CT_DICOM, ROOT
+from tests.support import CT_DICOM, load_script
 from tests.support_files import ct_pixels, write_ct_series
 
 FIXTURES = support.FIXTURES / "conversion"
 
 
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def rebuilt(case: str, folder: Path) -> Path:
     """The fixture checkpoint ``case`` in its native container."""
-    script, nf = _load("make_conversion_fixtures"), _load("ncsnpp_fixtures")
+    script, nf = load_script("make_conversion_fixtures"), load_script("ncsnpp_fixtures")
     rec = json.loads((FIXTURES / f"{case}.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     if rec["container"] == "torch":
@@ -64,7 +52,7 @@ def song_lidc_checkpoint(path: Path, seed: int = 7) -> Path:
     """A Flax checkpoint (score_sde's ``State`` fields the converter reads) of Song et al.'s published
     LIDC network, ``song2022-lidc-320`` at full width, with seeded random weights under the names and
     shapes the converter expects (test_ncsnpp_convert.py ties them to the Flax reference)."""
-    script, nf = _load("make_conversion_fixtures"), _load("ncsnpp_fixtures")
+    script, nf = load_script("make_conversion_fixtures"), load_script("ncsnpp_fixtures")
     shapes = expected_source_shapes("ncsnpp", read_flags("ncsnpp", PRESETS["song2022-lidc-320"].flags), "flax")
     params = [[name, list(shape), 0.0, 0.05] for name, shape in shapes.items()]
     state = nf.flax_state({"params": params, "step": 101000, "seed": seed}, script.fill(nf.flax_slots(params), seed))
