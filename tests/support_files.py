@@ -160,6 +160,21 @@ def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     return meta
 
 
+def _instance(sop_class: str, modality: str, patient: str, study_uid: str, series_uid: str, number: int) -> Dataset:
+    """One monochrome image instance of a series: its identity tags, new SOP instance UID, file meta."""
+    sop_uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, sop_uid)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.Modality = modality
+    ds.PatientID = ds.PatientName = patient
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.InstanceNumber = number
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    return ds
+
+
 def write_ct_series(folder: Path, patient: str, study_uid: str, stored: np.ndarray,
                     z_positions, *, intercept: float = -1024.0) -> dict:
     """One CT slice file per z position (file names not in position order, as in TCIA downloads);
@@ -169,21 +184,12 @@ def write_ct_series(folder: Path, patient: str, study_uid: str, stored: np.ndarr
     n = len(z_positions)
     names = list(range(n))[::-1]  # file 000 holds the highest slice
     for k, z in enumerate(z_positions):
-        sop_uid = generate_uid()
-        ds = Dataset()
-        ds.file_meta = _file_meta(CTImageStorage, sop_uid)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
-        ds.Modality = "CT"
-        ds.PatientID = ds.PatientName = patient
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.InstanceNumber = names[k] + 1
+        ds = _instance(CTImageStorage, "CT", patient, study_uid, series_uid, names[k] + 1)
         ds.ImagePositionPatient = [-8.4, -8.4, float(z)]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.PixelSpacing = [0.7, 0.7]
         ds.SliceThickness = 2.5
         ds.Rows, ds.Columns = stored.shape[1:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, 1, "HU"
         ds.PixelData = stored[k].astype(np.int16).tobytes()
@@ -199,17 +205,8 @@ def write_dx_series(folder: Path, patient: str, study_uid: str, count: int, seed
     folder.mkdir(parents=True)
     series_uid = generate_uid()
     for k in range(count):
-        sop_uid = generate_uid()
-        ds = Dataset()
-        ds.file_meta = _file_meta(DX_STORAGE, sop_uid)
-        ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, sop_uid
-        ds.Modality = "DX"
-        ds.PatientID = ds.PatientName = patient
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.InstanceNumber = k + 1
+        ds = _instance(DX_STORAGE, "DX", patient, study_uid, series_uid, k + 1)
         ds.Rows, ds.Columns = 20, 30
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.PixelData = rng.integers(0, 4000, (20, 30)).astype(np.uint16).tobytes()
         ds.save_as(folder / f"1-{k + 1:02d}.dcm", enforce_file_format=True)
