@@ -209,7 +209,9 @@ def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, re
                  name: str | None = None) -> Path:
     """Write the EMA network as a prior folder (``load_prior`` loads it): EDM parameterisation, the
     data's normalisation, and the training record's summary on the card, named ``name`` (default:
-    the training folder's name). Replaced at each export."""
+    the training folder's name). Replaced at each export. The card's image size is the grid the
+    training slices were resampled to (``--size``: the pixel scale the prior knows), not the crops
+    it saw nor the UNet's nominal ``sample_size`` (a fine-tuned prior's is its parent's)."""
     described = dataset.describe()
     summary = (
         f"{record['steps']} steps of batch {config.batch_size * record['world_size']} on {record['device']}, "
@@ -219,7 +221,7 @@ def export_prior(unet, unet_config: UNetConfig, config: TrainConfig, dataset, re
     card = PriorCard(
         name=name or folder.resolve().parent.name,
         modality=str(described["modality"]).upper(),
-        image_size=unet_config.sample_size,
+        image_size=int(described["size"]),
         channels=unet_config.in_channels,
         parameterisation="edm",
         normalisation=described["normalisation"],

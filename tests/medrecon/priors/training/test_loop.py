@@ -281,3 +281,13 @@ def test_a_stage_is_only_the_pieces_it_supplies(ct_slices, tmp_path):
     assert (tmp_path / "parts" / "smoother.pt").is_file()
     with pytest.raises(InputError, match="differs"):
         train(_cfg(steps=2), TINY, ct_slices, tmp_path / "parts", log=None)
+
+
+def test_the_card_states_the_grid_of_the_training_slices_not_the_crop(ct_slices, tmp_path):
+    import dataclasses
+
+    from medrecon.priors.hub import load_prior
+
+    # a UNet whose nominal sample_size is the crop's, trained on 16x16 crops of the 32x32 slices
+    train(_cfg(steps=2, crop_size=16), dataclasses.replace(TINY, sample_size=16), ct_slices, tmp_path / "crops", log=None)
+    assert load_prior(tmp_path / "crops" / "prior").card.image_size == ct_slices.size == 32
