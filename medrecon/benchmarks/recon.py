@@ -40,11 +40,13 @@ import torch
 from medrecon.benchmarks import report
 from medrecon.benchmarks.common import bench_device, markdown_table, peak_memory, run_header
 from medrecon.contrast import remap
+from medrecon.data import load_starter
 from medrecon.data.sources import get_source, validation_sources
 from medrecon.errors import InputError
 from medrecon.evaluation.baselines import table_baselines
 from medrecon.evaluation.scoring import score
-from medrecon.evaluation.settings import SETTINGS, Setting, evaluation_slices, make_problem, selected
+from medrecon.evaluation.settings import SETTINGS, Setting, coarse_problem, evaluation_slices, make_problem, matrix_slices, selected
+from medrecon.grid import GridMap
 from medrecon.priors.hub import load_prior
 from medrecon.reconstruct import Problem, reconstruct
 from medrecon.samplers.registry import SAMPLERS, sampler_names
@@ -61,18 +63,35 @@ def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: 
     """All methods on one setting: a list of table rows. ``priors``: ``{"pixel": prior, "latent":
     prior}`` (a sampler whose kind of prior is missing is skipped). ``compare``: ``{label: pixel
     prior}`` run as well with every pixel-prior sampler on the same problem and seeds, its rows'
-    methods labelled ``"SAMPLER [label]"`` (the main pixel prior's rows then say ``[main]``)."""
+    methods labelled ``"SAMPLER [label]"`` (the main pixel prior's rows then say ``[main]``).
+
+    ``images`` of another matrix than a prior's (``--matrix``): the baselines run at the images'
+    own grid; a sampler runs on the prior's grid with the result resampled back (``--grid prior``)
+    and, with a pixel prior, at the images' grid with the prior on its own (``--grid native``,
+    :mod:`medrecon.multiresolution`); a row ``grid ceiling`` scores the reference itself through
+    the prior's grid and back."""
     problem, reference = make_problem(setting, images, seed)
+    side = int(images.shape[-1])
     rows = []
+
+    def add(method: str, kind: str, image, ref, *, seconds=None, nfe=None, slices=None, peak=None, settings=None):
+        rows.append({"setting": setting.name, "method": method, "kind": kind, **_scores(image, ref),
+                     "seconds_per_slice": seconds, "nfe": nfe, "slices": slices or problem.slices,
+                     "peak_memory_bytes": peak, **({"settings": settings} if settings else {})})
+        timing = "" if seconds is None else f"  {seconds:.2f} s/slice" + ("" if nfe is None else f", {nfe} NFE")
+        log(f"  {setting.name:32s} {method:44s} {rows[-1]['psnr']:6.2f} dB {rows[-1]['ssim']:.3f}{timing}")
+
+    sizes = sorted({p.card.image_size for p in [*priors.values(), *(compare or {}).values()] if p.card.image_size != side})
+    for size in sizes:
+        grid = GridMap.for_study((side, side), (1.0, 1.0), size)
+        add(f"grid ceiling ({size} grid and back)", "ceiling", grid.to_input(grid.to_grid(reference[:, 0], 0.0))[:, None],
+            reference)
     for method in table_baselines(setting.modality, non_cartesian=setting.non_cartesian):
-        name = method.describe(setting.tuned_key)
         t0 = time.perf_counter()
         image = method.run(problem.op, problem.y, setting.tuned_key)
         seconds = time.perf_counter() - t0
-        rows.append({"setting": setting.name, "method": name, "kind": "baseline", **_scores(image, reference),
-                     "seconds_per_slice": seconds / problem.slices, "nfe": None, "slices": problem.slices,
-                     "peak_memory_bytes": peak_memory("cpu")})
-        log(f"  {setting.name:32s} {name:34s} {rows[-1]['psnr']:6.2f} dB {rows[-1]['ssim']:.3f}")
+        add(method.describe(setting.tuned_key) + (f" @{side}" if sizes else ""), "baseline", image, reference,
+            seconds=seconds / problem.slices, peak=peak_memory("cpu"))
     runs = [(sampler, priors.get(SAMPLERS[sampler].prior), "main" if compare and SAMPLERS[sampler].prior == "pixel" else None)
             for sampler in samplers]
     runs += [(sampler, prior, label) for label, prior in (compare or {}).items() for sampler in samplers
@@ -86,16 +105,33 @@ def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: 
             indices = np.unique(np.round(np.linspace(0, problem.slices - 1, n)).astype(int)).tolist()
             sub = Problem(problem.op, problem.y[indices], problem.modality, problem.noisy)
             ref, steps = reference[indices], long_steps
-        result = reconstruct(sub, prior, sampler=sampler, steps=steps, samples=1, batch_size=batch_size, device=device,
-                             seed=seed, slice_indices=indices, progress=False)
-        label = sampler if steps is None else f"{sampler} ({result.settings['steps']} steps)"
-        label += f" [{prior_label}]" if prior_label else ""
-        rows.append({"setting": setting.name, "method": label, "kind": "sampler", **_scores(result.mean, ref),
-                     "seconds_per_slice": result.seconds_per_slice, "nfe": result.nfe, "slices": sub.slices,
-                     "peak_memory_bytes": result.peak_memory_bytes, "settings": result.settings})
-        log(f"  {setting.name:32s} {label:34s} {rows[-1]['psnr']:6.2f} dB {rows[-1]['ssim']:.3f}  "
-            f"{rows[-1]['seconds_per_slice']:.2f} s/slice, {result.nfe} NFE")
+        size = prior.card.image_size
+        for grid, label_grid in _grids(size, side, SAMPLERS[sampler].prior):
+            run_problem = coarse_problem(sub, size) if grid == "prior" else sub
+            result = reconstruct(run_problem, prior, sampler=sampler, steps=steps, samples=1, batch_size=batch_size,
+                                 device=device, seed=seed, slice_indices=indices, progress=False,
+                                 multiresolution=grid == "native")
+            image = result.mean
+            if grid == "prior":
+                back = GridMap.for_study((side, side), (1.0, 1.0), size)
+                image = back.to_input((image.abs() if image.is_complex() else image)[:, 0])[:, None]
+            label = sampler if steps is None else f"{sampler} ({result.settings['steps']} steps)"
+            label += label_grid + (f" [{prior_label}]" if prior_label else "")
+            add(label, "sampler", image, ref, seconds=result.seconds_per_slice, nfe=result.nfe, slices=sub.slices,
+                peak=result.peak_memory_bytes, settings=result.settings)
     return rows
+
+
+def _grids(size: int, side: int, kind: str) -> list[tuple[str, str]]:
+    """``(grid, label suffix)`` of the runs of a sampler whose prior is for ``size`` images on images
+    of ``side``: the images' own grid where they agree, else the prior's grid and back and, for a
+    pixel prior on a finer grid, the multi-resolution run."""
+    if size == side:
+        return [("input", "")]
+    runs = [("prior", f" @{size}->{side} (--grid prior)")]
+    if kind == "pixel" and side > size:
+        runs.append(("native", f" multi-resolution @{side} (--grid native)"))
+    return runs
 
 
 def load_priors(pixel_name: str, latent_name: str | None, samplers, device) -> dict:
@@ -117,8 +153,9 @@ def to_markdown(rows: list[dict], header: dict) -> str:
         "`presets.json`. Long samplers ran on the CPU on fewer slices and steps where the row says so.",
         "",
     ]
-    cells = [[r["setting"], r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['seconds_per_slice']:.2f}",
-              "-" if r["nfe"] is None else r["nfe"], r["slices"], f"{r['peak_memory_bytes'] / 2**20:.0f}"] for r in rows]
+    cells = [[r["setting"], r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
+              "-" if r["seconds_per_slice"] is None else f"{r['seconds_per_slice']:.2f}", "-" if r["nfe"] is None else r["nfe"],
+              r["slices"], "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"] for r in rows]
     return "\n".join(lines) + "\n" + markdown_table(
         ["setting", "method", "PSNR (dB)", "SSIM", "s / slice", "NFE", "slices", "peak memory (MB)"], cells)
 
@@ -144,6 +181,7 @@ class ReconBench:
     device: str = "auto"
     seed: int = 0
     contrast: tuple[str, ...] | None = None
+    matrix: int | None = None  # images of this matrix instead of the prior's (matrix_slices): the native-grid rows
     json: str | None = None
     write: str | None = None
     section: str | None = None
@@ -173,9 +211,14 @@ def run_recon_bench(bench: ReconBench, *, command: str = "medrecon bench recon")
         others = {label: p for label, p in compare.items() if p.card.modality == modality}
         prior_names += [p.card.name for p in priors.values()] + [f"{label} = {p.card.name} ({p.path})" for label, p in others.items()]
         for source in sources[modality]:
-            images = evaluation_slices(source.id, pixel.card.normalisation, pixel.card.image_size, bench.slices, bench.starter)
-            size = pixel.card.image_size
-            slices_note.append(f"{source.id}: {images.shape[0]} slices of the middle 60%, resampled to {size}x{size}")
+            size = bench.matrix or pixel.card.image_size
+            if bench.matrix:
+                images = matrix_slices(source.id, pixel.card.normalisation, size, bench.slices, bench.starter)
+                note = _matrix_note(source.id, size, bench.starter)
+            else:
+                images = evaluation_slices(source.id, pixel.card.normalisation, size, bench.slices, bench.starter)
+                note = f"resampled to {size}x{size}"
+            slices_note.append(f"{source.id}: {images.shape[0]} slices of the middle 60%, {note}")
             suffix = "" if source is validation_sources(modality)[0] else f", {source.id}"
             for shift in ["none", *(bench.contrast or [])]:
                 shifted = remap(images, shift)
@@ -194,6 +237,14 @@ def run_recon_bench(bench: ReconBench, *, command: str = "medrecon bench recon")
         title = "Reconstruction quality and speed (`bench recon`)" if section == "recon" else f"`bench recon`: {section}"
         report.write_section(bench.write, f"### {title}\n\n" + table, section)
     return rows
+
+
+def _matrix_note(source_id: str, matrix: int, starter) -> str:
+    """How :func:`matrix_slices` made ``source_id``'s slices ``matrix x matrix``, for the table's header."""
+    own = min(load_starter(source_id, starter).shape[1:])
+    if own >= matrix:
+        return f"at {matrix}x{matrix}" + (" (its native matrix)" if own == matrix else f" (resampled from {own})")
+    return f"its {own}x{own} at its own pixel size zero-padded to {matrix}x{matrix}"
 
 
 def _sources(ids, modalities) -> dict:

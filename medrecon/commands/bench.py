@@ -79,6 +79,10 @@ def _add_recon(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--contrast", nargs="+", metavar="SHIFT", default=None,
                    help="also run the settings on the slices under these contrast shifts (gamma0.5 gamma2 invert fold)")
+    p.add_argument("--matrix", type=positive_int, default=None, metavar="N",
+                   help="images of N x N instead of the prior's: the validation slices at N (ct-lung1: its native 512) or at "
+                   "their own pixel size zero-padded to N (mr-brain2 at 320); baselines at N, each sampler on the prior's grid "
+                   "and back and multi-resolution at N, and the grid ceiling")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--write", metavar="MARKDOWN", help="write the table into this page's bench:recon section")
     p.add_argument("--section", default=None, metavar="NAME",

@@ -19,6 +19,7 @@ with the weights of :func:`~medrecon.evaluation.baselines.tuned_setting`, the sc
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 from medrecon.acquisition import slice_generators
 from medrecon.data import load_starter
 from medrecon.errors import InputError
+from medrecon.grid import centre_block, crop_or_pad_kspace
 from medrecon.operators import CTProjector, FanBeamGeometry, MultiCoilMRI, NonCartesianMRI, ParallelBeamGeometry, simulated_maps
 from medrecon.operators.masks import CartesianSampling
 from medrecon.operators.trajectories import Trajectory
@@ -117,6 +119,32 @@ def evaluation_slices(source_id: str, normalisation: dict, size: int, n_slices: 
     return resample_slices(normalised[index], size)
 
 
+def matrix_slices(source_id: str, normalisation: dict, matrix: int, n_slices: int, starter: str | None) -> torch.Tensor:
+    """``(n, 1, matrix, matrix)`` normalised slices of a study of another matrix than the prior's: the
+    slices of :func:`evaluation_slices` at ``matrix`` where the study's in-plane matrix is at least
+    that (ct-lung1's native 512x512), else at the study's own matrix, zero-padded to ``matrix`` (its
+    own pixel size, a larger field of view: mr-brain2's 256x256 as a 320x320 series)."""
+    study = load_starter(source_id, starter)
+    own = min(study.shape[1:])
+    images = evaluation_slices(source_id, normalisation, min(matrix, own), n_slices, starter)
+    before = (matrix - images.shape[-1]) // 2
+    after = matrix - images.shape[-1] - before
+    return torch.nn.functional.pad(images, (before, after, before, after))
+
+
+def coarse_problem(problem: Problem, size: int) -> Problem:
+    """The same measurements on the ``size x size`` grid of the same field of view (the CLI's
+    ``--grid prior``): CT, the same sinogram with pixels ``side / size`` times larger; MR, the
+    central ``size x size`` block of the k-space, mask and simulated coil maps."""
+    if problem.modality == "CT":
+        geometry = problem.op.geometry
+        side = geometry.image_shape[0]
+        coarse = dataclasses.replace(geometry, image_shape=(size, size), pixel_size=geometry.pixel_size * side / size)
+        return Problem(CTProjector(coarse), problem.y, "CT", problem.noisy, description=problem.description)
+    op = MultiCoilMRI(simulated_maps(COILS, (size, size))[None], centre_block(problem.op.mask.to(torch.float32), size))
+    return Problem(op, crop_or_pad_kspace(problem.y, size) * op.mask, "MR", problem.noisy, description=problem.description)
+
+
 def setting_operator(setting: Setting, shape: tuple[int, int]):
     """``(operator, description)`` of a setting for images of ``shape``."""
     if setting.modality == "CT":
@@ -151,5 +179,5 @@ def make_problem(setting: Setting, images: torch.Tensor, seed: int, *, with_phas
     return Problem(op, y, "MR", setting.noisy, description=description), images
 
 
-__all__ = ["NONCARTESIAN_TRAJECTORIES", "SETTINGS", "Setting", "TASK_SETTINGS", "TRAINING_SOURCES", "evaluation_slices",
-           "make_problem", "noncartesian_trajectory", "selected", "setting_operator"]
+__all__ = ["NONCARTESIAN_TRAJECTORIES", "SETTINGS", "Setting", "TASK_SETTINGS", "TRAINING_SOURCES", "coarse_problem", "evaluation_slices",
+           "make_problem", "matrix_slices", "noncartesian_trajectory", "selected", "setting_operator"]

@@ -31,3 +31,25 @@ def test_an_unknown_contrast_shift_is_refused_before_any_work(capsys):
 
     assert main(["bench", "recon", "--modalities", "mr", "--contrast", "gamma2", "solarise"]) == 2
     assert "unknown contrast shift 'solarise'" in capsys.readouterr().err
+
+
+def test_images_of_another_matrix_get_the_grid_ceiling_native_baselines_and_both_grids(gaussian_prior):
+    from medrecon.grid import GridMap
+
+    images = smooth_images(size=32)
+    for setting in (SETTINGS[0], SETTINGS[4]):  # CT parallel 23 views; MR 8 coils 4x
+        rows = run_setting(setting, images, {"pixel": gaussian_prior(setting.modality, size=16)}, ["dds"], seed=0,
+                           device="cpu", batch_size=2, long_slices=1, long_steps=3, on_gpu=False, log=lambda *_: None)
+        by_method = {r["method"]: r for r in rows}
+        ceiling = by_method["grid ceiling (16 grid and back)"]
+        grid = GridMap.for_study((32, 32), (1.0, 1.0), 16)
+        expected = float(psnr(grid.to_input(grid.to_grid(images[:, 0], 0.0))[:, None].clamp(0, 1), images, data_range=1.0,
+                              per="volume"))
+        assert abs(ceiling["psnr"] - expected) < 1e-6 and ceiling["seconds_per_slice"] is None
+        baselines = [r for r in rows if r["kind"] == "baseline"]
+        assert baselines and all(r["method"].endswith(" @32") for r in baselines)
+        prior_grid, native = by_method["dds @16->32 (--grid prior)"], by_method["dds multi-resolution @32 (--grid native)"]
+        assert native["settings"]["multiresolution"]["images"] == 32 and "multiresolution" not in prior_grid["settings"]
+        assert prior_grid["psnr"] != native["psnr"]
+        header = {"command": "c", "machine": "m", "date": "d", "seconds": 1.0, "priors": "p", "slices": "s"}
+        assert "| grid ceiling (16 grid and back) |" in to_markdown(rows, header)

@@ -35,3 +35,21 @@ def test_only_picks_an_exact_setting_name_alone_or_every_setting_containing_the_
     assert [n for n in names if selected(n, ["CT parallel 23 views"])] == ["CT parallel 23 views"]
     assert [n for n in names if selected(n, ["23 views"])] == ["CT parallel 23 views", "CT parallel 23 views, 1% noise"]
     assert all(selected(n, None) for n in names)
+
+
+def test_matrix_slices_keep_a_native_matrix_and_pad_a_smaller_one_at_its_own_pixel_size(monkeypatch):
+    import numpy as np
+
+    from medrecon.evaluation import settings
+    from medrecon.study import Study
+
+    g = torch.Generator().manual_seed(0)
+    voxels = -1000 + 1500 * torch.rand(10, 24, 24, generator=g)
+    monkeypatch.setattr(settings, "load_starter", lambda *a, **k: Study(voxels, np.eye(4), "CT"))
+    window = {"kind": "hu-window", "low": -1000.0, "high": 2000.0}
+    native = settings.matrix_slices("ct-lung1", window, 24, 3, None)
+    assert native.shape == (3, 1, 24, 24)
+    assert torch.equal(native, settings.evaluation_slices("ct-lung1", window, 24, 3, None))
+    padded = settings.matrix_slices("ct-lung1", window, 30, 3, None)
+    assert padded.shape == (3, 1, 30, 30) and torch.equal(padded[..., 3:27, 3:27], native)
+    assert float(padded[..., :3, :].abs().max()) == 0.0 and float(padded[..., :, 27:].abs().max()) == 0.0
