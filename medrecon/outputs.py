@@ -3,8 +3,9 @@
 The volume is written in the format its name says, whatever the input's (a DICOM series folder,
 NIfTI, NRRD; fastMRI input -> an HDF5 file with a ``reconstruction`` dataset, as fastMRI
 submissions have), with the input's geometry; beside it ``<stem>.json`` (the record: acquisition,
-grid, sampler, prior with checksum, versions, timings, metrics; for NIfTI/NRRD also the image's
-BIDS-style sidecar with its ``Modality``) and ``<stem>.png``. :func:`check_outputs` makes every
+grid, sampler, prior with checksum, versions, timings, metrics, the figure's window and zoom; for
+NIfTI/NRRD also the image's BIDS-style sidecar with its ``Modality``) and ``<stem>.png`` (the
+figure: :func:`reconstruction_figure`). :func:`check_outputs` makes every
 refusal before the work starts (a name of unknown format, an existing output without overwrite, a
 stem another output already owns, a DICOM series whose headers cannot be reused); :func:`write_outputs`
 writes through temporary files renamed at the end, so a failed run leaves none of them.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -23,7 +24,17 @@ import numpy as np
 import torch
 
 from medrecon.errors import InputError, OutputError
-from medrecon.figures import display_units, figure_rows, reslices, write_figure
+from medrecon.figures import (
+    DisplayWindow,
+    ZoomBox,
+    body_of,
+    choose_window,
+    figure_rows,
+    reslices,
+    write_figure,
+    zoom_box,
+    zoom_magnification,
+)
 from medrecon.io.atomic import atomic_output, check_writable_folder
 from medrecon.io.sidecar import check_sidecar_free, sidecar_fields
 from medrecon.io.studies import check_save, save_study, study_format
@@ -139,43 +150,92 @@ def center_crop(x: torch.Tensor, shape) -> torch.Tensor:
 
 @dataclass
 class Figure:
-    """What the PNG shows: ``columns`` ``{name: (rows, H, W)}`` in [0, 1], their ``scores``, and
-    for a coherent volume its ``reslices`` and the slices' ``slice_aspect``."""
+    """What the PNG shows: ``columns`` ``{name: (rows, H, W)}`` in [0, 1] (the slices ``slices``
+    of the volume), their ``scores``, for a coherent volume its ``reslices`` and the slices'
+    ``slice_aspect``; the display ``window`` of the image columns, the ``zoom`` crop, what the
+    error and std columns show (``error_units``) and the ``notes`` written above the grid."""
 
     columns: dict
     scores: dict
     reslices: dict | None = None
     slice_aspect: float = 1.0
+    window: DisplayWindow | None = None
+    zoom: ZoomBox | None = None
+    slices: list[int] | None = None
+    error_units: str | None = None
+    notes: list[str] = field(default_factory=list)
+    tile: int = 192
 
     def write(self, path: Path) -> None:
-        write_figure(path, self.columns, self.scores, reslices=self.reslices, slice_aspect=self.slice_aspect)
+        write_figure(path, self.columns, self.scores, tile=self.tile, reslices=self.reslices,
+                     slice_aspect=self.slice_aspect, zoom=self.zoom, notes=self.notes)
+
+    def summary(self) -> dict:
+        """The record's ``figure`` entry: the window (level, width in native units, how it was
+        chosen), the slices shown, what the error and std columns are in, and the zoomed crop
+        (slice, top-left row/column, size in native pixels, magnification)."""
+        out = {"window": None if self.window is None else self.window.as_dict(),
+               "slices": self.slices, "error_and_std": self.error_units}
+        if self.zoom is not None:
+            z, shape = self.zoom, next(iter(self.columns.values())).shape[1:]
+            out["zoom"] = {"slice": self.slices[z.row] if self.slices else z.row, "top": z.top, "left": z.left,
+                           "size": [z.height, z.width], "magnification": zoom_magnification(z, shape, self.tile),
+                           "resampling": "none (nearest neighbour, whole factor)", "text": z.label}
+        return out
+
+
+def error_units(problem, names: str = "|error| x4 and std x4") -> str:
+    """What the error and std columns (``names``) show: the prior's units, 4x, so white is a
+    quarter of the prior's range (CT, in HU) or magnitude scale (MR)."""
+    quarter = abs(problem.scale) / 4
+    if problem.modality == "CT":
+        return (f"{names} in the prior's units: white = {quarter:g} HU (a quarter of the prior's "
+                f"{problem.offset:g} to {problem.offset + problem.scale:g} HU window), black = 0")
+    return (f"{names} in the prior's units: white = {quarter:.4g} (a quarter of the prior's magnitude "
+            f"scale {abs(problem.scale):.4g}), black = 0")
 
 
 def reconstruction_figure(problem, native, baseline_native, reference, std_native, metrics: dict, *, study=None,
                           coupled: bool = False) -> Figure:
-    """The figure of a reconstruction: reference (when known), baseline, reconstruction, error x4
-    and standard deviation x4 (with several samples) for a few slices; for a coupled volume
-    (``coupled``) also the coronal and sagittal reslices of the whole volume. Every image
-    ``(S, H, W)`` in native units; the reference may be a centre crop of the others (fastMRI)."""
+    """The figure of a reconstruction: reference (when known), baseline, reconstruction in the
+    display window (:func:`~medrecon.figures.choose_window`: the study's DICOM window, else from
+    the reference's, else the baseline's, anatomy or percentiles), |error| x4 and standard
+    deviation x4 (with several samples) in the prior's units, for a few slices; a zoomed crop at
+    native resolution where the reference (else the baseline) has most detail inside the body
+    (:func:`~medrecon.figures.zoom_box`); for a coupled volume (``coupled``) also the coronal and
+    sagittal reslices of the whole volume. Every image ``(S, H, W)`` in native units; the
+    reference may be a centre crop of the others (fastMRI)."""
     crop = (lambda v: center_crop(v, reference.shape[-2:])) if reference is not None and reference.shape != native.shape \
         else (lambda v: v)
     native, baseline_native = crop(native), crop(baseline_native)
     rows = figure_rows(native.shape[0])
+    guide, what = (reference, "reference") if reference is not None else (baseline_native, "baseline")
+    window = choose_window(problem.modality, guide, study, what=what)
     columns = {}
     if reference is not None:
-        columns["reference"] = display_units(reference[rows], problem)
-    columns["baseline"] = display_units(baseline_native[rows], problem)
-    columns["reconstruction"] = display_units(native[rows], problem)
+        columns["reference"] = window.apply(reference[rows])
+    columns["baseline"] = window.apply(baseline_native[rows])
+    columns["reconstruction"] = window.apply(native[rows])
     if reference is not None:
-        columns["|error| x4"] = np.clip(4 * np.abs(columns["reconstruction"] - columns["reference"]), 0, 1)
+        error = (native[rows].float() - reference[rows].float()).abs() / abs(problem.scale)
+        columns["|error| x4"] = np.clip(4 * error.numpy(), 0, 1)
     if std_native is not None:
         columns["std x4"] = np.clip(4 * (crop(std_native)[rows] / abs(problem.scale)).numpy(), 0, 1)
     scores = {"baseline": metrics.get("baseline"), "reconstruction": metrics.get("reconstruction")} if metrics else {}
-    figure = Figure(columns, scores)
+    zoom = zoom_box(columns[what], body_of(guide[rows], problem.modality))
+    zoom = ZoomBox(zoom.row, zoom.top, zoom.left, zoom.height, zoom.width,
+                   f"slice {rows[zoom.row]}, rows {zoom.top}-{zoom.top + zoom.height - 1}, columns {zoom.left}-"
+                   f"{zoom.left + zoom.width - 1} (the most {what} detail inside the body)")
+    shown = [n for n in ("|error| x4", "std x4") if n in columns]
+    units = error_units(problem, " and ".join(shown)) if shown else None
+    notes = [f"{window.text}: {', '.join(n for n in ('reference', 'baseline', 'reconstruction') if n in columns)}"
+             + (" and the reslices" if coupled and study is not None else "")]
+    figure = Figure(columns, scores, window=window, zoom=zoom, slices=rows, error_units=units,
+                    notes=notes + ([units] if units else []))
     if coupled and study is not None:
-        whole = {"baseline": display_units(baseline_native, problem), "reconstruction": display_units(native, problem)}
+        whole = {"baseline": window.apply(baseline_native), "reconstruction": window.apply(native)}
         if reference is not None:
-            whole = {"reference": display_units(reference, problem), **whole}
+            whole = {"reference": window.apply(reference), **whole}
         sx, sy, sz = study.spacing
         figure.reslices, figure.slice_aspect = reslices(whole), sz / (0.5 * (sx + sy))
     return figure
@@ -217,4 +277,4 @@ def write_outputs(paths: OutputPaths, kind: str, study, native: torch.Tensor, re
 
 
 __all__ = ["Figure", "OutputPaths", "center_crop", "check_output_folder", "check_outputs", "check_spares_input",
-           "check_volume_output", "output_study", "reconstruction_figure", "write_outputs"]
+           "check_volume_output", "error_units", "output_study", "reconstruction_figure", "write_outputs"]

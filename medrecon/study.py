@@ -17,6 +17,10 @@ Conventions
 - ``source`` holds what a writer needs to write a result back in the input's format with the
   input's geometry (the format name, the path, and format-specific entries such as the axis order
   of a NIfTI file or the DICOM headers); it is not interpreted elsewhere.
+- ``window`` is the display window the source suggests, ``(centre, width)`` in native units (DICOM
+  WindowCenter / WindowWidth, the first value of each when multi-valued), or None. It is a
+  suggestion for figures (:mod:`medrecon.figures`), never applied to the voxels; studies derived
+  with :meth:`Study.with_voxels` keep it.
 
 The NIfTI and NRRD readers permute a file's ``(i, j, k)`` array into this layout with
 :func:`to_study_layout` (recording the permutation as ``source["axis_order"]``); a writer of the
@@ -44,6 +48,7 @@ class Study:
     modality: str
     source: dict = field(default_factory=dict)
     name: str = "study"
+    window: tuple[float, float] | None = None  # (centre, width) in native units, e.g. DICOM WindowCenter/Width
 
     def __post_init__(self):
         if not isinstance(self.voxels, torch.Tensor) or self.voxels.ndim != 3:
@@ -57,6 +62,8 @@ class Study:
         self.affine = affine
         if self.modality not in MODALITIES:
             raise InputError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.window is not None:
+            self.window = checked_window(self.window)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -84,6 +91,17 @@ class Study:
             f"Study({self.name!r}, {self.modality}, {self.shape[0]} slices of {self.shape[1]}x{self.shape[2]}, "
             f"spacing {sx:.3g}x{sy:.3g}x{sz:.3g} mm, from {self.source.get('format', '?')})"
         )
+
+
+def checked_window(window) -> tuple[float, float]:
+    """``(centre, width)`` as two floats: finite, width > 0; an :class:`InputError` otherwise."""
+    try:
+        centre, width = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise InputError(f"a display window is (centre, width), got {window!r}") from None
+    if not (np.isfinite(centre) and np.isfinite(width) and width > 0):
+        raise InputError(f"a display window needs a finite centre and a positive width, got {window!r}")
+    return centre, width
 
 
 def axis_closest_to(affine: np.ndarray, world_axis: int = 2) -> int:
@@ -128,4 +146,4 @@ def file_layout(study: Study, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     return np.transpose(voxels, (2, 1, 0)), study.affine
 
 
-__all__ = ["MODALITIES", "Study", "axis_closest_to", "file_layout", "from_study_layout", "to_study_layout"]
+__all__ = ["MODALITIES", "Study", "axis_closest_to", "checked_window", "file_layout", "from_study_layout", "to_study_layout"]

@@ -225,7 +225,7 @@ def _write(args, data, result, baseline, paths, out_format, t_start) -> None:
                                    coupled=coupled)
     if data.kind == "fastmri" and data.reference is not None:
         native = center_crop(native, data.reference.shape[-2:])
-    record = _record(args, data, result, baseline, paths, out_format, metrics)
+    record = {**_record(args, data, result, baseline, paths, out_format, metrics), "figure": figure.summary()}
 
     def finish(r: dict) -> None:
         r["seconds_total"] = round(time.perf_counter() - t_start, 2)

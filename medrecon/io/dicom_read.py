@@ -23,6 +23,13 @@ The slice step is the mean spacing; spacings deviating by more than 1 % from it 
 :class:`UnevenSliceSpacingWarning` with the minimum and maximum spacing. :func:`headers_geometry`
 computes the same order and affine from a study's kept per-slice headers.
 
+Display window: ``Study.window`` is the WindowCenter / WindowWidth (VOI LUT, in the rescaled units:
+HU for CT) of the first slice, in slice order, that carries a usable pair (the first value of each
+when multi-valued; a multi-frame object's FrameVOILUTSequence, per frame or shared, before its
+top-level tags); None when no slice does. A missing, non-numeric or non-positive-width window is a
+missing hint, never a refusal. The tags stay in the kept headers (a multi-frame frame's flattened
+header gets its FrameVOILUTSequence values), so a series written back from them carries them.
+
 Module layout: writing a series is :mod:`medrecon.io.dicom_write`, which sits above this module (it
 reuses :func:`headers_geometry` and reads a ``like=`` series); the dispatch on the path's format is
 :mod:`medrecon.io.studies`.
@@ -34,7 +41,7 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +62,7 @@ from medrecon.io.validation import (
     checked_study,
     number,
 )
-from medrecon.study import Study
+from medrecon.study import Study, checked_window
 
 __all__ = [
     "STORAGE_CLASSES",
@@ -124,6 +131,7 @@ class _Slice:
     slope: float
     intercept: float
     elements: dict  # keyword -> DataElement holding the source's geometry/rescale values, verbatim
+    voi: dict = field(default_factory=dict)  # keyword -> DataElement of the display window (_VOI_KEYWORDS), verbatim
 
     @property
     def label(self) -> str:
@@ -144,7 +152,8 @@ def read_dicom_series(path: str | Path | list | tuple, *, series_uid: str | None
     "headers": one pydicom Dataset per sorted slice without its pixel data (multi-frame files give
     one flattened classic header per frame), "files", "frames", "modality"}``, which
     :func:`~medrecon.io.dicom_write.write_dicom_series` uses to write a result back with identical
-    geometry. The name is the SeriesDescription, else the folder (or file) name.
+    geometry. The name is the SeriesDescription, else the folder (or file) name. ``window``: the
+    series' WindowCenter / WindowWidth, else None (module docstring).
 
     Raises a one-line :class:`InputError` naming the file and the tag (several series,
     inconsistent orientation, pixel spacing or image size, duplicate positions, a slice far from
@@ -233,6 +242,7 @@ def _read_series(path, series_uid: str | None) -> Study:
                     intensity="the stored pixels and RescaleSlope/RescaleIntercept",
                     geometry="ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
     study = checked_study(torch.from_numpy(voxels), affine, modality, label=root, fields=fields, source=source, name=name)
+    study.window = next((w for k in order if (w := _window_of(slices[k])) is not None), None)
     for note in notes:
         add_note(study, note)
     return study
@@ -411,7 +421,7 @@ def _slices_of(ds, file: Path) -> list[_Slice]:
             "giving each frame's position; medrecon cannot place them"
         )
     if not functional:
-        return [_slice(file, None, ds, {kw: ds for kw in _GEOMETRY_SOURCES})]
+        return [_slice(file, None, ds, {kw: ds for kw in _GEOMETRY_SOURCES}, voi_holder=ds)]
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) != n_frames:
         raise InputError(f"{file}: NumberOfFrames is {n_frames} but PerFrameFunctionalGroupsSequence has {len(per_frame)} items")
@@ -421,7 +431,8 @@ def _slices_of(ds, file: Path) -> list[_Slice]:
         for kw, sequence in _GEOMETRY_SOURCES.items():
             item = _group_item(ds, f, sequence)
             holders[kw] = item if item is not None and kw in item else ds
-        out.append(_slice(file, f, ds, holders))
+        voi = _group_item(ds, f, "FrameVOILUTSequence")
+        out.append(_slice(file, f, ds, holders, voi_holder=voi if voi is not None and "WindowCenter" in voi else ds))
     return out
 
 
@@ -435,6 +446,42 @@ _GEOMETRY_SOURCES = {
     "RescaleSlope": "PixelValueTransformationSequence",
     "RescaleIntercept": "PixelValueTransformationSequence",
 }
+
+
+# the display-window attributes kept per slice (a multi-frame object's are in FrameVOILUTSequence)
+_VOI_KEYWORDS = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation")
+
+
+def _voi_elements(holder) -> dict:
+    """keyword -> DataElement of the display-window attributes present with a value; an unreadable
+    one is left out (a display hint is never a reason to refuse a series)."""
+    out = {}
+    for kw in _VOI_KEYWORDS:
+        try:
+            if holder is not None and kw in holder and holder[kw].value not in (None, ""):
+                out[kw] = holder[kw]
+        except Exception:  # pydicom raises various errors on values it cannot convert
+            continue
+    return out
+
+
+def _window_of(sl: _Slice) -> tuple[float, float] | None:
+    """``(WindowCenter, WindowWidth)`` of one slice, the first value of each; None when either is
+    absent, not numeric, not finite or the width is not positive."""
+    values = []
+    for kw in ("WindowCenter", "WindowWidth"):
+        if kw not in sl.voi:
+            return None
+        try:
+            value = sl.voi[kw].value
+            first = value[0] if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else value
+            values.append(float(first))
+        except Exception:  # a value pydicom cannot convert, an empty list
+            return None
+    try:
+        return checked_window(values)
+    except InputError:
+        return None
 
 
 def _elements(holders: dict, label: str) -> dict:
@@ -453,7 +500,7 @@ def _elements(holders: dict, label: str) -> dict:
     return out
 
 
-def _slice(file: Path, frame: int | None, ds, holders: dict) -> _Slice:
+def _slice(file: Path, frame: int | None, ds, holders: dict, *, voi_holder=None) -> _Slice:
     label = str(file) if frame is None else f"{file} (frame {frame + 1})"
     elements = _elements(holders, label)
 
@@ -495,7 +542,8 @@ def _slice(file: Path, frame: int | None, ds, holders: dict) -> _Slice:
         raise InputError(f"{label} has no Rows/Columns")
     rows = check_image_side(_int_tag(ds, "Rows", label, 0), label, "Rows")
     columns = check_image_side(_int_tag(ds, "Columns", label, 0), label, "Columns")
-    return _Slice(file, frame, position, orientation, spacing, rows, columns, slope, intercept, elements)
+    return _Slice(file, frame, position, orientation, spacing, rows, columns, slope, intercept, elements,
+                  _voi_elements(voi_holder))
 
 
 def _pixels(ds, file: Path, n_frames: int) -> np.ndarray:
@@ -548,7 +596,7 @@ def _flat_header(ds, sl: _Slice):
     for element in ds:
         if element.keyword not in _MULTIFRAME_ONLY:
             flat.add(copy.deepcopy(element))
-    for element in sl.elements.values():
+    for element in (*sl.elements.values(), *sl.voi.values()):
         flat.add(copy.deepcopy(element))
     if hasattr(ds, "file_meta"):
         flat.file_meta = copy.deepcopy(ds.file_meta)

@@ -54,19 +54,21 @@ def write_dicom_series(
 
     Headers: if the study was read from DICOM (``study.source["headers"]``), or ``like`` is such a
     Study, its ``source`` dict or a DICOM series path, each slice copies its source header: patient,
-    study, equipment and frame-of-reference tags are kept; private tags, overlays, icons and pixel
-    statistics are dropped; a new SeriesInstanceUID (one for the series) and a new SOPInstanceUID per
-    slice; ImageType ``DERIVED\\SECONDARY\\...``; SeriesNumber = source + 1000; SeriesDescription
-    naming medrecon and ``description`` (the full text also goes to DerivationDescription); a
-    SourceImageSequence referencing the source slice; the geometry tags (ImagePositionPatient,
-    ImageOrientationPatient, PixelSpacing, SliceThickness) identical to the source. Multi-frame
-    sources are written as classic single-frame images. The study must have the source's shape and
-    affine (a reconstruction made with :meth:`Study.with_voxels`).
+    study, equipment, frame-of-reference and display-window (WindowCenter/WindowWidth) tags are
+    kept; private tags, overlays, icons and pixel statistics are dropped; a new SeriesInstanceUID
+    (one for the series) and a new SOPInstanceUID per slice; ImageType ``DERIVED\\SECONDARY\\...``;
+    SeriesNumber = source + 1000; SeriesDescription naming medrecon and ``description`` (the full
+    text also goes to DerivationDescription); a SourceImageSequence referencing the source slice;
+    the geometry tags (ImagePositionPatient, ImageOrientationPatient, PixelSpacing, SliceThickness)
+    identical to the source. Multi-frame sources are written as classic single-frame images. The
+    study must have the source's shape and affine (a reconstruction made with
+    :meth:`Study.with_voxels`).
 
     Otherwise (a NIfTI or NRRD source) minimal valid CT/MR Image Storage datasets are built from the
     study's affine (RAS -> LPS), with new Study, Series and Frame-of-Reference UIDs, PatientName
     ``anonymous`` and PatientID the study name; SliceThickness is the slice spacing (the true
-    thickness is unknown). Reading such a series back orders its slices along
+    thickness is unknown); the study's display ``window``, when it has one, becomes WindowCenter /
+    WindowWidth. Reading such a series back orders its slices along
     ``row x column`` cosines, so a study whose slice axis points the other way reads back in reverse
     slice order (same positions in space).
 
@@ -293,6 +295,8 @@ def _minimal_series(study: Study, series_uid: str, date: str, time: str) -> list
         ds.ImageOrientationPatient = ds_values([*row, *col])
         ds.PixelSpacing = ds_values([dh, dw])
         ds.SliceThickness = DSfloat(thickness, auto_format=True)
+        if study.window is not None:
+            ds.WindowCenter, ds.WindowWidth = (DSfloat(v, auto_format=True) for v in study.window)
         _required_modality_tags(ds, study.modality)
         out.append(ds)
     return out

@@ -61,6 +61,12 @@ def test_nifti_in_nifti_out_with_geometry_record_and_figure(tmp_path, cli_priors
     assert record["reconstruction"]["settings"]["sampler"] == "dds" and record["reconstruction"]["nfe_per_slice_and_sample"] == 2
     assert set(record["metrics"]) == {"reconstruction", "baseline"} and record["prior"]["sha256"]
     assert (tmp_path / "recon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the figure's window (the lung sample has no DICOM window: chosen from its HU histogram) and zoom
+    figure = record["figure"]
+    assert (figure["window"]["level"], figure["window"]["width"]) == (-600, 1500)
+    assert figure["window"]["chosen_by"].startswith("lung, chosen from the HU histogram")
+    assert figure["slices"] == [0, 1] and figure["zoom"]["slice"] in (0, 1) and figure["zoom"]["size"] == [96, 96]
+    assert figure["error_and_std"].startswith("|error| x4 in the prior's units: white = 750 HU")
 
 
 def test_multicoil_mr_study_runs_with_the_phase_adapter(tmp_path, small_mr_study, mr_prior_64):

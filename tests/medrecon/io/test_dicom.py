@@ -217,6 +217,9 @@ def test_multiframe_enhanced_ct(tmp_path):
     measures.PixelSpacing = ds_list([0.7, 0.6])
     measures.SliceThickness = "3"
     shared.PixelMeasuresSequence = [measures]
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = "-600", "1500"  # the display window, in the frames' functional groups
+    shared.FrameVOILUTSequence = [voi]
     ds.SharedFunctionalGroupsSequence = [shared]
     per_frame, frames = [], []
     for k in frame_order:
@@ -247,8 +250,9 @@ def test_multiframe_enhanced_ct(tmp_path):
     affine[:3, 3] = origin * np.array([-1, -1, 1])
     np.testing.assert_allclose(study.affine, affine, atol=1e-6)
     assert study.source["frames"] == [frame_order.index(k) for k in range(5)]
+    assert study.window == (-600.0, 1500.0)
 
-    # written back as classic single-frame CT images with the same geometry
+    # written back as classic single-frame CT images with the same geometry (and window)
     out = write_dicom_series(study, tmp_path / "out")
     back = read_dicom_series(out)
     np.testing.assert_array_equal(back.voxels.numpy(), expected)
@@ -258,6 +262,42 @@ def test_multiframe_enhanced_ct(tmp_path):
     assert "PerFrameFunctionalGroupsSequence" not in first and "NumberOfFrames" not in first
     assert first.SourceImageSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
     assert first.SourceImageSequence[0].ReferencedFrameNumber == frame_order.index(0) + 1
+    assert (float(first.WindowCenter), float(first.WindowWidth)) == (-600.0, 1500.0) and back.window == study.window
+
+
+def set_window(slices, center, width) -> None:
+    """Give every file of a series these WindowCenter / WindowWidth values (a list: multi-valued)."""
+    for sl in slices:
+        ds = sl["ds"]
+        ds.WindowCenter, ds.WindowWidth = center, width
+        ds.save_as(sl["file"], enforce_file_format=True)
+
+
+def test_window_tags_are_kept_first_value_and_written_back(tmp_path):
+    slices = make_series(tmp_path / "ct")
+    assert read_dicom_series(tmp_path / "ct").window is None  # CT_small has none
+    set_window(slices, ["40", "-600"], ["400", "1500"])  # multi-valued: soft tissue, then lung
+    study = read_dicom_series(tmp_path / "ct")
+    assert study.window == (40.0, 400.0)
+    assert study.with_voxels(study.voxels + 1).window == (40.0, 400.0)
+    out = write_dicom_series(study.with_voxels(study.voxels + 1), tmp_path / "out")
+    written = pydicom.dcmread(min(out.iterdir()))
+    assert [float(v) for v in written.WindowCenter] == [40.0, -600.0]  # the source's header, verbatim
+    assert read_dicom_series(out).window == (40.0, 400.0)
+    # MR_small carries WindowCenter 600 / WindowWidth 1600 itself
+    make_series(tmp_path / "mr", MR_FILE)
+    assert read_dicom_series(tmp_path / "mr").window == (600.0, 1600.0)
+
+
+def test_an_unusable_window_is_no_window_not_a_refusal(tmp_path):
+    slices = make_series(tmp_path / "zero")
+    set_window(slices, "40", "0")  # zero width
+    assert read_dicom_series(tmp_path / "zero").window is None
+    slices = make_series(tmp_path / "half")
+    set_window(slices[2:], "-500", "1200")  # only the later slices carry one: the first of them in slice order
+    assert read_dicom_series(tmp_path / "half").window == (-500.0, 1200.0)
+    with pytest.raises(InputError, match="positive width"):
+        Study(torch.zeros(1, 2, 2), np.eye(4), "CT", window=(40, -1))
 
 
 def test_uneven_spacing_warns_with_min_and_max(tmp_path):
@@ -490,6 +530,9 @@ def test_write_from_nifti_source_builds_minimal_series(tmp_path):
     assert all(str(ds.PatientName) == "anonymous" and ds.PatientID == "ct" for ds in written)
     assert len({ds.StudyInstanceUID for ds in written}) == 1 and len({ds.FrameOfReferenceUID for ds in written}) == 1
     assert written[0].SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert "WindowCenter" not in written[0]  # none given, none invented
+    windowed = read_dicom_series(save_study(study.with_voxels(study.voxels, window=(50, 350)), tmp_path / "windowed"))
+    assert windowed.window == (50.0, 350.0)
 
     # slice axis against row x column: read back in reverse slice order, same voxels in space
     flipped = Study(study.voxels.flip(0), study.affine @ _flip_slices(study.shape[0]), "CT", name="flipped")
