@@ -12,8 +12,10 @@ An input is one of four kinds (:func:`input_kind`):
   (:mod:`medrecon.io.noncartesian`): the trajectory is read, coil maps and density weights are the
   file's or estimated (ESPIRiT on the gridded k-space centre; Pipe-Menon).
 
-A study whose matrix is not the prior's is reconstructed on the prior's grid (``grid="prior"``,
-:mod:`medrecon.grid`) unless ``grid="input"`` runs the prior at the study's own size.
+A study whose matrix is larger than the prior's is reconstructed at its own pixel size with the
+prior's denoiser on its own grid (``grid="native"``, :mod:`medrecon.multiresolution`, the default
+``auto``); ``grid="prior"`` reconstructs on the prior's grid (:mod:`medrecon.grid`) and resamples the
+result back; ``grid="input"`` runs the prior at the study's own size.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from medrecon.study import Study
 KINDS = ("study", "simulation", "fastmri", "noncartesian")
 GRIDS = ("auto", "prior", "native", "input")
 #: What ``auto`` means for each modality: measured in docs/benchmarks.md ("Studies of another matrix").
-AUTO_GRID = {"MR": "native", "CT": "prior"}
+AUTO_GRID = {"MR": "native", "CT": "native"}
 
 
 @dataclass

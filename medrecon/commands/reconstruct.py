@@ -45,8 +45,8 @@ def add_arguments(parser) -> None:
         "--grid", choices=["auto", "prior", "native", "input"], default="auto",
         help="a study of another matrix than the prior's: native reconstructs at the study's own pixel size (its field of "
         "view made square), the prior's denoiser on its own grid (multi-resolution); prior reconstructs on the prior's grid "
-        "and resamples the result; input runs the prior at the input's size; auto is native for MR and prior for CT (what "
-        "measured best, docs/benchmarks.md) (default: %(default)s)",
+        "and resamples the result; input runs the prior at the input's size; auto is native (what measured best on "
+        "512x512 CT and 320x320 MR, docs/benchmarks.md) (default: %(default)s)",
     )
     rec.add_argument(
         "--window", type=hu_window, metavar="LOW,HIGH",

@@ -66,7 +66,7 @@ def test_ct_rays_through_the_coarser_grid_match_the_fine_sinogram():
 # ----------------------------------------------------------------------------------- the command
 def test_ct_dicom_of_another_size_to_nifti_with_geometry_and_sidecar(tmp_path, small_priors):
     out = tmp_path / "ct.nii.gz"
-    assert run(CT_DICOM, "-o", out, "--slices", "2:4", "--steps", "2", "--prior", small_priors["CT"]) == 0
+    assert run(CT_DICOM, "-o", out, "--slices", "2:4", "--steps", "2", "--prior", small_priors["CT"], "--grid", "prior") == 0
     record = json.loads((tmp_path / "ct.json").read_text())
     assert record["Modality"] == "CT" and record["output"]["format"] == "nifti" and record["input"]["format"] == "dicom"
     assert record["grid"]["input_shape"] == [256, 256] and record["grid"]["size"] == 64
