@@ -49,6 +49,16 @@ import numpy as np
 import torch
 
 from medrecon.acquisition import slice_seed
+from medrecon.batching import (
+    CPU_BATCH,
+    MAX_AUTO_BATCH,
+    auto_batch_size,
+    batch_from_memory,
+    cpu_batch_size,
+    memory_plan,
+    network_denoiser,
+    sampler_bytes_per_slice,
+)
 from medrecon.errors import InputError, positive_int
 from medrecon.grid import centre_block, crop_or_pad_kspace
 from medrecon.multiresolution import CoarseGridDenoiser
@@ -253,7 +263,9 @@ class Reconstruction:
     one summary per rank, and then ``seconds`` and ``peak_memory_bytes`` are the largest rank's.
     ``run``: how the run went, which may differ between runs of the same settings (and between
     ranks): ``batch_size`` and the network's ``first_call_seconds`` per batch shape (the compile
-    time when compiled).
+    time when compiled); for ``batch_size="auto"``, ``memory_plan``: on a GPU :meth:`~medrecon.batching.MemoryPlan.to_dict`
+    (the network's and the sampler's bytes per slice, the fixed bytes, the free memory and its share),
+    on the CPU the rule of :func:`cpu_batch_size` with the sampler's bytes per slice.
     """
 
     mean: torch.Tensor
@@ -485,50 +497,6 @@ def balanced_blocks(n: int, batch_size: int) -> list[tuple[int, int]]:
     return blocks
 
 
-MAX_AUTO_BATCH = 256  # on an H100, DDS ran batch 128 twice as fast as 32; nothing larger was measured, so no more
-
-
-def batch_from_memory(free_bytes: int, bytes_per_slice: float, slices: int, *, share: float = 0.7) -> int:
-    """The batch size that fits ``share`` of ``free_bytes`` at ``bytes_per_slice``, between 1 and
-    ``min(slices, MAX_AUTO_BATCH)``."""
-    fits = int(share * free_bytes // max(bytes_per_slice, 1.0))
-    return max(1, min(fits, slices, MAX_AUTO_BATCH))
-
-
-def auto_batch_size(prior, op, sampler: str, execution, device, slices: int, *, probe: int = 4) -> int:
-    """Slices per batch for ``device``: 8 on the CPU; on a GPU measured: one network call on
-    ``probe`` slices (with input gradients for DPS and ReSample, which differentiate through the
-    network), run eagerly with ``execution``'s precision and layout, gives the memory per slice,
-    and the batch takes 70% of the free memory (:func:`batch_from_memory`), the rest left to the
-    sampler's own tensors (data, CG vectors: a few images per slice)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return min(8, slices)
-    eager = with_execution(prior, dataclasses.replace(execution, compile="off"))
-    denoiser = eager.latent.denoiser if eager.latent is not None else eager.denoiser
-    if eager.latent is not None:
-        f = eager.latent.downsampling
-        shape = (eager.latent.latent_channels, op.in_shape[-2] // f, op.in_shape[-1] // f)
-    else:
-        shape = (prior.card.channels, *op.in_shape[-2:])
-    grad = sampler_spec(sampler).gradient
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    x = torch.randn((probe, *shape), device=device).requires_grad_(grad)
-    with torch.set_grad_enabled(grad):
-        out = denoiser(x, 1.0)
-        if grad:
-            torch.autograd.grad(out.sum(), x)
-    torch.cuda.synchronize(device)
-    per_slice = (torch.cuda.max_memory_allocated(device) - before) / probe
-    del x, out
-    torch.cuda.empty_cache()
-    free, _total = torch.cuda.mem_get_info(device)
-    return batch_from_memory(free, per_slice, slices)
-
-
 @torch.no_grad()
 def reconstruct(
     problem: Problem,
@@ -557,8 +525,9 @@ def reconstruct(
             may also set the prior adapter's ``imag_std`` (complex MR with a real prior).
         samples: posterior samples per slice; > 1 gives the mean and the standard deviation.
         batch_size: at most this many slices per network call (and, with a volume prior, per
-            operator call), or ``"auto"``: on a GPU as many as its free memory holds
-            (:func:`auto_batch_size`), else 8. The slices are split into batches of equal size
+            operator call), or ``"auto"``: on a GPU as many as a share of its free memory holds
+            (:func:`memory_plan`, recorded in ``run["memory_plan"]``), on the CPU
+            :func:`cpu_batch_size` (8). The slices are split into batches of equal size
             (300 slices at 128: three of 100), so a compiled network sees one shape.
         device: ``cuda``/``cpu``/None (CUDA when available).
         seed: slice ``k``'s sample ``j`` draws from a generator seeded by ``(seed, k, j)``.
@@ -588,13 +557,11 @@ def reconstruct(
         prior = load_prior(prior, device=device)
     check_prior_fits(prior, problem, sampler, other_size=other_size, multiresolution=multiresolution)
     execution = NetworkExecution() if execution is None else execution
-    if batch_size == "auto":
-        batch_size = auto_batch_size(prior, problem.op, sampler, execution, device, problem.slices)
+    unexecuted = prior
     prior = with_execution(prior, execution)  # auto settings resolved for the network's device
     executed = executed_network(prior)
     side = int(problem.op.in_shape[-1])
-    if multiresolution and side != prior.card.image_size:
-        prior = dataclasses.replace(prior, denoiser=CoarseGridDenoiser(prior.denoiser, side, prior.card.image_size))
+    prior = network_denoiser(prior, side, multiresolution)
     task = task_name(problem.modality, problem.noisy, non_cartesian=getattr(problem.op, "non_cartesian", False))
     options = dict(options or {})
     adapter = {**adapter_settings(task), **{k: options.pop(k) for k in ADAPTER_OPTIONS if k in options}}
@@ -609,6 +576,16 @@ def reconstruct(
     indices = list(range(n)) if slice_indices is None else [int(k) for k in slice_indices]
     if len(indices) != n:
         raise InputError(f"slice_indices has {len(indices)} entries for {n} slices")
+    plan = cpu_rule = None
+    if batch_size == "auto" and device.type == "cuda":
+        plan = memory_plan(unexecuted, problem.op, sampler, execution, device, n, multiresolution=multiresolution,
+                           volume=volume, dtype=problem.y.dtype)
+        batch_size = plan.batch_size
+    elif batch_size == "auto":
+        batch_size = cpu_batch_size(n)
+        parts = sampler_bytes_per_slice(problem.op, sampler, problem.y.dtype, volume=volume)
+        cpu_rule = {"device": "cpu", "batch_size": batch_size, "rule": f"the CPU's {CPU_BATCH} slices (at most the volume's)",
+                    "bytes_per_slice": {"sampler": parts["state"] + parts["operator"]}}
 
     op = problem.op.to(device)
     y_all = problem.y
@@ -669,6 +646,8 @@ def reconstruct(
                                        "noise_gain": round(prior.denoiser.gain, 6)}
     recorded["network"] = (executed.execution if executed is not None else NetworkExecution.plain()).to_dict()
     run = {"batch_size": batch_size, "first_call_seconds": dict(executed.first_calls) if executed is not None else {}}
+    if plan is not None or cpu_rule is not None:
+        run["memory_plan"] = plan.to_dict() if plan is not None else cpu_rule
     if executed is not None and executed.compile_failure is not None:
         run["compile"] = f"failed, ran eagerly: {executed.compile_failure}"
     if adapter and op.in_complex and prior.card.channels == 1 and spec.prior == "pixel":
@@ -676,8 +655,8 @@ def reconstruct(
     return Reconstruction(mean, std, samples, nfe, seconds, int(peak), recorded, str(device), run=run)
 
 
-__all__ = ["Problem", "Progress", "Reconstruction", "auto_batch_size", "balanced_blocks", "batch_from_memory", "check_prior_fits",
-           "problem_from_acquisition", "problem_from_kspace", "reconstruct"]
+__all__ = ["MAX_AUTO_BATCH", "Problem", "Progress", "Reconstruction", "auto_batch_size", "balanced_blocks", "batch_from_memory",
+           "check_prior_fits", "cpu_batch_size", "memory_plan", "problem_from_acquisition", "problem_from_kspace", "reconstruct"]
 
 
 class _CallableModule(types.ModuleType):

@@ -58,6 +58,13 @@ class SamplerSpec:
     volume is one problem). ``nfe_per_step`` / ``nfe_extra``: network evaluations per slice are
     ``nfe_per_step * steps + nfe_extra``. ``gradient``: each network call is differentiated with
     respect to its input (memory per slice is larger).
+
+    ``working_images`` / ``working_data``: the sampler's own tensors per slice at its peak, counted
+    from its code, in images of the operator's grid (``op.in_shape``) and in measurements
+    (``op.out_shape``; score-SDE's are its full transform's); ``volume_images``: the images a volume
+    prior adds (DDS-3D's ADMM: ``A^H y``, ``v``, ``u``, its right-hand side and the temporaries of
+    ``D_z^T D_z``). The network's activations and the operator's own temporaries are not in them
+    (:func:`medrecon.batching.memory_plan` measures the one and computes the other).
     """
 
     name: str
@@ -69,6 +76,9 @@ class SamplerSpec:
     nfe_per_step: int = 1
     nfe_extra: int = 0
     gradient: bool = False
+    working_images: int = 14
+    working_data: int = 1
+    volume_images: int = 0
 
     def __post_init__(self):
         if self.prior not in PRIOR_KINDS or self.volume not in VOLUME_KINDS:
@@ -143,19 +153,43 @@ class SamplerSpec:
         return f"{str(modality).lower()}-starter" + ("-latent" if self.prior == "latent" else "")
 
 
+# Working sets (per slice, at the peak). Counted from each sampler's code, then checked against the
+# CPU's peak resident growth per slice (/proc VmHWM between batches of 8 and 32, the analytic Gaussian
+# denoiser, 256x256 CT at 23 views and MR with 8 coils; docs/samplers.md), and raised where the count
+# fell short (temporaries of the expressions, the per-item noise's stacked copy); MiB per slice
+# measured / planned: CT DDS 4.0 / 4.1, DPS 3.9 / 3.9, score-SDE 10.6 / 10.9, DDS-3D 7.1 / 7.4,
+# DiffusionMBIR 6.2 / 6.6; MR DDS 22.4 / 27.0, DPS 12.8 / 38.5, score-SDE 26.0 / 46.0.
+# - DDS, inside CG: the noise template, x, x0_hat and A^H y; CG's M x0, r, p, M p, the old and new x
+#   and update temporaries; noisy data add x0_hat + gamma A^H y and the (I + gamma A^H A) sum: 14
+#   images, and y. DDS-3D adds ADMM's A^H y / ||A||^2, v, u, its right-hand side, the CG over the
+#   volume's temporaries and those of D_z^T D_z: 13.
+# - DPS, in the backward pass: template, x, x0_hat, its clip, A^H of the residual's gradient, the
+#   clip's gradient, grad x, and the ancestral update's noise and temporaries: 13 images; y, A x0_hat,
+#   the residual and its gradient: 4 measurements.
+# - score-SDE, in the projection: template, x, the final step's right-hand side, the projected x,
+#   the score and its temporaries: 12 images; y embedded in the full transform, y_t, T x, y_t - T x
+#   and two masked temporaries: 6 full-transform measurements (CT's FBP filtering is the operator's
+#   part: medrecon.batching.sampler_bytes_per_slice).
+# - ReSample (not measured: the latent prior's decoder is the network's part), in a pixel CG or a
+#   latent solve: the decoded image, the phase and its rotation and DDS's CG: 16 images; y,
+#   A decode(z), the residual and its square: 4 measurements.
+# - DiffusionMBIR, in ADMM: template, x, score, z and their temporaries, ADMM's and CG's over the
+#   volume: 24 images, and y.
 SAMPLERS: dict[str, SamplerSpec] = {
     spec.name: spec
     for spec in (
         SamplerSpec("dds", "DDS", "DDS, decomposed diffusion sampler (Chung, Lee, Ye, ICLR 2024)", "medrecon.samplers.dds:sample_dds",
-                    volume="optional"),
+                    volume="optional", working_images=14, working_data=1, volume_images=13),
         SamplerSpec("dps", "DPS", "DPS, diffusion posterior sampling (Chung et al., ICLR 2023)", "medrecon.samplers.dps:sample_dps",
-                    gradient=True),
+                    gradient=True, working_images=13, working_data=4),
         SamplerSpec("score_sde", "score-SDE", "score-SDE projection (Song, Shen, Xing, Ermon, ICLR 2022)",
-                    "medrecon.samplers.score_sde:sample_score_sde", nfe_per_step=2, nfe_extra=1),
+                    "medrecon.samplers.score_sde:sample_score_sde", nfe_per_step=2, nfe_extra=1, working_images=12, working_data=6),
         SamplerSpec("resample", "ReSample", "ReSample, latent diffusion with hard data consistency (B. Song et al., ICLR 2024)",
-                    "medrecon.samplers.resample:sample_resample", prior="latent", gradient=True),
+                    "medrecon.samplers.resample:sample_resample", prior="latent", gradient=True, working_images=16,
+                    working_data=4),
         SamplerSpec("diffusion_mbir", "DiffusionMBIR", "DiffusionMBIR, 2-D prior with TV along z (Chung et al., CVPR 2023)",
-                    "medrecon.samplers.diffusion_mbir:sample_diffusion_mbir", volume="always", nfe_per_step=2, nfe_extra=1),
+                    "medrecon.samplers.diffusion_mbir:sample_diffusion_mbir", volume="always", nfe_per_step=2, nfe_extra=1,
+                    working_images=24, working_data=1),
     )
 }
 """Every sampler by name; the first is the default (:data:`DEFAULT_SAMPLER`)."""
