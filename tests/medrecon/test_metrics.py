@@ -466,3 +466,15 @@ def test_metrics_on_cuda_match_skimage():
     np.testing.assert_allclose(p.cpu().numpy(), expected_psnr, rtol=1e-6)
     with pytest.raises(ShapeError, match="same device"):
         nmse(xc, _t(ref))
+
+
+def test_ssim_of_a_volume_in_blocks_is_each_slice_on_its_own():
+    from medrecon.metrics import SSIM_BLOCK, ssim
+
+    g = torch.Generator().manual_seed(3)
+    x, ref = torch.rand(2 * SSIM_BLOCK + 3, 12, 12, generator=g), torch.rand(2 * SSIM_BLOCK + 3, 12, 12, generator=g)
+    r = torch.linspace(0.5, 2.0, x.shape[0])
+    whole = ssim(x, ref, data_range=r, per="slice")
+    alone = torch.cat([ssim(x[i : i + 1], ref[i : i + 1], data_range=r[i : i + 1], per="slice") for i in range(x.shape[0])])
+    assert whole.shape == (x.shape[0],)
+    torch.testing.assert_close(whole, alone, rtol=0, atol=1e-12)
