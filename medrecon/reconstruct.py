@@ -49,16 +49,7 @@ import numpy as np
 import torch
 
 from medrecon.acquisition import slice_seed
-from medrecon.batching import (
-    CPU_BATCH,
-    MAX_AUTO_BATCH,
-    auto_batch_size,
-    batch_from_memory,
-    cpu_batch_size,
-    memory_plan,
-    network_denoiser,
-    sampler_bytes_per_slice,
-)
+from medrecon.batching import CPU_BATCH, cpu_batch_size, memory_plan, network_denoiser, sampler_bytes_per_slice
 from medrecon.errors import InputError, positive_int
 from medrecon.grid import centre_block, crop_or_pad_kspace
 from medrecon.multiresolution import CoarseGridDenoiser
@@ -655,8 +646,8 @@ def reconstruct(
     return Reconstruction(mean, std, samples, nfe, seconds, int(peak), recorded, str(device), run=run)
 
 
-__all__ = ["MAX_AUTO_BATCH", "Problem", "Progress", "Reconstruction", "auto_batch_size", "balanced_blocks", "batch_from_memory",
-           "check_prior_fits", "cpu_batch_size", "memory_plan", "problem_from_acquisition", "problem_from_kspace", "reconstruct"]
+__all__ = ["Problem", "Progress", "Reconstruction", "balanced_blocks", "check_prior_fits", "problem_from_acquisition",
+           "problem_from_kspace", "reconstruct"]
 
 
 class _CallableModule(types.ModuleType):

@@ -11,14 +11,13 @@ import pytest
 import torch
 
 from medrecon.acquisition import MU_WATER_PER_MM, CTAcquisition
+from medrecon.batching import MAX_AUTO_BATCH, batch_from_memory
 from medrecon.errors import InputError
 from medrecon.operators import ParallelBeamGeometry, RealImageEmbedding, SingleCoilMRI
 from medrecon.operators.masks import make_mask
 from medrecon.reconstruct import (
-    MAX_AUTO_BATCH,
     Problem,
     balanced_blocks,
-    batch_from_memory,
     check_prior_fits,
     problem_from_acquisition,
     reconstruct,
