@@ -10,8 +10,13 @@ beam, 1% sinogram noise) and ``mr-8coil-{4,8}x-{clean,noisy}`` (256x256, 8 coils
 ``equispaced_fraction`` masks, complex noise 0.02), ``mr-8coil-{radial48,spiral16r4}-clean``
 (the non-Cartesian benchmark trajectories; l1-wavelet and TV solve the density-weighted problem,
 docs/baselines.md), images normalised as the priors are (CT HU window [-1000, 2000], MR
-magnitude / 99.5th percentile).
+magnitude / 99.5th percentile). A name ending ``@N`` is the same setting tuned on N x N images
+(``tune-baselines --matrix N``: CT at the training patient's native 512x512); the plain name is
+:data:`BASE_MATRIX`.
 """
+
+BASE_MATRIX = 256
+"""The image matrix of the settings named without ``@N``."""
 
 TUNED_WEIGHTS: dict[str, dict[str, float]] = {
     "ct-parallel-8v-clean": {"tv_pdhg": 1e-2, "tv3d_pdhg": 3e-3},

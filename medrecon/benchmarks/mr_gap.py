@@ -114,7 +114,7 @@ def run_mr_gap(args: MrGap, *, command: str | None = None) -> list[dict]:
     prior = load_prior(args.prior, device=device)
     source = validation_sources("MR")[0]
     images = evaluation_slices(source.id, prior.card.normalisation, prior.card.image_size, args.slices, args.starter)
-    cg_iters = int(TUNED_WEIGHTS[setting.tuned_key]["cg_sense"])
+    cg_iters = int(TUNED_WEIGHTS[setting.tuned_key()]["cg_sense"])
     t0 = time.perf_counter()
     rows = []
     for with_phase in (True, False):

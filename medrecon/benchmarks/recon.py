@@ -86,11 +86,12 @@ def run_setting(setting: Setting, images: torch.Tensor, priors: dict, samplers: 
         grid = GridMap.for_study((side, side), (1.0, 1.0), size)
         add(f"grid ceiling ({size} grid and back)", "ceiling", grid.to_input(grid.to_grid(reference[:, 0], 0.0))[:, None],
             reference)
+    tuned_key = setting.tuned_key(side)
     for method in table_baselines(setting.modality, non_cartesian=setting.non_cartesian):
         t0 = time.perf_counter()
-        image = method.run(problem.op, problem.y, setting.tuned_key)
+        image = method.run(problem.op, problem.y, tuned_key)
         seconds = time.perf_counter() - t0
-        add(method.describe(setting.tuned_key) + (f" @{side}" if sizes else ""), "baseline", image, reference,
+        add(method.describe(tuned_key) + (f" @{side}" if sizes else ""), "baseline", image, reference,
             seconds=seconds / problem.slices, peak=peak_memory("cpu"))
     runs = [(sampler, priors.get(SAMPLERS[sampler].prior), "main" if compare and SAMPLERS[sampler].prior == "pixel" else None)
             for sampler in samplers]

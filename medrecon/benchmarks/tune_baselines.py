@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medrecon.baselines import BASE_MATRIX
 from medrecon.baselines import ct as ct_baselines
 from medrecon.baselines import mri as mri_baselines
 from medrecon.benchmarks.common import markdown_table, wall_time
@@ -34,8 +35,6 @@ from medrecon.operators import CTProjector, MultiCoilMRI, NonCartesianMRI, Paral
 from medrecon.operators.masks import CartesianSampling
 from medrecon.priors.normalisation import MR_PERCENTILE, Normalisation
 from medrecon.simulation import CT_NOISE_REL, MR_NOISE_SIGMA, complex_image, simulate_kspace, simulate_sinogram
-
-IMAGE_SIZE = 256
 
 CT_GRIDS = {
     "tv_pdhg": ("lam_rel", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]),
@@ -59,11 +58,22 @@ MR_NONCARTESIAN_GRIDS = {
 
 
 def _resize(slices: np.ndarray, size: int) -> np.ndarray:
+    """Slices larger than ``size x size`` resampled down to it (anti-aliased); others unchanged
+    (:func:`_pad` then centres them at their own pixel size)."""
     from skimage.transform import resize
 
-    if slices.shape[-1] == size and slices.shape[-2] == size:
+    height, width = slices.shape[-2:]
+    if height <= size and width <= size:
         return slices
     return np.stack([resize(s, (size, size), anti_aliasing=True, preserve_range=True) for s in slices])
+
+
+def _pad(slices: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalised ``(n, 1, h, w)`` slices centred in a ``size x size`` matrix of zeros (air; a
+    256x256 MR study in a 320x320 matrix keeps its pixel size)."""
+    height, width = slices.shape[-2:]
+    top, left = (size - height) // 2, (size - width) // 2
+    return torch.nn.functional.pad(slices, (left, size - width - left, top, size - height - top))
 
 
 def _pick(volume: np.ndarray, n_slices: int) -> np.ndarray:
@@ -73,15 +83,15 @@ def _pick(volume: np.ndarray, n_slices: int) -> np.ndarray:
     return np.stack([volume[:, :, k].T for k in index]).astype(np.float64)
 
 
-def ct_training_slices(volume_hu: np.ndarray, n_slices: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+def ct_training_slices(volume_hu: np.ndarray, n_slices: int, size: int = BASE_MATRIX) -> torch.Tensor:
     slices = torch.from_numpy(_resize(_pick(volume_hu, n_slices), size))
-    return Normalisation.for_modality("CT").apply(slices)[:, None]
+    return _pad(Normalisation.for_modality("CT").apply(slices)[:, None], size)
 
 
-def mr_training_slices(volume: np.ndarray, n_slices: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+def mr_training_slices(volume: np.ndarray, n_slices: int, size: int = BASE_MATRIX) -> torch.Tensor:
     scale = np.percentile(volume, MR_PERCENTILE)
     slices = _resize(_pick(volume, n_slices), size)
-    return torch.from_numpy(np.clip(slices / scale, 0, 1)).float()[:, None]
+    return _pad(torch.from_numpy(np.clip(slices / scale, 0, 1)).float()[:, None], size)
 
 
 def _generators(n: int, offset: int) -> list[torch.Generator]:
@@ -106,12 +116,18 @@ def _search(setting: str, module, reference: str, grids: dict, op, y, truth, log
     return rows
 
 
+def _matrix_suffix(truth: torch.Tensor) -> str:
+    """``""`` for the 256 settings, ``"@N"`` for N x N images (medrecon.baselines.TUNED_WEIGHTS)."""
+    size = int(truth.shape[-1])
+    return "" if size == BASE_MATRIX else f"@{size}"
+
+
 def tune_ct(truth: torch.Tensor, log=print) -> list[dict]:
     rows = []
     for views, noisy in CT_SETTINGS:
         op = CTProjector(ParallelBeamGeometry.sparse_view(truth.shape[-1], views))
         y = simulate_sinogram(op, truth, _generators(truth.shape[0], 100), noise_rel=CT_NOISE_REL if noisy else 0.0)
-        setting = f"ct-parallel-{views}v-{'noisy' if noisy else 'clean'}"
+        setting = f"ct-parallel-{views}v-{'noisy' if noisy else 'clean'}{_matrix_suffix(truth)}"
         rows += _search(setting, ct_baselines, "fbp", CT_GRIDS, op, y, truth, log)
     return rows
 
@@ -125,7 +141,7 @@ def tune_mr(truth: torch.Tensor, log=print) -> list[dict]:
         mask = CartesianSampling("equispaced_fraction", accel, seed="mr-brain1").make((size, size))
         op = MultiCoilMRI(maps, mask)
         y = simulate_kspace(op, image, _generators(truth.shape[0], 300), noise_sigma=MR_NOISE_SIGMA if noisy else 0.0)
-        setting = f"mr-8coil-{accel}x-{'noisy' if noisy else 'clean'}"
+        setting = f"mr-8coil-{accel}x-{'noisy' if noisy else 'clean'}{_matrix_suffix(truth)}"
         rows += _search(setting, mri_baselines, "zero_filled", MR_GRIDS, op, y, truth, log)
     return rows
 
@@ -139,7 +155,8 @@ def tune_mr_noncartesian(truth: torch.Tensor, log=print) -> list[dict]:
     for name in NONCARTESIAN_TRAJECTORIES:
         op = NonCartesianMRI(noncartesian_trajectory(name).make(shape), shape, maps)
         y = simulate_kspace(op, image, _generators(truth.shape[0], 300))
-        rows += _search(f"mr-8coil-{name}-clean", mri_baselines, "gridding", MR_NONCARTESIAN_GRIDS, op, y, truth, log)
+        setting = f"mr-8coil-{name}-clean{_matrix_suffix(truth)}"
+        rows += _search(setting, mri_baselines, "gridding", MR_NONCARTESIAN_GRIDS, op, y, truth, log)
     return rows
 
 
@@ -168,17 +185,18 @@ def _volume_array(path: str) -> np.ndarray:
 
 @torch.no_grad()
 def run_tune_baselines(ct_volume: str | None, mr_volume: str | None, n_slices: int, out_json: str | None, *,
-         noncartesian_only: bool = False) -> int:
+         noncartesian_only: bool = False, matrix: int = BASE_MATRIX) -> int:
     if ct_volume is None and mr_volume is None:
         raise InputError("give --ct-volume and/or --mr-volume (NRRD or NIfTI volumes of training patients)")
     rows: list[dict] = []
     if ct_volume and not noncartesian_only:
-        rows += tune_ct(ct_training_slices(_volume_array(ct_volume), n_slices))
+        rows += tune_ct(ct_training_slices(_volume_array(ct_volume), n_slices, matrix))
     if mr_volume:
-        slices = mr_training_slices(_volume_array(mr_volume), n_slices)
+        slices = mr_training_slices(_volume_array(mr_volume), n_slices, matrix)
         rows += ([] if noncartesian_only else tune_mr(slices)) + tune_mr_noncartesian(slices)
     names = ", ".join(Path(p).name for p in (ct_volume, mr_volume) if p)
-    print(to_markdown(rows, f"Weights tuned on {n_slices} slices each of {names} (training patients)."))
+    print(to_markdown(rows, f"Weights tuned on {n_slices} slices each of {names} (training patients), "
+                            f"{matrix}x{matrix}."))
     if out_json:
         Path(out_json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -70,8 +70,8 @@ def run_tune_samplers(grid: TuneSamplers) -> list[dict]:
         problem, reference = make_problem(setting, images, grid.seed)
         if grid.baselines:
             for method in table_baselines(setting.modality, non_cartesian=setting.non_cartesian):
-                name = method.describe(setting.tuned_key)
-                image = method.run(problem.op, problem.y, setting.tuned_key)
+                name = method.describe(setting.tuned_key())
+                image = method.run(problem.op, problem.y, setting.tuned_key())
                 rows.append({"task": task, "source": source.id, "label": name, **_scores(image, reference), "seconds_per_slice": 0.0})
                 print(f"{task:9s} {source.id:10s} {name:40s} PSNR {rows[-1]['psnr']:6.2f} SSIM {rows[-1]['ssim']:.3f}", flush=True)
         for value in grid.values:

@@ -52,6 +52,10 @@ def _add_tune_baselines(sub) -> None:
     p.add_argument("--slices", type=positive_int, default=3, help="slices per volume (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write every grid point as JSON")
     p.add_argument("--noncartesian-only", action="store_true", help="MR: only the radial and spiral settings")
+    p.add_argument("--matrix", type=positive_int, default=256,
+                   help="image matrix N of the tuned settings: the slices resampled down to N x N, or at their own pixel "
+                   "size zero-padded to N; settings other than 256 are named '...@N' (default: %(default)s; 512: CT at "
+                   "ct-lung2's native resolution)")
 
 
 def _add_recon(sub) -> None:
@@ -201,7 +205,8 @@ def run(args) -> int:
     elif what == "tune-baselines":
         from medrecon.benchmarks.tune_baselines import run_tune_baselines
 
-        run_tune_baselines(args.ct_volume, args.mr_volume, args.slices, args.json, noncartesian_only=args.noncartesian_only)
+        run_tune_baselines(args.ct_volume, args.mr_volume, args.slices, args.json, noncartesian_only=args.noncartesian_only,
+                           matrix=args.matrix)
     elif what == "recon":
         from medrecon.benchmarks.recon import ReconBench, run_recon_bench
 

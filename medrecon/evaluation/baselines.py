@@ -7,7 +7,8 @@ the tables print, the solver, and how to run it on ``(op, y)``. The weights come
 :data:`medrecon.baselines.TUNED_WEIGHTS` (chosen on training patients), the setting picked by
 :func:`tuned_setting`: the benchmark setting closest to an acquisition (<= 12 views -> the 8-view
 weights where tuned, <= 40 -> 23, else 60; <= 6x -> the 4x weights, else 8x; radial / spiral ->
-the benchmark trajectories', tuned noiseless only).
+the benchmark trajectories', tuned noiseless only), at the tuned image matrix nearest the
+problem's (256, or 512 for the CT settings tuned on native 512x512 slices).
 
 Used alike by ``medrecon reconstruct`` (:func:`default_baseline`: TV for CT and Cartesian MR,
 l1-wavelet for non-Cartesian MR), ``medrecon bench`` (:func:`table_baselines`) and ``medrecon
@@ -16,13 +17,14 @@ reproduce`` (each protocol's list of keys).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from medrecon.baselines import TUNED_WEIGHTS
+from medrecon.baselines import BASE_MATRIX, TUNED_WEIGHTS
 from medrecon.baselines import ct as ct_baselines
 from medrecon.baselines import mri as mr_baselines
 from medrecon.errors import InputError
@@ -103,35 +105,49 @@ def table_baselines(modality: str, *, non_cartesian: bool = False) -> list[Basel
 
 
 def tuned_setting(modality: str, noisy: bool, *, views: int | None = None, accel: float | None = None,
-                  trajectory: str | None = None) -> str:
+                  trajectory: str | None = None, matrix: int | None = None) -> str:
     """The ``TUNED_WEIGHTS`` setting closest to an acquisition (module docstring): CT by ``views``,
-    Cartesian MR by ``accel``, non-Cartesian MR by ``trajectory`` (``radial`` / ``spiral``)."""
+    Cartesian MR by ``accel``, non-Cartesian MR by ``trajectory`` (``radial`` / ``spiral``); then
+    by image ``matrix`` (the larger in-plane side, None: the 256 settings), among the matrices the
+    setting was tuned at (``"ct-parallel-23v-clean@512"``; the plain name is 256), the nearest by ratio."""
     noise = "noisy" if noisy else "clean"
     if modality == "CT":
         views = 23 if views is None else int(views)
         few = f"ct-parallel-8v-{noise}"  # tuned for the clean 8-view volume setting only, so far
         if views <= 12 and few in TUNED_WEIGHTS:
-            return few
-        return f"ct-parallel-{'23' if views <= 40 else '60'}v-{noise}"
+            return _at_matrix(few, matrix)
+        return _at_matrix(f"ct-parallel-{'23' if views <= 40 else '60'}v-{noise}", matrix)
     if trajectory is not None:
         # tuned on noiseless radial / spiral data only: noisy data use the same weights
-        return f"mr-8coil-{'spiral16r4' if trajectory == 'spiral' else 'radial48'}-clean"
+        return _at_matrix(f"mr-8coil-{'spiral16r4' if trajectory == 'spiral' else 'radial48'}-clean", matrix)
     accel = 4.0 if accel is None else float(accel)
-    return f"mr-8coil-{'4' if accel <= 6 else '8'}x-{noise}"
+    return _at_matrix(f"mr-8coil-{'4' if accel <= 6 else '8'}x-{noise}", matrix)
+
+
+def _at_matrix(setting: str, matrix: int | None) -> str:
+    """``setting`` at the tuned matrix nearest ``matrix`` by ratio (256: the plain name)."""
+    if matrix is None:
+        return setting
+    tuned = {BASE_MATRIX: setting} | {int(key.rpartition("@")[2]): key for key in TUNED_WEIGHTS
+                                      if key.startswith(setting + "@")}
+    return tuned[min(tuned, key=lambda m: abs(math.log(m / matrix)))]
 
 
 def tuned_setting_of(problem, acquisition: dict | None = None) -> str:
     """:func:`tuned_setting` of a :class:`~medrecon.reconstruct.Problem` and its acquisition record
-    (CT ``geometry.angles``; MR ``sampling.acceleration`` or a trajectory's ``kind``)."""
+    (CT ``geometry.angles``; MR ``sampling.acceleration`` or a trajectory's ``kind``), at the
+    problem's image matrix."""
     acquisition = acquisition or {}
+    matrix = max(problem.op.in_shape[-2:])
     if problem.modality == "CT":
         views = len(acquisition.get("geometry", {}).get("angles", [])) or problem.op.out_shape[-2]
-        return tuned_setting("CT", problem.noisy, views=views)
+        return tuned_setting("CT", problem.noisy, views=views, matrix=matrix)
     if getattr(problem.op, "non_cartesian", False):
-        return tuned_setting("MR", problem.noisy, trajectory=(acquisition.get("sampling") or {}).get("kind") or "radial")
+        return tuned_setting("MR", problem.noisy, trajectory=(acquisition.get("sampling") or {}).get("kind") or "radial",
+                             matrix=matrix)
     sampling = acquisition.get("sampling") or {}
     accel = sampling.get("acceleration") if acquisition.get("kind") == "mr" else None
-    return tuned_setting("MR", problem.noisy, accel=accel or None)
+    return tuned_setting("MR", problem.noisy, accel=accel or None, matrix=matrix)
 
 
 def default_baseline(problem) -> Baseline:
@@ -152,15 +168,27 @@ class BaselineRun:
     seconds: float
 
 
+BASELINE_BLOCK = 8
+"""Slices per call of :func:`run_default_baseline` when the operator is shared by every slice: the
+default baselines solve each slice on its own, so blocks give the same image as one call, and a
+300-slice 512x512 CT series needs the iterates of 8 slices at a time instead of ~2.8 GB at once."""
+
+
 @torch.no_grad()
 def run_default_baseline(problem, acquisition: dict | None = None) -> BaselineRun:
-    """:func:`default_baseline` on ``problem`` with the weight of its closest tuned setting."""
+    """:func:`default_baseline` on ``problem`` with the weight of its closest tuned setting, in
+    blocks of :data:`BASELINE_BLOCK` slices when the operator holds no per-slice data (CT; the MR
+    solvers with per-slice coil maps already go slice by slice, and their step sizes use the
+    largest ``||A||^2`` over the whole batch, so they get the volume in one call)."""
     method = default_baseline(problem)
     setting = tuned_setting_of(problem, acquisition if acquisition is not None else problem.description.get("acquisition"))
     t0 = time.perf_counter()
-    image = method.run(problem.op, problem.y, setting)
-    return BaselineRun(method.key, method.details(setting), image.cpu(), time.perf_counter() - t0)
+    y = problem.y
+    block = BASELINE_BLOCK if problem.op.batch_size is None else y.shape[0]
+    image = torch.cat([method.run(problem.op, y[start:start + block], setting).cpu()
+                       for start in range(0, y.shape[0], block)])
+    return BaselineRun(method.key, method.details(setting), image, time.perf_counter() - t0)
 
 
-__all__ = ["BASELINES", "Baseline", "BaselineRun", "baseline", "default_baseline", "run_default_baseline",
+__all__ = ["BASELINES", "BASELINE_BLOCK", "Baseline", "BaselineRun", "baseline", "default_baseline", "run_default_baseline",
            "table_baselines", "tuned_setting", "tuned_setting_of"]

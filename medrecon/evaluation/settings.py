@@ -60,14 +60,15 @@ class Setting:
     noisy: bool = False
     trajectory: str = "cartesian"  # MR: cartesian, or a key of NONCARTESIAN_TRAJECTORIES
 
-    @property
-    def tuned_key(self) -> str:
-        """The ``TUNED_WEIGHTS`` setting whose weights the baselines use."""
+    def tuned_key(self, matrix: int | None = None) -> str:
+        """The ``TUNED_WEIGHTS`` setting whose weights the baselines use on ``matrix x matrix``
+        images (None: the 256 settings)."""
         if self.modality == "CT":
-            return tuned_setting("CT", self.noisy, views=self.views)
+            return tuned_setting("CT", self.noisy, views=self.views, matrix=matrix)
         if self.trajectory != "cartesian":
-            return tuned_setting("MR", self.noisy, trajectory=NONCARTESIAN_TRAJECTORIES[self.trajectory]["kind"])
-        return tuned_setting("MR", self.noisy, accel=self.accel)
+            return tuned_setting("MR", self.noisy, trajectory=NONCARTESIAN_TRAJECTORIES[self.trajectory]["kind"],
+                                 matrix=matrix)
+        return tuned_setting("MR", self.noisy, accel=self.accel, matrix=matrix)
 
     @property
     def non_cartesian(self) -> bool:
