@@ -29,6 +29,7 @@ Tweedie denoise, a hard projection with the noise-free ``y`` and a clip to ``cli
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -144,22 +145,34 @@ def full_transform(op):
     if isinstance(op, MultiCoilMRI):
         return _MultiCoilTransform(op)
     if isinstance(op, CTProjector):
-        geom = op.geometry
-        angles = np.asarray(geom.angles)
-        n, side = len(angles), max(geom.image_shape)
-        arc = np.pi if geom.kind == "parallel" else 2 * np.pi
-        for n_full in (n * math.ceil(side / n), side, n):
-            grid = np.arange(n_full) * (arc / n_full)
-            rows = np.round(angles / (arc / n_full)).astype(int)
-            if rows.min() >= 0 and rows.max() < n_full and np.allclose(grid[rows], angles, atol=1e-9):
-                full = CTProjector(geom.with_angles(grid), backend=op.backend, projector=op.projector,
-                                   matrix_source=op.matrix_source)
-                return _FullViewTransform(full, torch.from_numpy(rows))
-        raise InputError("score-SDE needs CT views on a uniform grid (the 'uniform' or 'song' conventions)")
+        if op not in _FULL_VIEWS:
+            _FULL_VIEWS[op] = _full_view_transform(op)
+        return _FULL_VIEWS[op]
     raise InputError(
         f"score-SDE projection needs an invertible full transform: MRI (single- or multi-coil, Cartesian or "
         f"non-Cartesian) or CT, not {type(op).__name__}"
     )
+
+
+_FULL_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""A CT operator's full-view transform, kept as long as the operator: its projector builds its
+system matrix and FBP back-projector once (GBs at 512x512), not again for every batch of a volume."""
+
+
+def _full_view_transform(op: CTProjector) -> _FullViewTransform:
+    """The full-view projector whose views include ``op``'s (``rows``), or :class:`InputError`."""
+    geom = op.geometry
+    angles = np.asarray(geom.angles)
+    n, side = len(angles), max(geom.image_shape)
+    arc = np.pi if geom.kind == "parallel" else 2 * np.pi
+    for n_full in (n * math.ceil(side / n), side, n):
+        grid = np.arange(n_full) * (arc / n_full)
+        rows = np.round(angles / (arc / n_full)).astype(int)
+        if rows.min() >= 0 and rows.max() < n_full and np.allclose(grid[rows], angles, atol=1e-9):
+            full = CTProjector(geom.with_angles(grid), backend=op.backend, projector=op.projector,
+                               matrix_source=op.matrix_source)
+            return _FullViewTransform(full, torch.from_numpy(rows))
+    raise InputError("score-SDE needs CT views on a uniform grid (the 'uniform' or 'song' conventions)")
 
 
 def _project(transform, x, y_full, lam: float, is_complex: bool):

@@ -49,6 +49,26 @@ def test_ct_full_view_factorisation_and_run():
     torch.testing.assert_close(alone, out[1:], rtol=1e-6, atol=1e-6)  # per-slice step sizes: batch-independent
 
 
+def test_a_ct_operator_keeps_one_full_view_projector_for_every_batch():
+    """Every sampler call (one per batch of a volume) reuses the operator's full-view projector and
+    its built matrices (GBs at 512x512), and lets it go with the operator."""
+    import gc
+
+    from medrecon.samplers import score_sde
+
+    kept_before = len(score_sde._FULL_VIEWS)
+    op = CTProjector(ParallelBeamGeometry.sparse_view(16, 4))
+    x = MEAN + STD * torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    for start in (0, 1):
+        sample_score_sde(GaussianDenoiser(MEAN, STD), op, op(x[start:start + 1]), sigmas=geometric_sigmas(3, 0.01, 5.0),
+                         generator=[torch.Generator().manual_seed(start)])
+    full = full_transform(op).full
+    assert full_transform(op).full is full and len(full._matrices) == 1  # built once, on the first batch
+    del op, full
+    gc.collect()
+    assert len(score_sde._FULL_VIEWS) == kept_before
+
+
 @pytest.mark.parametrize("geometry, steps", [
     (FanBeamGeometry.full_scan((128, 128), 30), 40),  # 150 full views (see _project on small grids)
     (ParallelBeamGeometry.sparse_view((128, 128), 23), 300),  # 138 full views; the paper's form diverged at 1000 steps
