@@ -47,9 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NEGATIVE_VALUE_OPTIONS = ("--window",)
+"""Options whose value may start with a minus sign (``--window -1000,2000``): argparse would read
+the value as an option, so :func:`main` passes it joined (``--window=-1000,2000``)."""
+
+
+def with_negative_values(argv: list[str]) -> list[str]:
+    """``argv`` with each of :data:`NEGATIVE_VALUE_OPTIONS` followed by ``-<digit>...`` joined by ``=``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in NEGATIVE_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:2] in {f"-{d}" for d in "0123456789."}:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``medrecon ARGV`` (default: the process's arguments); returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = with_negative_values(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)  # argparse prints the usage error (or the help) and exits

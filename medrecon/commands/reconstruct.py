@@ -51,8 +51,8 @@ def add_arguments(parser) -> None:
     rec.add_argument(
         "--window", type=hu_window, metavar="LOW,HIGH",
         help="CT: the HU window mapped to the prior's [0, 1] (default: the one the prior's card states; a card of "
-        "per-volume min-max, Song et al.'s, takes each volume's [min, max]; a card that leaves it to the user needs this); "
-        "write --window=-1000,2000 with '=' when LOW is negative",
+        "per-volume min-max, Song et al.'s, takes each volume's [min, max]; a card that leaves it to the user needs this), "
+        "e.g. --window -1000,2000",
     )
     optional = [s.name for s in SAMPLERS.values() if s.volume == "optional"]
     rec.add_argument(

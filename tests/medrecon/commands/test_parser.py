@@ -30,3 +30,15 @@ def test_bad_usage_exits_with_2_and_help_with_0(capsys):
     assert main(["no-such-command"]) == 2
     assert "invalid choice: 'no-such-command'" in capsys.readouterr().err
     assert main(["--help"]) == 0 and "reconstruct" in capsys.readouterr().out
+
+
+def test_a_negative_window_is_read_as_the_value_of_window():
+    """``--window -1000,2000`` (a value starting with a minus sign) is --window's value, not an
+    unknown option; other arguments are left alone."""
+    from medrecon.commands import build_parser, with_negative_values
+
+    argv = ["reconstruct", "study", "-o", "out.nii.gz", "--window", "-1000,2000", "--steps", "3"]
+    assert with_negative_values(argv) == ["reconstruct", "study", "-o", "out.nii.gz", "--window=-1000,2000", "--steps", "3"]
+    args = build_parser().parse_args(with_negative_values(argv))
+    assert args.window == (-1000.0, 2000.0) and args.steps == 3
+    assert with_negative_values(["reconstruct", "--window", "-o"]) == ["reconstruct", "--window", "-o"]
