@@ -8,12 +8,12 @@ NIfTI/NRRD also the image's BIDS-style sidecar with its ``Modality``) and ``<ste
 figure: :func:`reconstruction_figure`). :func:`check_outputs` makes every
 refusal before the work starts (a name of unknown format, an existing output without overwrite, a
 stem another output already owns, a DICOM series whose headers cannot be reused); :func:`write_outputs`
-writes through temporary files renamed at the end, so a failed run leaves none of them.
+writes through temporary files moved into place together at the end, so a failed run leaves none
+of them and replaces none of the old ones.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,7 +35,7 @@ from medrecon.figures import (
     zoom_box,
     zoom_magnification,
 )
-from medrecon.io.atomic import atomic_output, check_writable_folder
+from medrecon.io.atomic import Stage, check_writable_folder, staged_outputs
 from medrecon.io.sidecar import check_sidecar_free, sidecar_fields
 from medrecon.io.studies import check_save, save_study, study_format
 
@@ -241,11 +241,10 @@ def reconstruction_figure(problem, native, baseline_native, reference, std_nativ
     return figure
 
 
-def _write_volume(paths: OutputPaths, kind: str, study, native: torch.Tensor, overwrite: bool,
-                  stack: contextlib.ExitStack) -> None:
+def _write_volume(paths: OutputPaths, kind: str, study, native: torch.Tensor, overwrite: bool, stage: Stage) -> None:
     out = paths.volume
     if kind == "fastmri":
-        tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, suffix=".h5", parents=False))
+        tmp = stage.add(out, overwrite=overwrite, suffix=".h5", parents=False)
         with h5py.File(tmp, "w") as f:
             f.create_dataset("reconstruction", data=native.numpy().astype(np.float32))
             f.attrs["units"] = "magnitude, the k-space's units"
@@ -254,23 +253,23 @@ def _write_volume(paths: OutputPaths, kind: str, study, native: torch.Tensor, ov
     options = {"sidecar": False} if fmt in ("nifti", "nrrd") else {}
     # staged like the record and figure, so that a failure of any of them leaves none in place
     suffix = {"nifti": ".nii.gz" if out.name.lower().endswith(".gz") else ".nii", "nrrd": ".nrrd"}.get(fmt, "")
-    tmp = stack.enter_context(atomic_output(out, overwrite=overwrite, folder=fmt == "dicom", suffix=suffix,
-                                                  parents=False))
+    tmp = stage.add(out, overwrite=overwrite, folder=fmt == "dicom", suffix=suffix, parents=False)
     save_study(output_study(study, native), tmp, overwrite=True, **options)
 
 
 def write_outputs(paths: OutputPaths, kind: str, study, native: torch.Tensor, record: dict, figure: Figure, *,
                   overwrite: bool, out_format: str, finish_record=None) -> None:
-    """Write the figure, the volume and the record, all or none. For NIfTI / NRRD the record also
-    carries the image's sidecar fields (its ``Modality``). ``finish_record(record)`` runs just
-    before the record is written (the total time)."""
+    """Write the figure, the volume and the record, all or none: each is written under a temporary
+    name and the three are moved into place together (:func:`~medrecon.io.atomic.staged_outputs`).
+    For NIfTI / NRRD the record also carries the image's sidecar fields (its ``Modality``).
+    ``finish_record(record)`` runs just before the record is written (the total time)."""
     if out_format in ("nifti", "nrrd"):
         record = {**sidecar_fields(output_study(study, native)), **record}
-    with contextlib.ExitStack() as stack:
-        figure_tmp = stack.enter_context(atomic_output(paths.figure, overwrite=overwrite, suffix=".png", parents=False))
-        record_tmp = stack.enter_context(atomic_output(paths.record, overwrite=overwrite, suffix=".json", parents=False))
+    with staged_outputs() as stage:
+        figure_tmp = stage.add(paths.figure, overwrite=overwrite, suffix=".png", parents=False)
+        record_tmp = stage.add(paths.record, overwrite=overwrite, suffix=".json", parents=False)
         figure.write(figure_tmp)
-        _write_volume(paths, kind, study, native, overwrite, stack)
+        _write_volume(paths, kind, study, native, overwrite, stage)
         if finish_record is not None:
             finish_record(record)
         record_tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -16,6 +16,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from medrecon.errors import InputError, OutputError
@@ -65,6 +66,100 @@ def check_writable_folder(folder: str | os.PathLike, what: str = "the output fol
     _remove(probe)
 
 
+@dataclass
+class _Staged:
+    path: Path
+    tmp: Path
+    folder: bool
+
+
+class Stage:
+    """Outputs written under temporary sibling names and moved into place together
+    (:func:`staged_outputs`): each existing output is first moved aside, then every new one moved
+    in; if any move fails the ones already moved in are removed and the old outputs put back, so
+    the set is replaced as a whole or not at all (short of the machine stopping mid-way)."""
+
+    def __init__(self) -> None:
+        self._staged: list[_Staged] = []
+
+    def add(self, path: str | os.PathLike, *, overwrite: bool = False, folder: bool = False, suffix: str = "",
+            parents: bool = True) -> Path:
+        """A temporary path to write ``path``'s content into (an empty folder if ``folder``); see
+        :func:`atomic_output` for the arguments and the refusals."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
+        if path.exists() and path.is_dir() != folder:
+            kind = "a folder" if path.is_dir() else "a file"
+            raise InputError(f"{path} is {kind}; it cannot be replaced by {'a folder' if folder else 'a file'}")
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}"
+        try:
+            if parents:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.parent.is_dir():
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
+            if folder:
+                tmp.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {os_error_message(exc)}; nothing was written") from None
+        self._staged.append(_Staged(path, tmp, folder))
+        return tmp
+
+    def outputs_of(self, error: OSError) -> list[Path]:
+        """The output whose temporary (or a file inside it) ``error`` names; every output when it
+        names none of them."""
+        names = {str(n) for n in (error.filename, error.filename2) if n is not None}
+        hits = [s.path for s in self._staged
+                if any(n == str(s.tmp) or n.startswith(str(s.tmp) + os.sep) or n == str(s.path) for n in names)]
+        return hits or [s.path for s in self._staged]
+
+    def discard(self) -> None:
+        for staged in self._staged:
+            _remove(staged.tmp)
+
+    def commit(self) -> None:
+        if len(self._staged) == 1 and not self._staged[0].folder:  # one file: replaced in one step
+            os.replace(self._staged[0].tmp, self._staged[0].path)
+            return
+        aside: list[tuple[Path, Path]] = []
+        placed: list[Path] = []
+        try:
+            for staged in self._staged:
+                if staged.path.exists() or staged.path.is_symlink():
+                    backup = staged.path.parent / f".{staged.path.name}.{uuid.uuid4().hex[:12]}.old"
+                    os.rename(staged.path, backup)
+                    aside.append((staged.path, backup))
+            for staged in self._staged:
+                os.rename(staged.tmp, staged.path)
+                placed.append(staged.path)
+        except BaseException:
+            for path in placed:
+                _remove(path)
+            for path, backup in aside:
+                os.rename(backup, path)
+            raise
+        for _, backup in aside:
+            _remove(backup)
+
+
+@contextmanager
+def staged_outputs() -> Iterator[Stage]:
+    """Yield a :class:`Stage`; on success every output added to it replaces its path together, on
+    any error none does and the temporaries are removed. An operating-system refusal (a full disk,
+    a read-only folder) becomes a one-line :class:`OutputError` naming the outputs."""
+    stage = Stage()
+    try:
+        yield stage
+        stage.commit()
+    except BaseException as exc:
+        stage.discard()
+        cause = find_os_error(exc) if isinstance(exc, Exception) and not isinstance(exc, InputError) else None
+        if cause is not None and cause.errno in _OUTPUT_ERRNOS:
+            names = ", ".join(str(p) for p in stage.outputs_of(cause))
+            raise OutputError(f"cannot write {names}: {os_error_message(cause)}; nothing was written") from None
+        raise
+
+
 @contextmanager
 def atomic_output(
     path: str | os.PathLike, *, overwrite: bool = False, folder: bool = False, suffix: str = "", parents: bool = True
@@ -77,45 +172,11 @@ def atomic_output(
     write: a read-only or vanished folder, no permission, a full disk.
     ``suffix`` ends the temporary name, for writers that choose the format by it (nibabel).
     ``parents``: create missing parent folders (otherwise a missing folder is an OutputError, e.g.
-    one that vanished since the command checked it).
+    one that vanished since the command checked it). Several outputs that belong together:
+    :func:`staged_outputs`.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
-    if path.exists() and path.is_dir() != folder:
-        kind = "a folder" if path.is_dir() else "a file"
-        raise InputError(f"{path} is {kind}; it cannot be replaced by {'a folder' if folder else 'a file'}")
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.partial{suffix}"
-    try:
-        if parents:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        elif not path.parent.is_dir():
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
-        if folder:
-            tmp.mkdir()
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {os_error_message(exc)}; nothing was written") from None
-    try:
-        yield tmp
-        if not folder:
-            os.replace(tmp, path)
-        elif not path.exists():
-            os.rename(tmp, path)
-        else:
-            backup = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
-            os.rename(path, backup)
-            try:
-                os.rename(tmp, path)
-            except BaseException:
-                os.rename(backup, path)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException as exc:
-        _remove(tmp)
-        cause = find_os_error(exc) if isinstance(exc, Exception) and not isinstance(exc, InputError) else None
-        if cause is not None and cause.errno in _OUTPUT_ERRNOS:
-            raise OutputError(f"cannot write {path}: {os_error_message(cause)}; nothing was written") from None
-        raise
+    with staged_outputs() as stage:
+        yield stage.add(path, overwrite=overwrite, folder=folder, suffix=suffix, parents=parents)
 
 
 # what the operating system says when an output cannot be written: a full disk or quota, no
