@@ -9,7 +9,8 @@ from collections import UserDict
 from .arguments import modality
 
 HELP = ("list the shipped priors and the prior folders in given folders, with their cards; `priors convert` turns a "
-        "published checkpoint (ADM, NCSN++ in PyTorch or Flax, diffusers) into a prior folder")
+        "published checkpoint (ADM, NCSN++ in PyTorch or Flax, diffusers) into a prior folder, `priors interpolate` "
+        "mixes a prior with its continuation (WiSE-FT)")
 
 
 class _AnyName(UserDict):
@@ -40,9 +41,9 @@ def add_arguments(parser) -> None:
 
     parser.set_defaults(folders=[], priors_command=None)
     sub = parser.add_subparsers(
-        dest="priors_command", metavar="FOLDER ... | convert", action=_FoldersOrCommand,
+        dest="priors_command", metavar="FOLDER ... | convert | interpolate", action=_FoldersOrCommand,
         help="prior folders to list beside the shipped priors (folders holding prior folders too), or the subcommand "
-        "convert",
+        "convert or interpolate",
     )
     convert = sub.add_parser(
         "convert", help="convert a published checkpoint into a prior folder",
@@ -67,6 +68,18 @@ def add_arguments(parser) -> None:
                          "(a preset states it; it replaces only a preset's user-choice)")
     convert.add_argument("--name", help="the prior's name on its card (default: the preset's, else DIR's name)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    interpolate = sub.add_parser(
+        "interpolate", help="the weight-space interpolation of a prior and its continuation (WiSE-FT)",
+        description="Write the prior (1 - W) BASE + W TUNED, weight by weight (WiSE-FT, Wortsman et al. CVPR 2022): "
+        "TUNED a continuation of BASE (medrecon train --init BASE), the same network; the card states both parents, W "
+        "and the lineage (docs/priors.md).",
+    )
+    interpolate.add_argument("base", metavar="BASE", help="the base prior (shipped name or folder)")
+    interpolate.add_argument("tuned", metavar="TUNED", help="its continuation (shipped name or folder)")
+    interpolate.add_argument("--weight", type=float, required=True, metavar="W", help="TUNED's share, in [0, 1]")
+    interpolate.add_argument("-o", "--out", required=True, metavar="DIR", help="the new prior folder")
+    interpolate.add_argument("--name", help="the prior's name on its card (default: DIR's name)")
+    interpolate.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
 
 
 def run(args) -> int:
@@ -76,6 +89,12 @@ def run(args) -> int:
         out = convert_checkpoint(args.source, args.out, fmt=args.format, preset=args.preset, flags=args.flags,
                                  modality=args.modality, name=args.name, overwrite=args.overwrite,
                                  normalisation=args.normalisation)
+        print(f"wrote {out}")
+        return 0
+    if args.priors_command == "interpolate":
+        from medrecon.priors.interpolation import interpolate_priors
+
+        out = interpolate_priors(args.base, args.tuned, args.weight, args.out, name=args.name, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
     from medrecon.priors.hub import list_priors
