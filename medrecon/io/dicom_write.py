@@ -90,8 +90,8 @@ def write_dicom_series(
     if torch.is_complex(study.voxels):
         raise InputError("DICOM images are real: the study has complex voxels; write their magnitudes (study.voxels.abs())")
     _check_target(path, overwrite)
-    voxels = study.voxels.detach().cpu().numpy().astype(np.float64)
-    if not np.all(np.isfinite(voxels)):
+    voxels = study.voxels.detach().cpu().numpy()  # in its own dtype: _quantise goes slice by slice in float64
+    if voxels.dtype.kind == "f" and not np.all(np.isfinite(voxels)):
         raise InputError("the study has NaN or infinite voxels; DICOM int16 pixels cannot hold them")
     source = _like_source(study, like)
     headers = source.get("headers") if source is not None else None
@@ -185,7 +185,9 @@ def _quantise(voxels: np.ndarray) -> tuple[np.ndarray, str, str]:
     from pydicom.valuerep import DSfloat
 
     lo, hi = float(voxels.min()), float(voxels.max())
-    if np.array_equal(voxels, np.round(voxels)) and lo >= -32768 and hi <= 32767:
+    # slice by slice: float64 copies of a whole 300-slice 512x512 volume would take GBs
+    whole = voxels.dtype.kind in "iub" or all(np.array_equal(v, np.round(v)) for v in voxels)
+    if whole and lo >= -32768 and hi <= 32767:
         return voxels.astype(np.int16), "1", "0"
     if hi == lo:
         slope_text, intercept_text = "1", str(DSfloat(lo, auto_format=True))
@@ -193,7 +195,9 @@ def _quantise(voxels: np.ndarray) -> tuple[np.ndarray, str, str]:
         slope_text = str(DSfloat((hi - lo) / 65534.0, auto_format=True))
         intercept_text = str(DSfloat(lo + 32767.0 * (hi - lo) / 65534.0, auto_format=True))
     slope, intercept = float(slope_text), float(intercept_text)  # what readers will use
-    stored = np.clip(np.round((voxels - intercept) / slope), -32768, 32767).astype(np.int16)
+    stored = np.empty(voxels.shape, dtype=np.int16)
+    for s, v in enumerate(voxels):
+        stored[s] = np.clip(np.round((v.astype(np.float64) - intercept) / slope), -32768, 32767)
     return stored, slope_text, intercept_text
 
 
