@@ -25,6 +25,10 @@ TUNED_WEIGHTS: dict[str, dict[str, float]] = {
     "ct-parallel-23v-noisy": {"tv_pdhg": 1e-3, "sirt": 50, "cgls": 10},
     "ct-parallel-60v-clean": {"tv_pdhg": 1e-4, "sirt": 1600, "cgls": 80},
     "ct-parallel-60v-noisy": {"tv_pdhg": 3e-4, "sirt": 100, "cgls": 10},
+    "ct-parallel-23v-clean@512": {"tv_pdhg": 1e-3, "sirt": 1600, "cgls": 80},
+    "ct-parallel-23v-noisy@512": {"tv_pdhg": 3e-3, "sirt": 50, "cgls": 10},
+    "ct-parallel-60v-clean@512": {"tv_pdhg": 3e-4, "sirt": 1600, "cgls": 80},
+    "ct-parallel-60v-noisy@512": {"tv_pdhg": 1e-3, "sirt": 50, "cgls": 10},
     "mr-8coil-4x-clean": {"l1_wavelet": 3e-4, "total_variation": 1e-3, "cg_sense": 320},
     "mr-8coil-4x-noisy": {"l1_wavelet": 3e-3, "total_variation": 3e-3, "cg_sense": 5},
     "mr-8coil-8x-clean": {"l1_wavelet": 3e-4, "total_variation": 1e-2, "cg_sense": 320},
@@ -37,4 +41,5 @@ TUNED_WEIGHTS: dict[str, dict[str, float]] = {
 ``medrecon bench recon-volume`` (``ct-parallel-8v-clean``, the ``tv3d_pdhg`` entries,
 ``ct-limited-120v-clean``: 120 views at 0..119 degrees) were chosen on 8 contiguous slices of the
 training patient ct-lung2 (grid 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1; best volume PSNR;
-docs/baselines.md)."""
+docs/baselines.md). The ``@512`` settings were chosen on 3 slices of ct-lung2 at its native 512x512
+(``tune-baselines --matrix 512``; docs/baselines.md)."""
